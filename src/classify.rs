@@ -1,0 +1,514 @@
+//! Pure classification: a [`Snapshot`] and a [`Policy`] in, a [`Report`]
+//! out. No I/O here; time comes from the snapshot.
+
+use crate::filter::Filter;
+use crate::hints;
+use crate::model::{Attribution, Snapshot, Socket, Source, TcpState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Thresholds that turn groups into findings of a given severity.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// CLOSE_WAIT sockets per process and port for a warning.
+    pub close_wait_warn: usize,
+    /// ... and for a critical finding.
+    pub close_wait_crit: usize,
+    /// TIME_WAIT sockets per port or destination for a finding.
+    pub time_wait_warn: usize,
+    /// Share of the ephemeral port range held towards one destination
+    /// that is critical.
+    pub port_ratio_crit: f64,
+    /// Include per-socket records in the report.
+    pub sockets: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            close_wait_warn: 10,
+            close_wait_crit: 100,
+            time_wait_warn: 1000,
+            port_ratio_crit: 0.8,
+            sockets: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The local port is one this host listens on.
+    Inbound,
+    /// Anything else: the local port is ephemeral, the peer is the server.
+    Outbound,
+}
+
+/// Whether, and how, a group's sockets were matched to a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    /// Found in `/proc/PID/fd`: `pid` and `comm` are set.
+    Process,
+    /// inode 0: no process holds a file descriptor (TIME_WAIT, SYN_RECV,
+    /// orphans after close(), children not yet accepted).
+    None,
+    /// Has an inode, but no readable process holds it (not root, or the
+    /// process exited during the scan).
+    Unknown,
+    /// Not looked up: this state is not attributed by default (use
+    /// `--sockets` to attribute every socket).
+    NotResolved,
+}
+
+/// How many sockets of a group have Recv-Q 0, 1 and more (CLOSE_WAIT).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecvQSplit {
+    /// Read the FIN (EOF) and did not close.
+    pub zero: usize,
+    /// Never read after the peer's FIN.
+    pub one: usize,
+    /// Data and FIN unread: the reader stopped.
+    pub more: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub state: TcpState,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub owner: Owner,
+    pub direction: Direction,
+    /// Local port for inbound groups, the peer's port for outbound ones.
+    pub port: u16,
+    /// `ip:port` of the peer for outbound groups, null for inbound ones.
+    pub peer: Option<String>,
+    pub count: usize,
+    pub ipv4: usize,
+    pub ipv6: usize,
+    /// Sum of Recv-Q over the group's sockets.
+    pub recv_q_bytes: u64,
+    pub recv_q: RecvQSplit,
+    /// Oldest/median CLOSE_WAIT age estimate from tcp_info
+    /// `last_ack_recv` (ms); null without tcp_info.
+    pub oldest_age_ms: Option<u32>,
+    pub median_age_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// The numbers a finding rests on. Absent fields are omitted from JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    pub state: Option<TcpState>,
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Peers, busiest first (at most 5).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub peers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_q: Option<RecvQSplit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_q_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_age_ms: Option<u32>,
+    /// Ephemeral ports usable per destination (`ip_local_port_range`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_budget: Option<u32>,
+    /// count / port_budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    pub rule_id: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: Evidence,
+    pub hint: String,
+}
+
+/// Everything `scan` reports. Serialised as-is for `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub schema_version: u32,
+    pub taken_at_ms: u64,
+    pub source: Source,
+    /// Socket count per state, all eleven states present.
+    pub states: BTreeMap<TcpState, usize>,
+    pub total: usize,
+    pub groups: Vec<Group>,
+    pub findings: Vec<Finding>,
+    pub attribution: Attribution,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sockets: Option<Vec<Socket>>,
+}
+
+/// Default ephemeral range 32768-60999, used when the snapshot lacks it.
+pub const DEFAULT_PORT_BUDGET: u32 = 28_232;
+
+type GroupKey = (
+    TcpState,
+    Option<u32>,
+    Direction,
+    u16,
+    Option<std::net::SocketAddr>,
+    Owner,
+);
+
+pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
+    // Direction needs every listening port, whatever the filters say.
+    let listen_ports: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let comm_of = |s: &Socket| {
+        s.pid
+            .and_then(|p| snap.processes.get(&p))
+            .map(|p| p.comm.as_str())
+    };
+    let selected: Vec<&Socket> = snap
+        .sockets
+        .iter()
+        .filter(|s| filter.matches(s, comm_of(s)))
+        .collect();
+
+    let mut states: BTreeMap<TcpState, usize> = TcpState::ALL.iter().map(|&s| (s, 0)).collect();
+    let mut buckets: HashMap<GroupKey, Vec<&Socket>> = HashMap::new();
+    for s in &selected {
+        *states.entry(s.state).or_default() += 1;
+        let direction = if s.state == TcpState::Listen || listen_ports.contains(&s.local.port()) {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let (port, peer) = match direction {
+            Direction::Inbound => (s.local.port(), None),
+            Direction::Outbound => (s.peer.port(), Some(s.peer)),
+        };
+        let owner = owner_of(s, &snap.attribution);
+        buckets
+            .entry((s.state, s.pid, direction, port, peer, owner))
+            .or_default()
+            .push(s);
+    }
+
+    let mut groups: Vec<Group> = buckets
+        .into_iter()
+        .map(|((state, pid, direction, port, peer, owner), socks)| {
+            let comm = pid
+                .and_then(|p| snap.processes.get(&p))
+                .map(|p| p.comm.clone());
+            build_group(state, pid, comm, owner, direction, port, peer, &socks)
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.state.cmp(&b.state))
+            .then(a.pid.cmp(&b.pid))
+            .then(a.port.cmp(&b.port))
+            .then(a.peer.cmp(&b.peer))
+    });
+
+    let budget = port_budget(snap);
+    let mut findings = close_wait_findings(&groups, policy);
+    findings.extend(time_wait_findings(&groups, policy, budget));
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.evidence.count.cmp(&a.evidence.count))
+    });
+
+    Report {
+        schema_version: crate::model::SCHEMA_VERSION,
+        taken_at_ms: snap.taken_at_ms,
+        source: snap.source.clone(),
+        total: selected.len(),
+        states,
+        groups,
+        findings,
+        attribution: snap.attribution.clone(),
+        warnings: snap.warnings.clone(),
+        sockets: policy
+            .sockets
+            .then(|| selected.iter().map(|s| (*s).clone()).collect()),
+    }
+}
+
+fn owner_of(s: &Socket, attr: &Attribution) -> Owner {
+    if s.pid.is_some() {
+        Owner::Process
+    } else if s.inode == 0 {
+        Owner::None
+    } else if attr.wanted_sockets > 0 && attributed_by_default(s.state) {
+        Owner::Unknown
+    } else {
+        Owner::NotResolved
+    }
+}
+
+/// States whose sockets `scan` maps to processes without `--sockets`:
+/// everything but ESTABLISHED, which is the bulk of a busy host.
+pub fn attributed_by_default(state: TcpState) -> bool {
+    state != TcpState::Established
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_group(
+    state: TcpState,
+    pid: Option<u32>,
+    comm: Option<String>,
+    owner: Owner,
+    direction: Direction,
+    port: u16,
+    peer: Option<std::net::SocketAddr>,
+    socks: &[&Socket],
+) -> Group {
+    let mut recv_q = RecvQSplit::default();
+    let mut ages: Vec<u32> = Vec::new();
+    let mut ipv6 = 0;
+    let mut bytes = 0u64;
+    for s in socks {
+        ipv6 += usize::from(s.is_ipv6());
+        bytes += u64::from(s.recv_q);
+        match s.recv_q {
+            0 => recv_q.zero += 1,
+            1 => recv_q.one += 1,
+            _ => recv_q.more += 1,
+        }
+        if state == TcpState::CloseWait {
+            if let Some(t) = s.tcp_info {
+                ages.push(t.last_ack_recv_ms);
+            }
+        }
+    }
+    ages.sort_unstable();
+    Group {
+        state,
+        pid,
+        comm,
+        owner,
+        direction,
+        port,
+        peer: peer.map(|p| p.to_string()),
+        count: socks.len(),
+        ipv4: socks.len() - ipv6,
+        ipv6,
+        recv_q_bytes: bytes,
+        recv_q,
+        oldest_age_ms: ages.last().copied(),
+        median_age_ms: ages.get(ages.len() / 2).copied(),
+    }
+}
+
+/// Which of the three CLOSE_WAIT patterns (tcp-states.md 2.1a) a Recv-Q
+/// value shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CloseWaitKind {
+    /// Recv-Q 0: read EOF, never closed.
+    EofNotClosed,
+    /// Recv-Q 1: the FIN itself is unread: never read after the peer closed.
+    NeverRead,
+    /// Recv-Q > 1: data and FIN unread: the reader stopped.
+    UnreadData,
+}
+
+impl CloseWaitKind {
+    pub fn rule_id(self) -> &'static str {
+        match self {
+            CloseWaitKind::EofNotClosed => "close-wait-eof-not-closed",
+            CloseWaitKind::NeverRead => "close-wait-never-read",
+            CloseWaitKind::UnreadData => "close-wait-unread-data",
+        }
+    }
+}
+
+/// One finding per (process, direction, port, Recv-Q pattern).
+fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
+    type Key = (Option<u32>, Direction, u16, Owner, CloseWaitKind);
+    let mut agg: BTreeMap<
+        Key,
+        (
+            usize,
+            Vec<(usize, String)>,
+            Option<String>,
+            u64,
+            Option<u32>,
+            RecvQSplit,
+        ),
+    > = BTreeMap::new();
+    for g in groups.iter().filter(|g| g.state == TcpState::CloseWait) {
+        for (kind, n) in [
+            (CloseWaitKind::EofNotClosed, g.recv_q.zero),
+            (CloseWaitKind::NeverRead, g.recv_q.one),
+            (CloseWaitKind::UnreadData, g.recv_q.more),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let e = agg
+                .entry((g.pid, g.direction, g.port, g.owner, kind))
+                .or_default();
+            e.0 += n;
+            if let Some(p) = &g.peer {
+                e.1.push((n, p.clone()));
+            }
+            e.2 = g.comm.clone();
+            if kind == CloseWaitKind::UnreadData {
+                e.3 += g.recv_q_bytes;
+            }
+            e.4 = e.4.max(g.oldest_age_ms);
+            match kind {
+                CloseWaitKind::EofNotClosed => e.5.zero += n,
+                CloseWaitKind::NeverRead => e.5.one += n,
+                CloseWaitKind::UnreadData => e.5.more += n,
+            }
+        }
+    }
+    agg.into_iter()
+        .map(
+            |(
+                (pid, direction, port, owner, kind),
+                (count, mut peers, comm, bytes, oldest, split),
+            )| {
+                peers.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let severity = if count >= policy.close_wait_crit {
+                    Severity::Critical
+                } else if count >= policy.close_wait_warn {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                };
+                let evidence = Evidence {
+                    state: Some(TcpState::CloseWait),
+                    count,
+                    pid,
+                    comm,
+                    direction: Some(direction),
+                    port: Some(port),
+                    peers: peers.into_iter().take(5).map(|p| p.1).collect(),
+                    recv_q: Some(split),
+                    recv_q_bytes: (kind == CloseWaitKind::UnreadData).then_some(bytes),
+                    oldest_age_ms: oldest,
+                    ..Evidence::default()
+                };
+                let (summary, hint) = hints::close_wait(kind, owner, &evidence);
+                Finding {
+                    rule_id: kind.rule_id().to_string(),
+                    severity,
+                    summary,
+                    evidence,
+                    hint,
+                }
+            },
+        )
+        .collect()
+}
+
+/// TIME_WAIT per local listening port (inbound) and per destination.
+fn time_wait_findings(groups: &[Group], policy: &Policy, budget: u32) -> Vec<Finding> {
+    let mut agg: BTreeMap<(Direction, u16, Option<String>), usize> = BTreeMap::new();
+    for g in groups.iter().filter(|g| g.state == TcpState::TimeWait) {
+        *agg.entry((g.direction, g.port, g.peer.clone()))
+            .or_default() += g.count;
+    }
+    agg.into_iter()
+        .filter(|&(_, count)| count >= policy.time_wait_warn)
+        .map(|((direction, port, peer), count)| {
+            let ratio = (direction == Direction::Outbound && budget > 0)
+                .then(|| count as f64 / f64::from(budget));
+            let severity = if ratio.is_some_and(|r| r >= policy.port_ratio_crit) {
+                Severity::Critical
+            } else if direction == Direction::Outbound {
+                Severity::Warning
+            } else {
+                Severity::Info
+            };
+            let evidence = Evidence {
+                state: Some(TcpState::TimeWait),
+                count,
+                direction: Some(direction),
+                port: Some(port),
+                peers: peer.into_iter().collect(),
+                port_budget: (direction == Direction::Outbound).then_some(budget),
+                port_ratio: ratio.map(|r| (r * 1000.0).round() / 1000.0),
+                ..Evidence::default()
+            };
+            let (rule, summary, hint) = hints::time_wait(direction, &evidence);
+            Finding {
+                rule_id: rule.to_string(),
+                severity,
+                summary,
+                evidence,
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// Ports per (source IP, destination) from `ip_local_port_range` minus
+/// `ip_local_reserved_ports`, when the snapshot carries them.
+pub fn port_budget(snap: &Snapshot) -> u32 {
+    let Some(range) = snap.sysctls.get("net.ipv4.ip_local_port_range") else {
+        return DEFAULT_PORT_BUDGET;
+    };
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u32>().ok());
+    let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
+        return DEFAULT_PORT_BUDGET;
+    };
+    let reserved = snap
+        .sysctls
+        .get("net.ipv4.ip_local_reserved_ports")
+        .map(|r| reserved_in(r, lo, hi))
+        .unwrap_or(0);
+    (hi.saturating_sub(lo) + 1).saturating_sub(reserved)
+}
+
+/// Counts ports of a `ip_local_reserved_ports` list (`8080,9000-9100`)
+/// that fall inside `lo..=hi`.
+fn reserved_in(list: &str, lo: u32, hi: u32) -> u32 {
+    list.split(',')
+        .filter_map(|part| {
+            let part = part.trim();
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b) = (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?);
+            let (a, b) = (a.max(lo), b.min(hi));
+            (a <= b).then(|| b - a + 1)
+        })
+        .sum()
+}

@@ -1,0 +1,169 @@
+//! Command-line definition. Doc comments are the `--help` text.
+
+use crate::filter::{Family, PeerFilter};
+use crate::model::TcpState;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Find and explain TCP connections stuck in CLOSE_WAIT and TIME_WAIT.
+///
+/// Reads the kernel's TCP tables over netlink sock_diag (IPv4 and IPv6),
+/// maps sockets to processes through /proc, and explains build-ups with
+/// hints that are correct on current Linux.
+///
+/// Exit codes: 0 ok, 1 an `assert` limit is broken, 2 usage or runtime error.
+#[derive(Debug, Parser)]
+#[command(name = "cwdiag", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// When to colour output: auto (only on a terminal, and not when
+    /// NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report socket states, CLOSE_WAIT/TIME_WAIT groups and findings.
+    Scan(ScanArgs),
+    /// CI check: exit 1 when a limit is broken, 0 when all hold.
+    Assert(AssertArgs),
+}
+
+/// Which sockets to look at. Shared by every command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Only these states (repeatable or comma-separated). Kernel and ss
+    /// spellings are accepted: close-wait, CLOSE_WAIT, CLOSE-WAIT, time-wait.
+    #[arg(long = "state", value_name = "STATE", value_delimiter = ',')]
+    pub states: Vec<TcpState>,
+
+    /// Only sockets whose local or peer port is PORT (repeatable).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+
+    /// Only sockets held by process PID (repeatable). Sockets without an
+    /// owner (TIME_WAIT, orphans) never match.
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// Only sockets held by a process with this command name (repeatable).
+    #[arg(long = "comm", value_name = "COMM")]
+    pub comms: Vec<String>,
+
+    /// Only sockets whose peer is ADDR or ADDR:PORT ([v6]:port for IPv6).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub peer: Option<PeerFilter>,
+
+    /// Only IPv4 (4) or IPv6 (6) sockets.
+    #[arg(long, value_name = "4|6")]
+    pub family: Option<Family>,
+
+    /// Directory to read process information from instead of /proc.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        hide_default_value = true
+    )]
+    pub proc_root: PathBuf,
+}
+
+/// When groups become findings, and how severe they are.
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// CLOSE_WAIT sockets per process and port that make a warning
+    /// (fewer are reported as info).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub close_wait_warn: usize,
+
+    /// CLOSE_WAIT sockets per process and port that make a critical finding.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub close_wait_crit: usize,
+
+    /// TIME_WAIT sockets per local port or destination that make a finding.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub time_wait_warn: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables for people.
+    Table,
+    /// The JSON document described in the README (schema_version 1).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Print JSON instead of tables (same as --format json).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Output format.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "table",
+        conflicts_with = "json"
+    )]
+    pub format: Format,
+
+    /// Add one record per socket (and attribute every socket, ESTABLISHED
+    /// included, which reads every process's fd table).
+    #[arg(long)]
+    pub sockets: bool,
+
+    /// Show at most N groups per table (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+
+    /// Do not print table headers (as ss -H).
+    #[arg(short = 'H', long)]
+    pub no_header: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("limits").required(true).multiple(true)))]
+pub struct AssertArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Fail when more than N sockets (after filters) are in CLOSE_WAIT.
+    #[arg(long, value_name = "N", group = "limits")]
+    pub max_close_wait: Option<usize>,
+
+    /// Fail when more than N sockets (after filters) are in TIME_WAIT.
+    #[arg(long, value_name = "N", group = "limits")]
+    pub max_time_wait: Option<usize>,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

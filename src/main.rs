@@ -1,0 +1,42 @@
+//! cwdiag: find and explain TCP connections stuck in CLOSE_WAIT and
+//! TIME_WAIT on Linux.
+
+mod app;
+mod assertion;
+mod classify;
+mod cli;
+mod collect;
+mod filter;
+mod hints;
+mod model;
+mod output;
+mod report;
+mod units;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print as clap would; a closed pipe is fine.
+            let _ = output::emit(&e.render().to_string());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line, without its "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("cwdiag: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match app::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cwdiag: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

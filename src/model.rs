@@ -1,0 +1,272 @@
+//! The OS-independent snapshot of a host's TCP tables.
+//!
+//! Collectors (live netlink, replayed dumps, `/proc/net/tcp`) produce a
+//! [`Snapshot`]; everything after that (classification, hints, rendering)
+//! is a pure function of it. A snapshot serialises to JSON and reads back
+//! unchanged, which is what `--from snapshot.json` and the fixtures rely on.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// Version of the snapshot and report JSON documents.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The eleven TCP states of `include/net/tcp_states.h`, numbered as the
+/// kernel numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TcpState {
+    #[serde(rename = "ESTABLISHED")]
+    Established = 1,
+    #[serde(rename = "SYN_SENT")]
+    SynSent = 2,
+    #[serde(rename = "SYN_RECV")]
+    SynRecv = 3,
+    #[serde(rename = "FIN_WAIT1")]
+    FinWait1 = 4,
+    #[serde(rename = "FIN_WAIT2")]
+    FinWait2 = 5,
+    #[serde(rename = "TIME_WAIT")]
+    TimeWait = 6,
+    #[serde(rename = "CLOSE")]
+    Close = 7,
+    #[serde(rename = "CLOSE_WAIT")]
+    CloseWait = 8,
+    #[serde(rename = "LAST_ACK")]
+    LastAck = 9,
+    #[serde(rename = "LISTEN")]
+    Listen = 10,
+    #[serde(rename = "CLOSING")]
+    Closing = 11,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 11] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+    ];
+
+    /// The kernel's number for this state (`TCP_ESTABLISHED` = 1, ...).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_number(n: u8) -> Option<TcpState> {
+        TcpState::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+
+    /// The kernel's spelling, used as JSON key: `CLOSE_WAIT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+        }
+    }
+
+    /// Bit of this state in an `inet_diag_req_v2.idiag_states` mask.
+    pub fn mask_bit(self) -> u32 {
+        1 << self.number()
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TcpState {
+    type Err = String;
+
+    /// Accepts the kernel's (`CLOSE_WAIT`), ss's (`close-wait`, `CLOSE-WAIT`)
+    /// and netstat's spellings, plus `estab`/`syn-recv`-style short names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let state = match norm.as_str() {
+            "established" | "estab" => TcpState::Established,
+            "synsent" => TcpState::SynSent,
+            "synrecv" | "synreceived" => TcpState::SynRecv,
+            "finwait1" => TcpState::FinWait1,
+            "finwait2" => TcpState::FinWait2,
+            "timewait" | "timew" => TcpState::TimeWait,
+            "close" | "closed" | "unconn" | "unconnected" => TcpState::Close,
+            "closewait" => TcpState::CloseWait,
+            "lastack" => TcpState::LastAck,
+            "listen" | "listening" => TcpState::Listen,
+            "closing" => TcpState::Closing,
+            _ => {
+                return Err(format!(
+                    "unknown TCP state '{s}' (expected e.g. close-wait, CLOSE_WAIT, time-wait, established, listen)"
+                ));
+            }
+        };
+        Ok(state)
+    }
+}
+
+/// The timer a socket has pending, as `idiag_timer` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timer {
+    Off,
+    /// Retransmit, TLP or RACK timer (1).
+    Retransmit,
+    /// `sk_timer`: keepalive, or the orphaned FIN_WAIT2 timer (2).
+    Keepalive,
+    /// TIME_WAIT expiry (3).
+    TimeWait,
+    /// Zero-window probe (4).
+    Probe,
+}
+
+impl Timer {
+    pub fn from_number(n: u8) -> Timer {
+        match n {
+            1 => Timer::Retransmit,
+            2 => Timer::Keepalive,
+            3 => Timer::TimeWait,
+            4 => Timer::Probe,
+            _ => Timer::Off,
+        }
+    }
+}
+
+/// A few `tcp_info` fields, in milliseconds ago, for full sockets only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpAges {
+    pub last_data_recv_ms: u32,
+    pub last_ack_recv_ms: u32,
+    pub last_data_sent_ms: u32,
+}
+
+/// One TCP socket as sock_diag (or /proc/net/tcp) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Socket {
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub timer: Timer,
+    /// Milliseconds until the timer fires (remaining TIME_WAIT time for
+    /// TIME_WAIT sockets).
+    pub expires_ms: u32,
+    pub retrans: u8,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub uid: u32,
+    /// 0 when no process holds a file descriptor for the socket (TIME_WAIT,
+    /// SYN_RECV, orphans, children the application has not accepted yet).
+    pub inode: u32,
+    pub cookie: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_info: Option<TcpAges>,
+    /// Pid of the process found holding the socket's inode, if looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// File descriptor number in that process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
+}
+
+impl Socket {
+    pub fn is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+}
+
+/// A process that holds at least one reported socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    pub comm: String,
+}
+
+/// How complete the socket -> process mapping is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attribution {
+    /// False when some wanted socket was not found and some process could
+    /// not be inspected: an owner may be hidden from us.
+    pub complete: bool,
+    /// Sockets with an inode that were looked up.
+    pub wanted_sockets: usize,
+    /// Of those, how many were found in some process's fd table.
+    pub found_sockets: usize,
+    /// Processes whose `/proc/PID/fd` was walked.
+    pub scanned_processes: usize,
+    /// Processes whose fd table could not be read (permission denied).
+    pub unreadable_processes: usize,
+    /// Processes that exited while we were reading them.
+    pub vanished_processes: usize,
+    /// Pids that could not be read (first few), for the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_pids: Vec<u32>,
+}
+
+/// Where the snapshot came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Live `SOCK_DIAG_BY_FAMILY` dump.
+    Netlink,
+    /// Live `/proc/net/tcp` and `/proc/net/tcp6`.
+    Proc,
+    /// A netlink dump file (`ss -D`, `cwdiag scan --record`).
+    Dump,
+    /// A cwdiag JSON snapshot.
+    Snapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// File name for replays, `None` for live sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Everything a report is computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    /// Milliseconds since the Unix epoch when collection started.
+    pub taken_at_ms: u64,
+    pub source: Source,
+    pub sockets: Vec<Socket>,
+    /// Owners of attributed sockets, by pid.
+    pub processes: BTreeMap<u32, Process>,
+    pub attribution: Attribution,
+    /// TCP sysctls of the scanned namespace, dotted names.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// Things the collector could not do, in one line each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
