@@ -309,10 +309,8 @@ fn build_group(
             1 => recv_q.one += 1,
             _ => recv_q.more += 1,
         }
-        if state == TcpState::CloseWait {
-            if let Some(t) = s.tcp_info {
-                ages.push(t.last_ack_recv_ms);
-            }
+        if let (TcpState::CloseWait, Some(t)) = (state, s.tcp_info) {
+            ages.push(t.last_ack_recv_ms);
         }
     }
     ages.sort_unstable();
@@ -356,20 +354,21 @@ impl CloseWaitKind {
     }
 }
 
+/// Sockets of one CLOSE_WAIT finding, summed over its groups.
+#[derive(Default)]
+struct CloseWaitAgg {
+    count: usize,
+    peers: Vec<(usize, String)>,
+    comm: Option<String>,
+    unread_bytes: u64,
+    oldest_age_ms: Option<u32>,
+    split: RecvQSplit,
+}
+
 /// One finding per (process, direction, port, Recv-Q pattern).
 fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
     type Key = (Option<u32>, Direction, u16, Owner, CloseWaitKind);
-    let mut agg: BTreeMap<
-        Key,
-        (
-            usize,
-            Vec<(usize, String)>,
-            Option<String>,
-            u64,
-            Option<u32>,
-            RecvQSplit,
-        ),
-    > = BTreeMap::new();
+    let mut agg: BTreeMap<Key, CloseWaitAgg> = BTreeMap::new();
     for g in groups.iter().filter(|g| g.state == TcpState::CloseWait) {
         for (kind, n) in [
             (CloseWaitKind::EofNotClosed, g.recv_q.zero),
@@ -382,59 +381,54 @@ fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
             let e = agg
                 .entry((g.pid, g.direction, g.port, g.owner, kind))
                 .or_default();
-            e.0 += n;
+            e.count += n;
             if let Some(p) = &g.peer {
-                e.1.push((n, p.clone()));
+                e.peers.push((n, p.clone()));
             }
-            e.2 = g.comm.clone();
-            if kind == CloseWaitKind::UnreadData {
-                e.3 += g.recv_q_bytes;
-            }
-            e.4 = e.4.max(g.oldest_age_ms);
+            e.comm.clone_from(&g.comm);
+            e.oldest_age_ms = e.oldest_age_ms.max(g.oldest_age_ms);
             match kind {
-                CloseWaitKind::EofNotClosed => e.5.zero += n,
-                CloseWaitKind::NeverRead => e.5.one += n,
-                CloseWaitKind::UnreadData => e.5.more += n,
+                CloseWaitKind::EofNotClosed => e.split.zero += n,
+                CloseWaitKind::NeverRead => e.split.one += n,
+                CloseWaitKind::UnreadData => {
+                    e.split.more += n;
+                    e.unread_bytes += g.recv_q_bytes;
+                }
             }
         }
     }
     agg.into_iter()
-        .map(
-            |(
-                (pid, direction, port, owner, kind),
-                (count, mut peers, comm, bytes, oldest, split),
-            )| {
-                peers.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                let severity = if count >= policy.close_wait_crit {
-                    Severity::Critical
-                } else if count >= policy.close_wait_warn {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                };
-                let evidence = Evidence {
-                    state: Some(TcpState::CloseWait),
-                    count,
-                    pid,
-                    comm,
-                    direction: Some(direction),
-                    port: Some(port),
-                    peers: peers.into_iter().take(5).map(|p| p.1).collect(),
-                    recv_q: Some(split),
-                    recv_q_bytes: (kind == CloseWaitKind::UnreadData).then_some(bytes),
-                    oldest_age_ms: oldest,
-                    ..Evidence::default()
-                };
-                let (summary, hint) = hints::close_wait(kind, owner, &evidence);
-                Finding {
-                    rule_id: kind.rule_id().to_string(),
-                    severity,
-                    summary,
-                    evidence,
-                    hint,
-                }
-            },
-        )
+        .map(|((pid, direction, port, owner, kind), mut a)| {
+            a.peers.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+            let severity = if a.count >= policy.close_wait_crit {
+                Severity::Critical
+            } else if a.count >= policy.close_wait_warn {
+                Severity::Warning
+            } else {
+                Severity::Info
+            };
+            let evidence = Evidence {
+                state: Some(TcpState::CloseWait),
+                count: a.count,
+                pid,
+                comm: a.comm,
+                direction: Some(direction),
+                port: Some(port),
+                peers: a.peers.into_iter().take(5).map(|p| p.1).collect(),
+                recv_q: Some(a.split),
+                recv_q_bytes: (kind == CloseWaitKind::UnreadData).then_some(a.unread_bytes),
+                oldest_age_ms: a.oldest_age_ms,
+                ..Evidence::default()
+            };
+            let (summary, hint) = hints::close_wait(kind, owner, &evidence);
+            Finding {
+                rule_id: kind.rule_id().to_string(),
+                severity,
+                summary,
+                evidence,
+                hint,
+            }
+        })
         .collect()
 }
 

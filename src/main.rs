@@ -1,19 +1,9 @@
 //! cwdiag: find and explain TCP connections stuck in CLOSE_WAIT and
 //! TIME_WAIT on Linux.
-
-mod app;
-mod assertion;
-mod classify;
-mod cli;
-mod collect;
-mod filter;
-mod hints;
-mod model;
-mod output;
-mod report;
-mod units;
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::Parser;
+use cwdiag::{app, cli, output};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

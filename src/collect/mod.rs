@@ -59,7 +59,7 @@ pub fn now_ms() -> u64 {
 
 /// Dumps the live tables and attributes the sockets the plan wants.
 /// `record` gets every raw reply, for `scan --record`.
-pub fn live(plan: &Plan, record: Option<&mut dyn FnMut(&[u8]) -> Result<()>>) -> Result<Snapshot> {
+pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
     let taken_at_ms = now_ms();
     let dump = sockdiag::dump(
         sockdiag::DumpRequest {

@@ -31,6 +31,9 @@ pub struct DumpRequest {
     pub tcp_info: bool,
 }
 
+/// Receives every raw reply buffer (for `scan --record`).
+pub type Recorder<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
+
 /// The result of dumping both families.
 #[derive(Debug, Default)]
 pub struct Dump {
@@ -40,10 +43,7 @@ pub struct Dump {
 
 /// Dumps IPv4 then IPv6 TCP sockets. `record` receives every reply buffer
 /// exactly as the kernel sent it (the `ss -D` format).
-pub fn dump(
-    req: DumpRequest,
-    mut record: Option<&mut dyn FnMut(&[u8]) -> Result<()>>,
-) -> Result<Dump> {
+pub fn dump(req: DumpRequest, mut record: Option<Recorder<'_>>) -> Result<Dump> {
     let mut out = Dump::default();
     let mut seen = std::collections::HashSet::new();
     for family in [AF_INET, AF_INET6] {

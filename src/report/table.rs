@@ -71,7 +71,7 @@ fn new_table(st: &Style, header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(st.width);
     if st.header {
-        t.set_header(header.iter().map(|h| Cell::new(h)));
+        t.set_header(header.iter().map(Cell::new));
     }
     t
 }

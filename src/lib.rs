@@ -1,0 +1,16 @@
+//! cwdiag as a library: the collectors, the pure classifier and the
+//! renderers behind the `cwdiag` binary. The binary's `main` only parses
+//! arguments and maps errors to exit codes.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod assertion;
+pub mod classify;
+pub mod cli;
+pub mod collect;
+pub mod filter;
+pub mod hints;
+pub mod model;
+pub mod output;
+pub mod report;
+pub mod units;
