@@ -2,13 +2,15 @@
 
 use crate::assertion::{self, Limits};
 use crate::classify::{self, Policy, Report};
-use crate::cli::{AssertArgs, Cli, ColorChoice, Command, Format, ScanArgs, SelectArgs};
+use crate::cli::{
+    AssertArgs, Cli, ColorChoice, Command, Format, ScanArgs, SelectArgs, SnapshotArgs, SourceArgs,
+};
 use crate::collect::{self, Attribute, Plan};
 use crate::filter::Filter;
 use crate::model::Snapshot;
 use crate::output::emit;
 use crate::report::{self, Style};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -17,7 +19,46 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan(args, color),
         Command::Assert(args) => assert(args),
+        Command::Snapshot(args) => snapshot(args),
     }
+}
+
+/// Live collection, or a replay when `--from` is given.
+fn collect(src: &SourceArgs, plan: &Plan) -> Result<Snapshot> {
+    match &src.from {
+        Some(path) => collect::replay::load(path),
+        None => collect::live(plan, None),
+    }
+}
+
+/// Live collection that also writes the raw replies and a sidecar.
+fn collect_recording(path: &std::path::Path, plan: &Plan) -> Result<Snapshot> {
+    use std::io::Write;
+    let name = path.display();
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut rec = |b: &[u8]| -> Result<()> {
+        out.write_all(b)
+            .with_context(|| format!("cannot write {name}"))
+    };
+    let snap = collect::live(plan, Some(&mut rec))?;
+    out.flush()
+        .with_context(|| format!("cannot write {name}"))?;
+    let side = collect::replay::sidecar_path(path);
+    let json = report::json::render(&collect::replay::Sidecar::of(&snap))?;
+    std::fs::write(&side, json).with_context(|| format!("cannot write {}", side.display()))?;
+    Ok(snap)
+}
+
+fn snapshot(args: SnapshotArgs) -> Result<ExitCode> {
+    let mut plan = Plan::new(&[]);
+    plan.proc_root = args.source.proc_root.clone();
+    if args.all_owners {
+        plan.attribute = Attribute::All;
+    }
+    let snap = collect(&args.source, &plan)?;
+    emit(&report::json::render(&snap)?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn filter_of(s: &SelectArgs) -> Filter {
@@ -60,11 +101,14 @@ fn style(color: ColorChoice, top: usize, header: bool) -> Style {
 fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let filter = filter_of(&args.select);
     let mut plan = Plan::new(&filter.states);
-    plan.proc_root = args.select.proc_root.clone();
+    plan.proc_root = args.source.proc_root.clone();
     if args.sockets {
         plan.attribute = Attribute::All;
     }
-    let snap: Snapshot = collect::live(&plan, None)?;
+    let snap = match &args.record {
+        Some(path) => collect_recording(path, &plan)?,
+        None => collect(&args.source, &plan)?,
+    };
     let policy = Policy {
         close_wait_warn: args.policy.close_wait_warn,
         close_wait_crit: args.policy.close_wait_crit,
@@ -95,19 +139,24 @@ fn assert(args: AssertArgs) -> Result<ExitCode> {
         .into_iter()
         .filter(|s| filter.states.is_empty() || filter.states.contains(s))
         .collect();
+    if wanted.is_empty() {
+        anyhow::bail!(
+            "--state excludes every state the limits count (CLOSE_WAIT for --max-close-wait, TIME_WAIT for --max-time-wait)"
+        );
+    }
     filter.states = wanted.clone();
     let mut plan = Plan::new(&wanted);
-    plan.proc_root = args.select.proc_root.clone();
+    plan.proc_root = args.source.proc_root.clone();
     plan.tcp_info = false;
     plan.attribute = if filter.needs_owner() {
         Attribute::Default
     } else {
         Attribute::Nothing
     };
-    let mut snap = collect::live(&plan, None)?;
+    let mut snap = collect(&args.source, &plan)?;
     let policy = Policy::default();
     let mut outcome = assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
-    if !outcome.ok && plan.attribute == Attribute::Nothing {
+    if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
         // Name the offenders: attribute now that we know it is worth it.
         plan.attribute = Attribute::Default;
         collect::attribute(&mut snap, &plan);

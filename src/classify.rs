@@ -392,17 +392,28 @@ fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
                 CloseWaitKind::NeverRead => e.split.one += n,
                 CloseWaitKind::UnreadData => {
                     e.split.more += n;
-                    e.unread_bytes += g.recv_q_bytes;
+                    // Recv-Q 0 sockets add nothing, Recv-Q 1 ones 1 each.
+                    e.unread_bytes += g.recv_q_bytes - g.recv_q.one as u64;
                 }
             }
         }
     }
+    // Severity follows the process's whole CLOSE_WAIT pile on that port,
+    // not each Recv-Q pattern's share of it.
+    let mut totals: HashMap<(Option<u32>, Direction, u16, Owner), usize> = HashMap::new();
+    for ((pid, direction, port, owner, _), a) in &agg {
+        *totals.entry((*pid, *direction, *port, *owner)).or_default() += a.count;
+    }
     agg.into_iter()
         .map(|((pid, direction, port, owner, kind), mut a)| {
             a.peers.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
-            let severity = if a.count >= policy.close_wait_crit {
+            let total = totals
+                .get(&(pid, direction, port, owner))
+                .copied()
+                .unwrap_or(a.count);
+            let severity = if total >= policy.close_wait_crit {
                 Severity::Critical
-            } else if a.count >= policy.close_wait_warn {
+            } else if total >= policy.close_wait_warn {
                 Severity::Warning
             } else {
                 Severity::Info
@@ -505,4 +516,146 @@ fn reserved_in(list: &str, lo: u32, hi: u32) -> u32 {
             (a <= b).then(|| b - a + 1)
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Snapshot;
+
+    fn workload() -> Snapshot {
+        serde_json::from_str(include_str!("../fixtures/workload.snapshot.json")).unwrap()
+    }
+
+    fn rules(r: &Report) -> Vec<(&str, Severity, usize)> {
+        r.findings
+            .iter()
+            .map(|f| (f.rule_id.as_str(), f.severity, f.evidence.count))
+            .collect()
+    }
+
+    #[test]
+    fn splits_close_wait_by_recv_q_pattern() {
+        let r = classify(&workload(), &Filter::default(), &Policy::default());
+        let mut got = rules(&r);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("close-wait-eof-not-closed", Severity::Warning, 6),
+                ("close-wait-never-read", Severity::Warning, 8),
+                ("close-wait-unread-data", Severity::Warning, 4),
+            ]
+        );
+        let unread = r
+            .findings
+            .iter()
+            .find(|f| f.rule_id == "close-wait-unread-data")
+            .unwrap();
+        // 100 bytes plus the FIN's sequence number, on each of 4 sockets.
+        assert_eq!(unread.evidence.recv_q_bytes, Some(4 * 101));
+    }
+
+    #[test]
+    fn thresholds_set_severity_and_time_wait_findings() {
+        let policy = Policy {
+            close_wait_warn: 5,
+            close_wait_crit: 8,
+            time_wait_warn: 30,
+            ..Policy::default()
+        };
+        let r = classify(&workload(), &Filter::default(), &policy);
+        let got = rules(&r);
+        // 18 CLOSE_WAIT on the port in all: every pattern shares that severity.
+        assert!(
+            got.contains(&("close-wait-never-read", Severity::Critical, 8)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("close-wait-eof-not-closed", Severity::Critical, 6)),
+            "{got:?}"
+        );
+        let policy = Policy {
+            close_wait_warn: 18,
+            close_wait_crit: 19,
+            ..policy
+        };
+        let r2 = classify(&workload(), &Filter::default(), &policy);
+        assert!(rules(&r2).contains(&("close-wait-unread-data", Severity::Warning, 4)));
+        let policy = Policy {
+            close_wait_warn: 19,
+            ..policy
+        };
+        let r3 = classify(&workload(), &Filter::default(), &policy);
+        assert!(rules(&r3).contains(&("close-wait-unread-data", Severity::Info, 4)));
+        let tw = r
+            .findings
+            .iter()
+            .find(|f| f.rule_id == "time-wait-client-churn")
+            .unwrap();
+        assert_eq!(tw.evidence.peers, vec!["127.0.0.1:5432".to_string()]);
+        assert_eq!(tw.evidence.port_budget, Some(port_budget(&workload())));
+    }
+
+    #[test]
+    fn inbound_has_local_port_and_no_peer_outbound_has_peer() {
+        let r = classify(&workload(), &Filter::default(), &Policy::default());
+        for g in &r.groups {
+            match g.direction {
+                Direction::Inbound => assert!(g.peer.is_none()),
+                Direction::Outbound => assert!(g.peer.is_some()),
+            }
+        }
+        let cw: usize = r
+            .groups
+            .iter()
+            .filter(|g| g.state == TcpState::CloseWait)
+            .map(|g| g.count)
+            .sum();
+        assert_eq!(cw, 18);
+    }
+
+    #[test]
+    fn port_budget_subtracts_reserved_ports_in_range() {
+        let mut s = workload();
+        s.sysctls
+            .insert("net.ipv4.ip_local_port_range".into(), "10000 10999".into());
+        s.sysctls.insert(
+            "net.ipv4.ip_local_reserved_ports".into(),
+            "8080,10100-10199,10990-11010".into(),
+        );
+        assert_eq!(port_budget(&s), 1000 - 100 - 10);
+        s.sysctls.clear();
+        assert_eq!(port_budget(&s), DEFAULT_PORT_BUDGET);
+    }
+
+    #[test]
+    fn hints_never_repeat_the_myths() {
+        let policy = Policy {
+            close_wait_warn: 1,
+            time_wait_warn: 1,
+            ..Policy::default()
+        };
+        let r = classify(&workload(), &Filter::default(), &policy);
+        assert!(r.findings.len() >= 4);
+        for f in &r.findings {
+            let h = f.hint.to_lowercase();
+            for myth in [
+                "tcp_tw_recycle=1",
+                "lower tcp_keepalive",
+                "set tcp_fin_timeout",
+                "so_reuseaddr",
+            ] {
+                assert!(
+                    !h.contains(myth),
+                    "{} hint repeats a myth ({myth}): {}",
+                    f.rule_id,
+                    f.hint
+                );
+            }
+            if f.evidence.state == Some(TcpState::CloseWait) {
+                assert!(h.contains("close()"), "{}", f.hint);
+            }
+        }
+    }
 }

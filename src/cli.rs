@@ -37,6 +37,19 @@ pub enum Command {
     Scan(ScanArgs),
     /// CI check: exit 1 when a limit is broken, 0 when all hold.
     Assert(AssertArgs),
+    /// Print the raw collected data (sockets, owners, sysctls) as a JSON
+    /// snapshot that `--from` reads back.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Attribute every socket, ESTABLISHED included (slower).
+    #[arg(long)]
+    pub all_owners: bool,
 }
 
 /// Which sockets to look at. Shared by every command.
@@ -67,8 +80,19 @@ pub struct SelectArgs {
     /// Only IPv4 (4) or IPv6 (6) sockets.
     #[arg(long, value_name = "4|6")]
     pub family: Option<Family>,
+}
 
-    /// Directory to read process information from instead of /proc.
+/// Where the sockets come from. Shared by every command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SourceArgs {
+    /// Read a capture instead of the live kernel: a cwdiag JSON snapshot
+    /// (`cwdiag snapshot`), a dump written by `cwdiag scan --record` or by
+    /// `ss -ntaD FILE`. The format is detected from the content.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+
+    /// Directory to read process information and sysctls from instead of
+    /// /proc (for tests and chroots).
     #[arg(
         long,
         value_name = "DIR",
@@ -109,6 +133,15 @@ pub struct ScanArgs {
     pub select: SelectArgs,
 
     #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Also save the raw netlink replies to FILE, in the format `ss -D`
+    /// writes, plus owners and sysctls in FILE.cwdiag.json, so that
+    /// `--from FILE` reproduces this report.
+    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    pub record: Option<PathBuf>,
+
+    #[command(flatten)]
     pub policy: PolicyArgs,
 
     /// Print JSON instead of tables (same as --format json).
@@ -143,6 +176,9 @@ pub struct ScanArgs {
 pub struct AssertArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 
     /// Fail when more than N sockets (after filters) are in CLOSE_WAIT.
     #[arg(long, value_name = "N", group = "limits")]

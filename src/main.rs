@@ -15,10 +15,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first line, without its "error: " prefix.
+            // One line: clap's first paragraph, without its "error: " prefix.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("cwdiag: {}", first.trim_start_matches("error: "));
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("cwdiag: {}", para.join(" ").trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };

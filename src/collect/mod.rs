@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod procmap;
+pub mod replay;
 pub mod sockdiag;
 pub mod sysctl;
 

@@ -1,0 +1,151 @@
+//! Live scans in the host's own namespace: the test process opens real
+//! sockets and checks that cwdiag attributes them to this very pid.
+
+use crate::support::*;
+use std::net::SocketAddr;
+
+fn own_close_wait(addr: &str) -> Option<(Workload, u16)> {
+    let mut w = Workload::default();
+    let Ok(l) = std::net::TcpListener::bind(addr) else {
+        skip(&format!("cannot bind {addr} (no IPv6 loopback?)"));
+        return None;
+    };
+    let port = l.local_addr().unwrap().port();
+    w.listeners.push(l);
+    let server: SocketAddr = format!("{}:{port}", addr.rsplit_once(':').unwrap().0)
+        .parse()
+        .unwrap();
+    w.close_wait(server, 3, false, 0);
+    wait_for_ss("CLOSE_WAIT", 3);
+    Some((w, port))
+}
+
+#[test]
+fn scan_attributes_close_wait_to_this_process_ipv4_and_ipv6() {
+    let me = u64::from(std::process::id());
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let Some((_w, port)) = own_close_wait(addr) else {
+            continue;
+        };
+        let p = port.to_string();
+        let report = json(&["scan", "--json", "--port", &p]);
+        assert_eq!(
+            close_wait_groups(&report, port),
+            vec![(Some(me), 3)],
+            "{addr}: {report:#}"
+        );
+        let group = report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["state"] == "CLOSE_WAIT")
+            .unwrap();
+        assert_eq!(group["direction"], "inbound");
+        assert_eq!(group["peer"], serde_json::Value::Null);
+        assert_eq!(group["recv_q"]["one"], 3, "never read: Recv-Q 1");
+        let f = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["evidence"]["state"] == "CLOSE_WAIT")
+            .expect("a CLOSE_WAIT finding");
+        assert_eq!(f["evidence"]["pid"], me);
+        assert_eq!(f["evidence"]["port"], port);
+        assert_eq!(f["evidence"]["count"], 3);
+        assert!(f["hint"].as_str().unwrap().contains(&format!("pid {me}")));
+
+        let table = run(&["scan", "--port", &p]);
+        let text = String::from_utf8(table.stdout).unwrap();
+        assert!(
+            text.contains(&me.to_string()),
+            "table names the pid:\n{text}"
+        );
+        assert!(
+            text.contains(&format!(":{port}")),
+            "table names the port:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn assert_exits_1_above_the_limit_and_0_within_it() {
+    let Some((_w, port)) = own_close_wait("127.0.0.1:0") else {
+        return;
+    };
+    let p = port.to_string();
+    let fail = run(&["assert", "--max-close-wait", "2", "--port", &p]);
+    assert_eq!(fail.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&fail.stdout);
+    assert!(
+        text.contains("FAIL max-close-wait: 3 CLOSE_WAIT > 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "names the offender: {text}"
+    );
+
+    let ok = run(&["assert", "--max-close-wait", "3", "--port", &p]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    let j = run(&["assert", "--max-close-wait", "2", "--port", &p, "--json"]);
+    assert_eq!(j.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"][0]["count"], 3);
+    assert_eq!(v["checks"][0]["offenders"][0]["pid"], std::process::id());
+
+    let by_pid = run(&[
+        "assert",
+        "--max-close-wait",
+        "0",
+        "--pid",
+        &std::process::id().to_string(),
+        "--port",
+        &p,
+    ]);
+    assert_eq!(by_pid.status.code(), Some(1));
+    let other_pid = run(&[
+        "assert",
+        "--max-close-wait",
+        "0",
+        "--pid",
+        "1",
+        "--port",
+        &p,
+    ]);
+    assert_eq!(other_pid.status.code(), Some(0));
+}
+
+#[test]
+fn closed_pipe_is_not_an_error() {
+    // Output must outlast the pipe buffer, so the write really hits EPIPE.
+    let Some((_w, _port)) = own_close_wait("127.0.0.1:0") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, crate::replay::synthetic_snapshot(5000)).unwrap();
+    let mut child = cwdiag()
+        .args(["scan", "--json", "--sockets", "--from"])
+        .arg(&big)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut one).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `cwdiag` binary: real sockets, fixtures, and
+//! the JSON contract. One integration binary, as ripgrep and bottom do.
+
+mod errors;
+mod live;
+mod netns;
+mod replay;
+mod schema;
+mod support;

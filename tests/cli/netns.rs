@@ -1,0 +1,166 @@
+//! Exact counts in a private network namespace (root only): a workload
+//! of known size, compared with what `ss -tan` sees in the same namespace.
+
+use crate::support::*;
+use std::net::SocketAddr;
+use std::process::Command;
+
+/// Runs `body` on a thread that lives in a fresh network namespace.
+fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+    if !is_root() {
+        skip(&format!("{name}: needs root to create a network namespace"));
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Err(e) = enter_fresh_netns() {
+            panic!("cannot enter a fresh network namespace as root: {e}");
+        }
+        body();
+    })
+    .join()
+    .expect("netns test thread");
+}
+
+const N_V4: usize = 4;
+const N_V6: usize = 3;
+const M_TW: usize = 25;
+const K_EST: usize = 5;
+
+fn workload() -> (Workload, u16) {
+    let mut w = Workload::default();
+    let port = w.listen("127.0.0.1:0");
+    let v6 = std::net::TcpListener::bind(format!("[::1]:{port}")).expect("bind ::1");
+    w.listeners.push(v6);
+    let dest = w.listen("127.0.0.1:0");
+    w.close_wait(format!("127.0.0.1:{port}").parse().unwrap(), N_V4, false, 0);
+    w.close_wait(
+        format!("[::1]:{port}").parse::<SocketAddr>().unwrap(),
+        N_V6,
+        false,
+        0,
+    );
+    w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), M_TW);
+    w.established(format!("127.0.0.1:{dest}").parse().unwrap(), K_EST);
+    wait_for_ss("TIME_WAIT", M_TW as u64);
+    (w, port)
+}
+
+#[test]
+fn counts_match_ss_and_close_wait_is_attributed() {
+    in_netns("counts_match_ss", || {
+        let (_w, port) = workload();
+        let me = u64::from(std::process::id());
+        let report = json(&["scan", "--json"]);
+        assert_eq!(
+            nonzero_states(&report),
+            ss_counts(&[]),
+            "states equal ss -tan: {report:#}"
+        );
+        assert_eq!(report["states"]["CLOSE_WAIT"], (N_V4 + N_V6) as u64);
+        assert_eq!(report["states"]["TIME_WAIT"], M_TW as u64);
+        assert_eq!(report["states"].as_object().unwrap().len(), 11);
+        let total: u64 = close_wait_groups(&report, port).iter().map(|g| g.1).sum();
+        assert_eq!(total, (N_V4 + N_V6) as u64);
+        assert!(
+            close_wait_groups(&report, port)
+                .iter()
+                .all(|g| g.0 == Some(me))
+        );
+        assert_eq!(report["attribution"]["complete"], true);
+        let f = &report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["evidence"]["state"] == "CLOSE_WAIT")
+            .unwrap()["evidence"];
+        assert_eq!(
+            (f["pid"].as_u64(), f["port"].as_u64()),
+            (Some(me), Some(u64::from(port)))
+        );
+
+        let tw: u64 = report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["state"] == "TIME_WAIT")
+            .map(|g| {
+                assert_eq!(g["pid"], serde_json::Value::Null, "TIME_WAIT has no owner");
+                assert_eq!(g["owner"], "none");
+                assert_eq!(g["direction"], "outbound");
+                g["count"].as_u64().unwrap()
+            })
+            .sum();
+        assert_eq!(tw, M_TW as u64);
+
+        let n = (N_V4 + N_V6).to_string();
+        let below = (N_V4 + N_V6 - 1).to_string();
+        assert_eq!(
+            run(&["assert", "--max-close-wait", &n]).status.code(),
+            Some(0)
+        );
+        assert_eq!(
+            run(&["assert", "--max-close-wait", &below]).status.code(),
+            Some(1)
+        );
+        assert_eq!(
+            run(&["assert", "--max-time-wait", &M_TW.to_string()])
+                .status
+                .code(),
+            Some(0)
+        );
+        assert_eq!(
+            run(&["assert", "--max-time-wait", "0"]).status.code(),
+            Some(1)
+        );
+
+        // Filters: family and state.
+        let v6 = json(&["scan", "--json", "--family", "6", "--state", "close-wait"]);
+        assert_eq!(v6["states"]["CLOSE_WAIT"], N_V6 as u64);
+        assert_eq!(v6["states"]["TIME_WAIT"], 0);
+    });
+}
+
+#[test]
+fn unprivileged_run_sees_the_same_counts_and_says_attribution_is_incomplete() {
+    in_netns("unprivileged", || {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            skip("setpriv (util-linux) is not installed");
+            return;
+        }
+        let (_w, _port) = workload();
+        // The test binary may sit in a directory nobody cannot enter.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("cwdiag");
+        std::fs::copy(env!("CARGO_BIN_EXE_cwdiag"), &bin).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(["scan", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(nonzero_states(&report), ss_counts(&[]));
+        assert_eq!(report["attribution"]["complete"], false);
+        assert!(
+            report["attribution"]["unreadable_processes"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        assert!(
+            report["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("could not be inspected")),
+            "the report says what it could not see: {report:#}"
+        );
+    });
+}
