@@ -4,6 +4,7 @@
 mod errors;
 mod live;
 mod netns;
+mod readme;
 mod replay;
 mod schema;
 mod support;
