@@ -20,7 +20,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scan(args) => scan(args, color),
         Command::Assert(args) => assert(args),
         Command::Snapshot(args) => snapshot(args),
+        Command::Explain { rule_id } => explain(rule_id.as_deref()),
     }
+}
+
+fn explain(rule_id: Option<&str>) -> Result<ExitCode> {
+    let text = match rule_id {
+        None => crate::rules::list(),
+        Some(id) => {
+            let rule = crate::rules::find(id).ok_or_else(|| {
+                anyhow::anyhow!("unknown rule '{id}' (run `cwdiag explain` to list the rules)")
+            })?;
+            crate::rules::render(rule, 78)
+        }
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Live collection, or a replay when `--from` is given.

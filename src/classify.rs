@@ -1,6 +1,7 @@
 //! Pure classification: a [`Snapshot`] and a [`Policy`] in, a [`Report`]
 //! out. No I/O here; time comes from the snapshot.
 
+use crate::diagnose;
 use crate::filter::Filter;
 use crate::hints;
 use crate::model::{Attribution, Snapshot, Socket, Source, TcpState};
@@ -17,7 +18,8 @@ pub struct Policy {
     /// TIME_WAIT sockets per port or destination for a finding.
     pub time_wait_warn: usize,
     /// Share of the ephemeral port range held towards one destination
-    /// that is critical.
+    /// that makes a warning, and a critical finding.
+    pub port_ratio_warn: f64,
     pub port_ratio_crit: f64,
     /// Include per-socket records in the report.
     pub sockets: bool,
@@ -29,6 +31,7 @@ impl Default for Policy {
             close_wait_warn: 10,
             close_wait_crit: 100,
             time_wait_warn: 1000,
+            port_ratio_warn: 0.5,
             port_ratio_crit: 0.8,
             sockets: false,
         }
@@ -95,6 +98,12 @@ pub struct Group {
     /// `last_ack_recv` (ms); null without tcp_info.
     pub oldest_age_ms: Option<u32>,
     pub median_age_ms: Option<u32>,
+    /// Container or systemd unit of the owner.
+    pub container: Option<String>,
+    /// TIME_WAIT only: sockets by seconds left, [0,10) .. [50,60].
+    pub time_wait_left_s: Option<[usize; 6]>,
+    /// TIME_WAIT only: closes per second over the last 60 s.
+    pub close_rate_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,6 +153,57 @@ pub struct Evidence {
     /// count / port_budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_ratio: Option<f64>,
+    /// Container or systemd unit of the owner (`docker:0123abcd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Source address of an outgoing flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<String>,
+    /// TIME_WAIT sockets among `count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_wait: Option<usize>,
+    /// Closes per second over the last 60 s (TIME_WAIT count / 60).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_rate_per_s: Option<f64>,
+    /// Closes per second over the last 10 s (TIME_WAIT with >= 50 s left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_close_rate_per_s: Option<f64>,
+    /// port_budget / 60: new connections per second one destination sustains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustainable_rate_per_s: Option<f64>,
+    /// Listener's accept queue (Recv-Q) and backlog (Send-Q).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unaccepted_established: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unaccepted_close_wait: Option<usize>,
+    /// TcpExt ListenOverflows / ListenDrops (since boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_drops: Option<u64>,
+    /// The sysctl a finding is about, and its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sysctl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A kernel counter relevant to the finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u64>,
+    /// Open fds of the owner and its RLIMIT_NOFILE soft limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nofile_soft: Option<u64>,
+    /// CLOSE_WAIT sockets per second, from one scan's ages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak_rate_per_s: Option<f64>,
+    /// Socket inodes concerned (first few).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub inodes: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +229,12 @@ pub struct Report {
     pub groups: Vec<Group>,
     pub findings: Vec<Finding>,
     pub attribution: Attribution,
+    /// TCP sysctls of the scanned namespace (empty for bare dumps).
+    pub sysctls: BTreeMap<String, String>,
+    /// Kernel counters of the scanned namespace.
+    pub counters: BTreeMap<String, u64>,
+    /// Owners of the reported sockets, by pid: comm, fds, limits, cgroup.
+    pub processes: BTreeMap<u32, crate::model::Process>,
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sockets: Option<Vec<Socket>>,
@@ -231,7 +297,11 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
             let comm = pid
                 .and_then(|p| snap.processes.get(&p))
                 .map(|p| p.comm.clone());
-            build_group(state, pid, comm, owner, direction, port, peer, &socks)
+            let mut g = build_group(state, pid, comm, owner, direction, port, peer, &socks);
+            g.container = pid
+                .and_then(|p| snap.processes.get(&p))
+                .and_then(|p| p.container.clone());
+            g
         })
         .collect();
     groups.sort_by(|a, b| {
@@ -244,14 +314,25 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     });
 
     let budget = port_budget(snap);
-    let mut findings = close_wait_findings(&groups, policy);
+    let mut findings = close_wait_findings(&groups, policy, snap);
     findings.extend(time_wait_findings(&groups, policy, budget));
+    findings.extend(diagnose::accept_queue(snap, &selected));
+    findings.extend(diagnose::port_exhaustion(
+        snap,
+        &selected,
+        &listen_ports,
+        policy,
+        budget,
+    ));
+    findings.extend(diagnose::sysctl_audit(snap, &states));
+    findings.extend(diagnose::fd_findings(snap, &groups));
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
             .then(b.evidence.count.cmp(&a.evidence.count))
     });
 
+    let processes = reported_processes(snap, &groups);
     Report {
         schema_version: crate::model::SCHEMA_VERSION,
         taken_at_ms: snap.taken_at_ms,
@@ -261,11 +342,23 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         groups,
         findings,
         attribution: snap.attribution.clone(),
+        sysctls: snap.sysctls.clone(),
+        counters: snap.counters.clone(),
+        processes,
         warnings: snap.warnings.clone(),
         sockets: policy
             .sockets
             .then(|| selected.iter().map(|s| (*s).clone()).collect()),
     }
+}
+
+/// The processes that own at least one reported group.
+fn reported_processes(snap: &Snapshot, groups: &[Group]) -> BTreeMap<u32, crate::model::Process> {
+    groups
+        .iter()
+        .filter_map(|g| g.pid)
+        .filter_map(|pid| Some((pid, snap.processes.get(&pid)?.clone())))
+        .collect()
 }
 
 fn owner_of(s: &Socket, attr: &Attribution) -> Owner {
@@ -314,6 +407,7 @@ fn build_group(
         }
     }
     ages.sort_unstable();
+    let tw = state == TcpState::TimeWait;
     Group {
         state,
         pid,
@@ -329,6 +423,9 @@ fn build_group(
         recv_q,
         oldest_age_ms: ages.last().copied(),
         median_age_ms: ages.get(ages.len() / 2).copied(),
+        container: None,
+        time_wait_left_s: tw.then(|| diagnose::time_wait_histogram(socks)),
+        close_rate_per_s: tw.then(|| (socks.len() as f64 / 60.0 * 1000.0).round() / 1000.0),
     }
 }
 
@@ -366,10 +463,17 @@ struct CloseWaitAgg {
 }
 
 /// One finding per (process, direction, port, Recv-Q pattern).
-fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
+fn close_wait_findings(groups: &[Group], policy: &Policy, snap: &Snapshot) -> Vec<Finding> {
     type Key = (Option<u32>, Direction, u16, Owner, CloseWaitKind);
     let mut agg: BTreeMap<Key, CloseWaitAgg> = BTreeMap::new();
-    for g in groups.iter().filter(|g| g.state == TcpState::CloseWait) {
+    // Inbound sockets with no owner are children never accepted: the
+    // accept-queue rule reports them against their listener.
+    let unaccepted = |g: &&Group| g.owner == Owner::None && g.direction == Direction::Inbound;
+    for g in groups
+        .iter()
+        .filter(|g| g.state == TcpState::CloseWait)
+        .filter(|g| !unaccepted(g))
+    {
         for (kind, n) in [
             (CloseWaitKind::EofNotClosed, g.recv_q.zero),
             (CloseWaitKind::NeverRead, g.recv_q.one),
@@ -429,6 +533,15 @@ fn close_wait_findings(groups: &[Group], policy: &Policy) -> Vec<Finding> {
                 recv_q: Some(a.split),
                 recv_q_bytes: (kind == CloseWaitKind::UnreadData).then_some(a.unread_bytes),
                 oldest_age_ms: a.oldest_age_ms,
+                container: pid
+                    .and_then(|p| snap.processes.get(&p))
+                    .and_then(|p| p.container.clone()),
+                fd_count: pid
+                    .and_then(|p| snap.processes.get(&p))
+                    .and_then(|p| p.fd_count),
+                nofile_soft: pid
+                    .and_then(|p| snap.processes.get(&p))
+                    .and_then(|p| p.nofile_soft),
                 ..Evidence::default()
             };
             let (summary, hint) = hints::close_wait(kind, owner, &evidence);

@@ -40,6 +40,12 @@ pub enum Command {
     /// Print the raw collected data (sockets, owners, sysctls) as a JSON
     /// snapshot that `--from` reads back.
     Snapshot(SnapshotArgs),
+    /// Explain a rule: what it means, how to confirm it, the fix, and what
+    /// not to do. Without RULE_ID, list every rule.
+    Explain {
+        /// A rule_id from a finding, e.g. close-wait-never-read.
+        rule_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -204,6 +204,41 @@ impl Socket {
 #[serde(deny_unknown_fields)]
 pub struct Process {
     pub comm: String,
+    /// Open file descriptors (only for owners of flagged sockets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_count: Option<usize>,
+    /// RLIMIT_NOFILE soft limit; `None` when unlimited or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile_soft: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile_hard: Option<u64>,
+    /// cgroup path (`/proc/PID/cgroup`, the unified hierarchy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Container or unit recognised in the cgroup path (`docker:0123abcd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Socket fds whose inode is in no socket table of the namespace:
+    /// sockets the kernel already closed that the app never close()d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_socket_fds: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_socket_inodes: Vec<u64>,
+}
+
+impl Process {
+    pub fn named(comm: impl Into<String>) -> Process {
+        Process {
+            comm: comm.into(),
+            fd_count: None,
+            nofile_soft: None,
+            nofile_hard: None,
+            cgroup: None,
+            container: None,
+            stale_socket_fds: None,
+            stale_socket_inodes: Vec::new(),
+        }
+    }
 }
 
 /// How complete the socket -> process mapping is.
@@ -266,6 +301,10 @@ pub struct Snapshot {
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// Kernel counters: `TcpExt.ListenOverflows`, `Tcp.ActiveOpens`,
+    /// `sockstat.TCP.tw`, ...
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
     /// Things the collector could not do, in one line each.
     #[serde(default)]
     pub warnings: Vec<String>,

@@ -1,7 +1,9 @@
 //! Collectors: the only code that reads the kernel. Each one returns a
 //! [`Snapshot`]; nothing after this module touches the OS.
 
+pub mod counters;
 pub mod decode;
+pub mod procinfo;
 pub mod procmap;
 pub mod replay;
 pub mod sockdiag;
@@ -80,10 +82,51 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         processes: BTreeMap::new(),
         attribution: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
+        counters: counters::read(&plan.proc_root),
         warnings: dump.warnings,
     };
     attribute(&mut snap, plan);
+    if plan.attribute != Attribute::Nothing {
+        enrich_owners(&mut snap, plan);
+    }
     Ok(snap)
+}
+
+/// `/proc/thread-self/net`: the tables of the calling thread's network
+/// namespace (which `--netns` changes), or `DIR/net` for a fake root.
+pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
+    let ts = proc_root.join("thread-self/net");
+    if ts.exists() {
+        ts
+    } else {
+        proc_root.join("net")
+    }
+}
+
+/// Fd counts, limits, cgroups and stale socket fds of the processes that
+/// own CLOSE_WAIT sockets (the ones findings will name).
+fn enrich_owners(snap: &mut Snapshot, plan: &Plan) {
+    let pids: HashSet<u32> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait)
+        .filter_map(|s| s.pid)
+        .collect();
+    if pids.is_empty() {
+        return;
+    }
+    // Stale-fd detection needs every TCP socket of the namespace.
+    let complete_dump = plan.states & sockdiag::all_states() == sockdiag::all_states();
+    let known: Option<HashSet<u64>> = complete_dump.then(|| {
+        let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
+        k.extend(snap.sockets.iter().map(|s| u64::from(s.inode)));
+        k
+    });
+    for pid in pids {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            procinfo::enrich(&plan.proc_root, pid, p, known.as_ref());
+        }
+    }
 }
 
 /// Fills `pid`/`fd` of the sockets the plan wants attributed.

@@ -107,7 +107,7 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
         }
         if found_here {
             let comm = read_comm(&root, pid_str).unwrap_or_else(|| "?".to_string());
-            out.processes.insert(pid, Process { comm });
+            out.processes.insert(pid, Process::named(comm));
         }
     }
     out.stats.found_sockets = out.by_inode.len();

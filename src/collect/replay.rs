@@ -22,6 +22,8 @@ pub struct Sidecar {
     pub processes: BTreeMap<u32, crate::model::Process>,
     pub attribution: crate::model::Attribution,
     pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
 }
 
@@ -45,6 +47,7 @@ impl Sidecar {
             processes: snap.processes.clone(),
             attribution: snap.attribution.clone(),
             sysctls: snap.sysctls.clone(),
+            counters: snap.counters.clone(),
             warnings: snap.warnings.clone(),
         }
     }
@@ -140,6 +143,7 @@ fn from_dump(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot
         processes: BTreeMap::new(),
         attribution: Default::default(),
         sysctls: BTreeMap::new(),
+        counters: BTreeMap::new(),
         warnings: Vec::new(),
     };
     match side {
@@ -155,6 +159,7 @@ fn from_dump(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot
             snap.processes = sc.processes;
             snap.attribution = sc.attribution;
             snap.sysctls = sc.sysctls;
+            snap.counters = sc.counters;
             snap.warnings = sc.warnings;
         }
         None => snap

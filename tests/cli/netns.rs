@@ -164,3 +164,112 @@ fn unprivileged_run_sees_the_same_counts_and_says_attribution_is_incomplete() {
         );
     });
 }
+
+fn finding<'a>(report: &'a serde_json::Value, rule: &str) -> Option<&'a serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule_id"] == rule)
+}
+
+#[test]
+fn recv_q_patterns_accept_queue_and_ages_are_diagnosed() {
+    in_netns("diagnosis", || {
+        let me = u64::from(std::process::id());
+        let mut w = Workload::default();
+        let port = w.listen("127.0.0.1:0");
+        let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        w.close_wait(server, 3, false, 100); // Recv-Q 101
+        w.close_wait(server, 4, false, 0); // Recv-Q 1
+        w.close_wait(server, 5, true, 0); // Recv-Q 0
+        // A listener that never accepts: 2 clients stay, 3 give up.
+        let lazy = w.listen("127.0.0.1:0");
+        let mut clients = Vec::new();
+        for i in 0..5 {
+            let c = std::net::TcpStream::connect(("127.0.0.1", lazy)).unwrap();
+            if i < 2 {
+                clients.push(c);
+            }
+        }
+        wait_for_ss("CLOSE_WAIT", 15);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let r = json(&["scan", "--json"]);
+        for (rule, n, split) in [
+            ("close-wait-unread-data", 3, "more"),
+            ("close-wait-never-read", 4, "one"),
+            ("close-wait-eof-not-closed", 5, "zero"),
+        ] {
+            let f = finding(&r, rule).unwrap_or_else(|| panic!("{rule} missing: {r:#}"));
+            assert_eq!(f["evidence"]["count"], n, "{rule}");
+            assert_eq!(f["evidence"]["pid"], me);
+            assert_eq!(f["evidence"]["port"], port);
+            assert_eq!(f["evidence"]["recv_q"][split], n);
+            assert!(
+                f["evidence"]["oldest_age_ms"].as_u64().unwrap() >= 2000,
+                "age: {f:#}"
+            );
+        }
+        assert_eq!(
+            finding(&r, "close-wait-unread-data").unwrap()["evidence"]["recv_q_bytes"],
+            3 * 101
+        );
+        let aq = finding(&r, "accept-queue-not-drained").expect("accept-queue finding");
+        assert_eq!(aq["evidence"]["port"], lazy);
+        assert_eq!(aq["evidence"]["pid"], me);
+        assert_eq!(aq["evidence"]["unaccepted_established"], 2);
+        assert_eq!(aq["evidence"]["unaccepted_close_wait"], 3);
+        assert_eq!(aq["evidence"]["accept_queue"], 5);
+        // The never-accepted CLOSE_WAIT sockets are not blamed on a process.
+        assert!(
+            r["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(
+                    |f| f["rule_id"] == "accept-queue-not-drained" || f["evidence"]["port"] != lazy
+                )
+        );
+        // The owner's fd usage is reported with the findings.
+        assert!(r["processes"][me.to_string()]["fd_count"].as_u64().unwrap() >= 12);
+        drop(clients);
+    });
+}
+
+#[test]
+fn port_exhaustion_is_measured_against_the_namespace_port_range() {
+    in_netns("port exhaustion", || {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40999")
+            .expect("set the namespace's port range");
+        let mut w = Workload::default();
+        let dest = w.listen("127.0.0.1:0");
+        w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), 800);
+        wait_for_ss("TIME_WAIT", 800);
+        let r = json(&["scan", "--json"]);
+        let f = finding(&r, "ephemeral-ports-exhausted")
+            .unwrap_or_else(|| panic!("no port finding: {r:#}"));
+        assert_eq!(f["evidence"]["port_budget"], 1000);
+        let ratio = f["evidence"]["port_ratio"].as_f64().unwrap();
+        assert!((0.79..=0.81).contains(&ratio), "ratio {ratio}");
+        assert_eq!(f["severity"], "critical");
+        assert!(f["summary"].as_str().unwrap().contains("80 %"), "{f:#}");
+        assert_eq!(f["evidence"]["peers"][0], format!("127.0.0.1:{dest}"));
+        let tw = r["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["state"] == "TIME_WAIT")
+            .unwrap();
+        let hist: u64 = tw["time_wait_left_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(hist, 800);
+        assert_eq!(
+            tw["time_wait_left_s"][5], 800,
+            "all closed in the last 10 s"
+        );
+    });
+}

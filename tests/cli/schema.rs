@@ -19,9 +19,27 @@ struct Report {
     groups: Vec<Group>,
     findings: Vec<Finding>,
     attribution: Attribution,
+    sysctls: BTreeMap<String, String>,
+    counters: BTreeMap<String, u64>,
+    processes: BTreeMap<u32, Process>,
     warnings: Vec<String>,
     #[serde(default)]
     sockets: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Process {
+    comm: String,
+    fd_count: Option<u64>,
+    nofile_soft: Option<u64>,
+    nofile_hard: Option<u64>,
+    cgroup: Option<String>,
+    container: Option<String>,
+    stale_socket_fds: Option<u64>,
+    #[serde(default)]
+    stale_socket_inodes: Vec<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +68,9 @@ struct Group {
     recv_q: RecvQ,
     oldest_age_ms: Option<u32>,
     median_age_ms: Option<u32>,
+    container: Option<String>,
+    time_wait_left_s: Option<[u64; 6]>,
+    close_rate_per_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

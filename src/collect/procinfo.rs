@@ -1,0 +1,222 @@
+//! Details of the processes that own flagged sockets: open fds against
+//! RLIMIT_NOFILE, cgroup and container, and socket fds that no socket
+//! table knows (closed by the kernel, never `close()`d by the app).
+
+use crate::model::Process;
+use procfs_core::FromRead;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Socket inodes listed per process, at most.
+const LISTED_INODES: usize = 5;
+
+/// Fills fd, limit and cgroup details of `p` (pid `pid`). `known` holds
+/// every socket inode present in the namespace's tables, when complete.
+pub fn enrich(proc_root: &Path, pid: u32, p: &mut Process, known: Option<&HashSet<u64>>) {
+    let dir = proc_root.join(pid.to_string());
+    if let Ok(limits) = std::fs::File::open(dir.join("limits"))
+        .map_err(|_| ())
+        .and_then(|f| procfs_core::process::Limits::from_read(f).map_err(|_| ()))
+    {
+        p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
+        p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
+    }
+    if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
+        p.cgroup = cgroup_path(&cg);
+        p.container = p.cgroup.as_deref().and_then(container_id);
+    }
+    let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
+        return;
+    };
+    let mut fds = 0;
+    let mut stale = Vec::new();
+    let mut stale_count = 0;
+    for e in entries.flatten() {
+        fds += 1;
+        let Some(known) = known else { continue };
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        let Some(ino) = link
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !known.contains(&ino) {
+            stale_count += 1;
+            if stale.len() < LISTED_INODES {
+                stale.push(ino);
+            }
+        }
+    }
+    p.fd_count = Some(fds);
+    if known.is_some() {
+        p.stale_socket_fds = Some(stale_count);
+        p.stale_socket_inodes = stale;
+    }
+}
+
+fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {
+    match v {
+        procfs_core::process::LimitValue::Value(n) => Some(*n),
+        procfs_core::process::LimitValue::Unlimited => None,
+    }
+}
+
+/// The unified (v2) cgroup path, or the first v1 hierarchy's.
+pub fn cgroup_path(text: &str) -> Option<String> {
+    let mut first = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(_ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if id == "0" {
+            return Some(path.to_string());
+        }
+        first.get_or_insert_with(|| path.to_string());
+    }
+    first
+}
+
+/// Recognises container runtimes and systemd units in a cgroup path:
+/// `docker:0123456789ab`, `containerd:...`, `cri-o:...`, `podman:...`,
+/// `kubepods:...`, `systemd:nginx.service`.
+pub fn container_id(path: &str) -> Option<String> {
+    let leaf = path.rsplit('/').find(|s| !s.is_empty())?;
+    let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    for (prefix, runtime) in [
+        ("docker-", "docker"),
+        ("cri-containerd-", "containerd"),
+        ("crio-", "cri-o"),
+        ("libpod-", "podman"),
+    ] {
+        if let Some(id) = leaf
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(".scope"))
+            && is_id(id)
+        {
+            return Some(format!("{runtime}:{}", short(id)));
+        }
+    }
+    if is_id(leaf) {
+        let runtime = if path.contains("kubepods") {
+            "kubepods"
+        } else if path.contains("docker") {
+            "docker"
+        } else {
+            "container"
+        };
+        return Some(format!("{runtime}:{}", short(leaf)));
+    }
+    if leaf.ends_with(".service") || leaf.ends_with(".scope") {
+        return Some(format!("systemd:{leaf}"));
+    }
+    None
+}
+
+/// Socket inodes of the non-TCP tables in `/proc/net` of the calling
+/// thread's namespace (UDP, raw, UNIX, netlink, packet).
+pub fn other_table_inodes(net: &Path) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    for (file, col) in [
+        ("udp", Some(9)),
+        ("udp6", Some(9)),
+        ("udplite", Some(9)),
+        ("udplite6", Some(9)),
+        ("raw", Some(9)),
+        ("raw6", Some(9)),
+        ("icmp", Some(9)),
+        ("icmp6", Some(9)),
+        ("unix", Some(6)),
+        ("netlink", None),
+        ("packet", None),
+    ] {
+        let Ok(text) = std::fs::read_to_string(net.join(file)) else {
+            continue;
+        };
+        out.extend(inode_column(&text, col));
+    }
+    out
+}
+
+/// Inode column (`col`, or the last one) of a `/proc/net` table.
+pub fn inode_column(text: &str, col: Option<usize>) -> Vec<u64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            match col {
+                Some(i) => f.nth(i),
+                None => f.last(),
+            }
+        })
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_containers_and_units() {
+        let id = "3f1c0e0d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+        assert_eq!(
+            container_id(&format!("/system.slice/docker-{id}.scope")).unwrap(),
+            "docker:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id(&format!("/docker/{id}")).unwrap(),
+            "docker:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope")).unwrap(),
+            "containerd:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id(&format!("/kubepods/besteffort/pod1/{id}")).unwrap(),
+            "kubepods:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id(&format!("/machine.slice/libpod-{id}.scope")).unwrap(),
+            "podman:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id(&format!("/crio-{id}.scope")).unwrap(),
+            "cri-o:3f1c0e0d9a8b"
+        );
+        assert_eq!(
+            container_id("/system.slice/nginx.service").unwrap(),
+            "systemd:nginx.service"
+        );
+        assert_eq!(container_id("/"), None);
+        assert_eq!(container_id("/user.slice"), None);
+    }
+
+    #[test]
+    fn picks_the_unified_cgroup() {
+        assert_eq!(
+            cgroup_path("0::/system.slice/sshd.service\n").unwrap(),
+            "/system.slice/sshd.service"
+        );
+        assert_eq!(
+            cgroup_path("12:memory:/docker/abc\n11:cpu:/docker/abc\n").unwrap(),
+            "/docker/abc"
+        );
+    }
+
+    #[test]
+    fn reads_inode_columns() {
+        let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n  1: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12345 2 0000 0\n";
+        assert_eq!(inode_column(udp, Some(9)), vec![12345]);
+        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n0000: 00000002 00000000 00010000 0001 01 777 /run/x.sock\n";
+        assert_eq!(inode_column(unix, Some(6)), vec![777]);
+        let nl = "sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode\n0000 0   1 00000000 0 0 0 2 0 4242\n";
+        assert_eq!(inode_column(nl, None), vec![4242]);
+    }
+}
