@@ -12,6 +12,7 @@ use crate::output::emit;
 use crate::report::{self, Style};
 use anyhow::{Context, Result};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -38,16 +39,78 @@ fn explain(rule_id: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Live collection, or a replay when `--from` is given.
-fn collect(src: &SourceArgs, plan: &Plan) -> Result<Snapshot> {
-    match &src.from {
-        Some(path) => collect::replay::load(path),
-        None => collect::live(plan, None),
+/// The snapshots of one run: one per namespace, plus namespaces that could
+/// not be read (reported, never silently skipped).
+struct Collected {
+    snapshots: Vec<Snapshot>,
+    warnings: Vec<String>,
+    /// True with --all-netns: output is labelled per namespace.
+    multi: bool,
+}
+
+/// Live collection (in the chosen namespaces), or a replay with `--from`.
+fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<Collected> {
+    let mut plan = plan.clone();
+    plan.proc_root = src.proc_root.clone();
+    plan.source = src.source;
+    let one = |snapshots| Collected {
+        snapshots,
+        warnings: Vec::new(),
+        multi: false,
+    };
+    if let Some(path) = &src.from {
+        return Ok(one(vec![collect::replay::load(path)?]));
     }
+    let mut warnings = Vec::new();
+    let targets = if src.all_netns {
+        let (targets, unreadable) = collect::netns::all(&src.proc_root);
+        if unreadable > 0 {
+            warnings.push(format!("the network namespace of {unreadable} processes could not be read (not root?): namespaces only they use are missing"));
+        }
+        targets
+    } else if let Some(name) = &src.netns {
+        vec![collect::netns::named(name)?]
+    } else if let Some(pid) = src.netns_pid {
+        vec![collect::netns::of_pid(&src.proc_root, pid)?]
+    } else {
+        let snap = match record {
+            Some(path) => collect_recording(path, &plan)?,
+            None => collect::live(&plan, None)?,
+        };
+        return Ok(one(vec![snap]));
+    };
+    if src.all_netns && record.is_some() {
+        anyhow::bail!(
+            "--record takes one namespace: use --netns or --netns-pid with it, not --all-netns"
+        );
+    }
+    let mut out = Collected {
+        snapshots: Vec::new(),
+        warnings,
+        multi: src.all_netns,
+    };
+    for t in targets {
+        let (plan, info, record) = (plan.clone(), t.info.clone(), record.map(Path::to_path_buf));
+        let res = collect::netns::run_in(&t, move || {
+            let mut snap = match &record {
+                Some(path) => collect_recording(path, &plan)?,
+                None => collect::live(&plan, None)?,
+            };
+            snap.netns = Some(info);
+            Ok(snap)
+        });
+        match res {
+            Ok(s) => out.snapshots.push(s),
+            // One unreadable namespace must not hide the others.
+            Err(e) if src.all_netns => out.warnings.push(format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// Live collection that also writes the raw replies and a sidecar.
-fn collect_recording(path: &std::path::Path, plan: &Plan) -> Result<Snapshot> {
+fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     use std::io::Write;
     let name = path.display();
     let file = std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?;
@@ -65,14 +128,45 @@ fn collect_recording(path: &std::path::Path, plan: &Plan) -> Result<Snapshot> {
     Ok(snap)
 }
 
+/// JSON for several namespaces: `{"schema_version":1,"namespaces":[...],"warnings":[...]}`.
+#[derive(serde::Serialize)]
+struct PerNamespace<'a, T: serde::Serialize> {
+    schema_version: u32,
+    namespaces: &'a [T],
+    warnings: &'a [String],
+}
+
+fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> Result<String> {
+    report::json::render(&PerNamespace {
+        schema_version: crate::model::SCHEMA_VERSION,
+        namespaces: items,
+        warnings,
+    })
+}
+
+fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
+    match netns {
+        Some(n) => format!("=== network namespace {} (net:[{}]) ===\n", n.name, n.inode),
+        None => String::new(),
+    }
+}
+
 fn snapshot(args: SnapshotArgs) -> Result<ExitCode> {
     let mut plan = Plan::new(&[]);
-    plan.proc_root = args.source.proc_root.clone();
     if args.all_owners {
         plan.attribute = Attribute::All;
     }
-    let snap = collect(&args.source, &plan)?;
-    emit(&report::json::render(&snap)?)?;
+    let c = collect_all(&args.source, &plan, None)?;
+    let text = if c.multi {
+        per_namespace_json(&c.snapshots, &c.warnings)?
+    } else {
+        let snap = c
+            .snapshots
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        report::json::render(snap)?
+    };
+    emit(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,14 +210,10 @@ fn style(color: ColorChoice, top: usize, header: bool) -> Style {
 fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let filter = filter_of(&args.select);
     let mut plan = Plan::new(&filter.states);
-    plan.proc_root = args.source.proc_root.clone();
     if args.sockets {
         plan.attribute = Attribute::All;
     }
-    let snap = match &args.record {
-        Some(path) => collect_recording(path, &plan)?,
-        None => collect(&args.source, &plan)?,
-    };
+    let c = collect_all(&args.source, &plan, args.record.as_deref())?;
     let policy = Policy {
         close_wait_warn: args.policy.close_wait_warn,
         close_wait_crit: args.policy.close_wait_crit,
@@ -131,12 +221,32 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         sockets: args.sockets,
         ..Policy::default()
     };
-    let report: Report = classify::classify(&snap, &filter, &policy);
+    let reports: Vec<Report> = c
+        .snapshots
+        .iter()
+        .map(|s| classify::classify(s, &filter, &policy))
+        .collect();
     let json = args.json || args.format == Format::Json;
-    let text = if json {
-        report::json::render(&report)?
+    let text = if json && c.multi {
+        per_namespace_json(&reports, &c.warnings)?
+    } else if json {
+        let r = reports
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        report::json::render(r)?
     } else {
-        report::table::render(&report, &style(color, args.top, !args.no_header))
+        let st = style(color, args.top, !args.no_header);
+        let mut t: String = c
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect();
+        for r in &reports {
+            t.push_str(&netns_heading(r.netns.as_ref()));
+            t.push_str(&report::table::render(r, &st));
+            t.push('\n');
+        }
+        t
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -161,29 +271,51 @@ fn assert(args: AssertArgs) -> Result<ExitCode> {
     }
     filter.states = wanted.clone();
     let mut plan = Plan::new(&wanted);
-    plan.proc_root = args.source.proc_root.clone();
     plan.tcp_info = false;
     plan.attribute = if filter.needs_owner() {
         Attribute::Default
     } else {
         Attribute::Nothing
     };
-    let mut snap = collect(&args.source, &plan)?;
+    let c = collect_all(&args.source, &plan, None)?;
+    plan.proc_root = args.source.proc_root.clone();
     let policy = Policy::default();
-    let mut outcome = assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
-    if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
-        // Name the offenders: attribute now that we know it is worth it.
-        plan.attribute = Attribute::Default;
-        collect::attribute(&mut snap, &plan);
-        outcome = assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
+    let mut outcomes = Vec::new();
+    for mut snap in c.snapshots {
+        let mut outcome =
+            assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
+        if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
+            // Name the offenders: attribute now that we know it is worth it.
+            plan.attribute = Attribute::Default;
+            collect::attribute(&mut snap, &plan);
+            plan.attribute = Attribute::Nothing;
+            outcome = assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
+        }
+        outcome.netns = snap.netns.clone();
+        outcomes.push(outcome);
     }
-    let text = if args.json {
-        report::json::render(&outcome)?
+    let ok = outcomes.iter().all(|o| o.ok);
+    let text = if args.json && c.multi {
+        per_namespace_json(&outcomes, &c.warnings)?
+    } else if args.json {
+        let o = outcomes
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        report::json::render(o)?
     } else {
-        assertion::render_text(&outcome)
+        let mut t: String = c
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect();
+        for o in &outcomes {
+            t.push_str(&netns_heading(o.netns.as_ref()));
+            t.push_str(&assertion::render_text(o));
+        }
+        t
     };
     emit(&text)?;
-    Ok(if outcome.ok {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

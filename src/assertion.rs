@@ -47,6 +47,8 @@ pub struct Outcome {
     pub schema_version: u32,
     pub ok: bool,
     pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub netns: Option<crate::model::NetnsInfo>,
     pub checks: Vec<Check>,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
@@ -84,6 +86,7 @@ pub fn evaluate(r: &Report, limits: &Limits) -> Outcome {
         schema_version: crate::model::SCHEMA_VERSION,
         ok: checks.iter().all(|c| c.ok),
         source: r.source.clone(),
+        netns: r.netns.clone(),
         checks,
         attribution: r.attribution.clone(),
         warnings: r.warnings.clone(),

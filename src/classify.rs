@@ -223,6 +223,9 @@ pub struct Report {
     pub schema_version: u32,
     pub taken_at_ms: u64,
     pub source: Source,
+    /// The network namespace, when one was chosen (--netns, --all-netns).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub netns: Option<crate::model::NetnsInfo>,
     /// Socket count per state, all eleven states present.
     pub states: BTreeMap<TcpState, usize>,
     pub total: usize,
@@ -337,6 +340,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         schema_version: crate::model::SCHEMA_VERSION,
         taken_at_ms: snap.taken_at_ms,
         source: snap.source.clone(),
+        netns: snap.netns.clone(),
         total: selected.len(),
         states,
         groups,

@@ -1,5 +1,6 @@
 //! Command-line definition. Doc comments are the `--help` text.
 
+use crate::collect::SourceChoice;
 use crate::filter::{Family, PeerFilter};
 use crate::model::TcpState;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -94,8 +95,29 @@ pub struct SourceArgs {
     /// Read a capture instead of the live kernel: a cwdiag JSON snapshot
     /// (`cwdiag snapshot`), a dump written by `cwdiag scan --record` or by
     /// `ss -ntaD FILE`. The format is detected from the content.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "netns_pid", "all_netns", "source"])]
     pub from: Option<PathBuf>,
+
+    /// Live interface: auto (netlink sock_diag, falling back to
+    /// /proc/net/tcp when it is unavailable), netlink, or proc.
+    #[arg(long, value_name = "SOURCE", default_value = "auto")]
+    pub source: SourceChoice,
+
+    /// Scan the network namespace NAME (a /run/netns handle, as made by
+    /// `ip netns add`). Needs root.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["netns_pid", "all_netns"])]
+    pub netns: Option<String>,
+
+    /// Scan the network namespace of process PID (e.g. a container's main
+    /// process). Needs root.
+    #[arg(long, value_name = "PID", conflicts_with = "all_netns")]
+    pub netns_pid: Option<u32>,
+
+    /// Scan every distinct network namespace (of processes and under
+    /// /run/netns), one report each. Each namespace's dump walks the host's
+    /// whole socket table: the cost is namespaces x host sockets.
+    #[arg(long)]
+    pub all_netns: bool,
 
     /// Directory to read process information and sysctls from instead of
     /// /proc (for tests and chroots).

@@ -286,6 +286,16 @@ pub struct Source {
     pub path: Option<String>,
 }
 
+/// The network namespace a snapshot was taken in, when chosen explicitly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetnsInfo {
+    /// `/run/netns` name, `pid:PID(comm)`, or `host`.
+    pub name: String,
+    /// Namespace inode (as in `net:[4026531840]`).
+    pub inode: u64,
+}
+
 /// Everything a report is computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +304,9 @@ pub struct Snapshot {
     /// Milliseconds since the Unix epoch when collection started.
     pub taken_at_ms: u64,
     pub source: Source,
+    /// Set when collected with --netns, --netns-pid or --all-netns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsInfo>,
     pub sockets: Vec<Socket>,
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,

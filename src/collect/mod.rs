@@ -3,15 +3,17 @@
 
 pub mod counters;
 pub mod decode;
+pub mod netns;
 pub mod procinfo;
 pub mod procmap;
+pub mod procnet;
 pub mod replay;
 pub mod sockdiag;
 pub mod sysctl;
 
 use crate::classify::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +29,18 @@ pub enum Attribute {
     All,
 }
 
+/// Which live interface to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// netlink sock_diag, falling back to /proc/net/tcp when unavailable.
+    #[default]
+    Auto,
+    /// netlink sock_diag only.
+    Netlink,
+    /// /proc/net/tcp and /proc/net/tcp6 only.
+    Proc,
+}
+
 /// What a live collection asks for.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -35,6 +49,7 @@ pub struct Plan {
     pub tcp_info: bool,
     pub attribute: Attribute,
     pub proc_root: PathBuf,
+    pub source: SourceChoice,
 }
 
 impl Plan {
@@ -49,6 +64,7 @@ impl Plan {
             tcp_info: true,
             attribute: Attribute::Default,
             proc_root: PathBuf::from("/proc"),
+            source: SourceChoice::Auto,
         }
     }
 }
@@ -64,26 +80,62 @@ pub fn now_ms() -> u64 {
 /// `record` gets every raw reply, for `scan --record`.
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
     let taken_at_ms = now_ms();
-    let dump = sockdiag::dump(
-        sockdiag::DumpRequest {
-            states: plan.states,
-            tcp_info: plan.tcp_info,
+    let (sockets, mut warnings, kind) = match plan.source {
+        SourceChoice::Proc => (
+            procnet::read(&plan.proc_root)?,
+            Vec::new(),
+            SourceKind::Proc,
+        ),
+        SourceChoice::Netlink => {
+            let d = sockdiag::dump(
+                sockdiag::DumpRequest {
+                    states: plan.states,
+                    tcp_info: plan.tcp_info,
+                },
+                record,
+            )?;
+            (d.sockets, d.warnings, SourceKind::Netlink)
+        }
+        SourceChoice::Auto => match sockdiag::dump(
+            sockdiag::DumpRequest {
+                states: plan.states,
+                tcp_info: plan.tcp_info,
+            },
+            record,
+        ) {
+            Ok(d) => (d.sockets, d.warnings, SourceKind::Netlink),
+            Err(e) => {
+                let mut socks = procnet::read(&plan.proc_root).with_context(|| {
+                    format!("sock_diag failed ({e:#}) and so did the /proc fallback")
+                })?;
+                // /proc/net/tcp has no state mask: apply the plan's here.
+                socks.retain(|s| plan.states & s.state.mask_bit() != 0);
+                (
+                    socks,
+                    vec![format!(
+                        "sock_diag unavailable ({e:#}); read /proc/net/tcp instead (no timers, cookies or ages)"
+                    )],
+                    SourceKind::Proc,
+                )
+            }
         },
-        record,
-    )?;
+    };
+    if kind == SourceKind::Proc && plan.source == SourceChoice::Proc {
+        warnings.push(
+            "source is /proc/net/tcp (--source proc): no timers, cookies or ages".to_string(),
+        );
+    }
     let mut snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
-        source: Source {
-            kind: SourceKind::Netlink,
-            path: None,
-        },
-        sockets: dump.sockets,
+        netns: None,
+        source: Source { kind, path: None },
+        sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
         counters: counters::read(&plan.proc_root),
-        warnings: dump.warnings,
+        warnings,
     };
     attribute(&mut snap, plan);
     if plan.attribute != Attribute::Nothing {

@@ -10,7 +10,7 @@ use std::path::Path;
 /// Socket inodes listed per process, at most.
 const LISTED_INODES: usize = 5;
 
-/// Fills fd, limit and cgroup details of `p` (pid `pid`). `known` holds
+/// Fills fd and limit details of `p` (pid `pid`). `known` holds
 /// every socket inode present in the namespace's tables, when complete.
 pub fn enrich(proc_root: &Path, pid: u32, p: &mut Process, known: Option<&HashSet<u64>>) {
     let dir = proc_root.join(pid.to_string());
@@ -20,10 +20,6 @@ pub fn enrich(proc_root: &Path, pid: u32, p: &mut Process, known: Option<&HashSe
     {
         p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
         p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
-    }
-    if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
-        p.cgroup = cgroup_path(&cg);
-        p.container = p.cgroup.as_deref().and_then(container_id);
     }
     let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
         return;

@@ -107,7 +107,12 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
         }
         if found_here {
             let comm = read_comm(&root, pid_str).unwrap_or_else(|| "?".to_string());
-            out.processes.insert(pid, Process::named(comm));
+            let mut p = Process::named(comm);
+            if let Some(cg) = read_small(&root, &format!("{pid_str}/cgroup"), 4096) {
+                p.cgroup = super::procinfo::cgroup_path(&cg);
+                p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
+            }
+            out.processes.insert(pid, p);
         }
     }
     out.stats.found_sockets = out.by_inode.len();
@@ -149,16 +154,21 @@ fn socket_inode(link: &[u8]) -> Option<u32> {
 }
 
 fn read_comm(root: &rustix::fd::OwnedFd, pid: &str) -> Option<String> {
-    let fd = openat(
-        root,
-        format!("{pid}/comm").as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 64];
-    let n = rustix::io::read(&fd, &mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
+    read_small(root, &format!("{pid}/comm"), 64).map(|c| c.trim_end().to_string())
+}
+
+/// Reads up to `max` bytes of a small /proc file relative to `root`.
+fn read_small(root: &rustix::fd::OwnedFd, path: &str, max: usize) -> Option<String> {
+    let fd = openat(root, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut buf = vec![0u8; max];
+    let mut n = 0;
+    while n < max {
+        match rustix::io::read(&fd, &mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn itoa_buf() -> String {

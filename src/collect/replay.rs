@@ -135,6 +135,7 @@ fn from_dump(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot
     let mut snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         taken_at_ms: 0,
+        netns: None,
         source: Source {
             kind: SourceKind::Dump,
             path: Some(name.to_string()),

@@ -3,6 +3,7 @@
 
 mod errors;
 mod live;
+mod namespaces;
 mod netns;
 mod readme;
 mod replay;

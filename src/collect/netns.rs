@@ -1,0 +1,158 @@
+//! Network namespaces: finding them and collecting inside them.
+//!
+//! sock_diag and `/proc/sys/net` answer for the namespace of the calling
+//! thread, so each namespace is collected on its own thread after
+//! `setns(CLONE_NEWNET)`. Every namespace's dump walks the host's whole
+//! socket hash table: `--all-netns` costs about (namespaces x host sockets).
+
+use crate::model::NetnsInfo;
+use anyhow::{Context, Result, anyhow, bail};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A namespace to collect from: a handle file and a label.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub path: PathBuf,
+    pub info: NetnsInfo,
+}
+
+/// `--netns NAME`: a handle under /run/netns, as `ip netns add` makes.
+pub fn named(name: &str) -> Result<Target> {
+    if name.is_empty() || name.contains('/') {
+        bail!("--netns: invalid namespace name '{name}'");
+    }
+    let path = Path::new("/run/netns").join(name);
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        anyhow!(
+            "--netns: network namespace '{name}' not found ({}: {e})",
+            path.display()
+        )
+    })?;
+    Ok(Target {
+        path,
+        info: NetnsInfo {
+            name: name.to_string(),
+            inode: meta.ino(),
+        },
+    })
+}
+
+/// `--netns-pid PID`: the namespace process PID lives in.
+pub fn of_pid(proc_root: &Path, pid: u32) -> Result<Target> {
+    let path = proc_root.join(pid.to_string()).join("ns/net");
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        anyhow!(
+            "--netns-pid: cannot open the network namespace of pid {pid} ({}: {e})",
+            path.display()
+        )
+    })?;
+    Ok(Target {
+        path,
+        info: NetnsInfo {
+            name: format!("pid:{pid}"),
+            inode: meta.ino(),
+        },
+    })
+}
+
+/// `--all-netns`: every distinct namespace among processes and under
+/// /run/netns, deduplicated by inode. Named handles win for labels; the
+/// namespace of pid 1 (or, when that is hidden, our own) is `host`.
+/// Also returns how many processes' namespaces could not be read.
+pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
+    let mut by_ino: BTreeMap<u64, Target> = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if let (Ok(meta), Some(name)) = (std::fs::metadata(e.path()), e.file_name().to_str()) {
+                by_ino.insert(
+                    meta.ino(),
+                    Target {
+                        path: e.path(),
+                        info: NetnsInfo {
+                            name: name.to_string(),
+                            inode: meta.ino(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+    let host = std::fs::metadata(proc_root.join("1/ns/net"))
+        .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")))
+        .map(|m| m.ino())
+        .ok();
+    let mut unreadable = 0;
+    let mut pids: Vec<u32> = std::fs::read_dir(proc_root)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    for pid in pids {
+        let path = proc_root.join(pid.to_string()).join("ns/net");
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                unreadable += 1;
+                continue;
+            }
+        };
+        by_ino.entry(meta.ino()).or_insert_with(|| {
+            let name = if Some(meta.ino()) == host {
+                "host".to_string()
+            } else {
+                let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+                    .unwrap_or_default();
+                format!("pid:{pid}({})", comm.trim())
+            };
+            Target {
+                path,
+                info: NetnsInfo {
+                    name,
+                    inode: meta.ino(),
+                },
+            }
+        });
+    }
+    (by_ino.into_values().collect(), unreadable)
+}
+
+/// Runs `f` on a new thread that has entered `target`'s namespace.
+pub fn run_in<T: Send + 'static>(
+    target: &Target,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let file = std::fs::File::open(&target.path).with_context(|| {
+        format!(
+            "cannot open network namespace {} ({})",
+            target.info.name,
+            target.path.display()
+        )
+    })?;
+    let name = target.info.name.clone();
+    std::thread::spawn(move || -> Result<T> {
+        move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|e| {
+            let why = if e == rustix::io::Errno::PERM {
+                " (needs root or CAP_SYS_ADMIN)"
+            } else {
+                ""
+            };
+            anyhow!("cannot enter network namespace {name}: {e}{why}")
+        })?;
+        f()
+    })
+    .join()
+    .map_err(|_| {
+        anyhow!(
+            "the collector thread for network namespace {} failed",
+            target.info.name
+        )
+    })?
+}

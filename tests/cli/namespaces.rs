@@ -1,0 +1,205 @@
+//! Named namespaces, as `ip netns add` makes them (root only): --netns,
+//! --netns-pid and --all-netns must see exactly what `ip netns exec NAME
+//! ss -tan` sees, and --source proc must count what netlink counts.
+
+use crate::support::*;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::mpsc;
+
+/// A named namespace holding a workload on a thread; removed on drop.
+struct NamedNs {
+    name: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NamedNs {
+    fn new(tag: &str, cw: usize, tw: usize) -> Option<(NamedNs, u16)> {
+        if !is_root() {
+            skip(&format!("{tag}: needs root for ip netns"));
+            return None;
+        }
+        let name = format!("cwdiag-test-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "ip netns add {name} failed (is iproute2 installed?)");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let path = format!("/run/netns/{name}");
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns only changes this thread's network namespace.
+            assert_eq!(
+                unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns"
+            );
+            assert!(
+                Command::new("ip")
+                    .args(["link", "set", "lo", "up"])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let mut w = Workload::default();
+            let port = w.listen("127.0.0.1:0");
+            let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            w.close_wait(server, cw, false, 0);
+            w.time_wait(server, tw);
+            w.established(server, 2);
+            wait_for_ss("TIME_WAIT", tw as u64);
+            ready_tx.send(port).unwrap();
+            let _ = stop_rx.recv();
+            drop(w);
+        });
+        let port = ready_rx.recv().expect("workload ready");
+        Some((
+            NamedNs {
+                name,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            port,
+        ))
+    }
+
+    fn ss(&self) -> std::collections::BTreeMap<String, u64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ss", "-tanH"])
+            .output()
+            .unwrap();
+        let mut m = std::collections::BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let st = line.split_whitespace().next().unwrap();
+            let name = match st {
+                "ESTAB" => "ESTABLISHED",
+                "CLOSE-WAIT" => "CLOSE_WAIT",
+                "TIME-WAIT" => "TIME_WAIT",
+                "FIN-WAIT-2" => "FIN_WAIT2",
+                other => other,
+            };
+            *m.entry(name.to_string()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+impl Drop for NamedNs {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn netns_and_netns_pid_match_ip_netns_exec_ss() {
+    let Some((ns, port)) = NamedNs::new("named", 6, 9) else {
+        return;
+    };
+    let want = ns.ss();
+    assert_eq!(want.get("CLOSE_WAIT"), Some(&6));
+    let r = json(&["scan", "--json", "--netns", &ns.name]);
+    assert_eq!(nonzero_states(&r), want);
+    assert_eq!(r["netns"]["name"], ns.name.as_str());
+    assert_eq!(
+        close_wait_groups(&r, port),
+        vec![(Some(u64::from(std::process::id())), 6)]
+    );
+
+    // A process living in the namespace.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = json(&["scan", "--json", "--netns-pid", &child.id().to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(nonzero_states(&r), want);
+
+    // /proc/net/tcp of that namespace counts the same.
+    let r = json(&["scan", "--json", "--netns", &ns.name, "--source", "proc"]);
+    assert_eq!(r["source"]["kind"], "proc");
+    assert_eq!(nonzero_states(&r), want);
+
+    // assert works inside a namespace too.
+    let code = |max: &str| {
+        run(&["assert", "--netns", &ns.name, "--max-close-wait", max])
+            .status
+            .code()
+    };
+    assert_eq!((code("6"), code("5")), (Some(0), Some(1)));
+}
+
+#[test]
+fn all_netns_labels_each_namespace() {
+    let Some((ns, _port)) = NamedNs::new("all", 2, 3) else {
+        return;
+    };
+    let r = json(&["scan", "--json", "--all-netns"]);
+    let list = r["namespaces"].as_array().unwrap();
+    let mine = list
+        .iter()
+        .find(|n| n["netns"]["name"] == ns.name.as_str())
+        .expect("our namespace is listed");
+    assert_eq!(nonzero_states(mine), ns.ss());
+    let mut inodes: Vec<u64> = list
+        .iter()
+        .map(|n| n["netns"]["inode"].as_u64().unwrap())
+        .collect();
+    let n = inodes.len();
+    inodes.dedup();
+    assert_eq!(inodes.len(), n, "deduplicated by inode");
+    let table = String::from_utf8(run(&["scan", "--all-netns"]).stdout).unwrap();
+    assert!(
+        table.contains(&format!("=== network namespace {} ", ns.name)),
+        "{table}"
+    );
+}
+
+#[test]
+fn record_then_replay_reproduces_the_report() {
+    let Some((ns, _port)) = NamedNs::new("record", 4, 5) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("cap.dump");
+    let d = dump.to_str().unwrap();
+    let live = json(&["scan", "--json", "--netns", &ns.name, "--record", d]);
+    let mut replay = json(&["scan", "--json", "--from", d]);
+    let mut live = live;
+    for r in [&mut live, &mut replay] {
+        r["source"] = serde_json::Value::Null;
+        r["netns"] = serde_json::Value::Null;
+    }
+    assert_eq!(live, replay);
+    // ss can read our recording too (it is the ss -D format).
+    let out = Command::new("ss")
+        .args(["-tanH"])
+        .env("TCPDIAG_FILE", d)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CLOSE-WAIT"));
+}
+
+#[test]
+fn missing_namespace_is_one_line_and_exit_2() {
+    let out = run(&["scan", "--netns", "no-such-namespace-here"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no-such-namespace-here"), "{err}");
+    let out = run(&["scan", "--netns-pid", "999999999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("999999999"));
+}
