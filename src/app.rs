@@ -22,6 +22,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Assert(args) => assert(args),
         Command::Snapshot(args) => snapshot(args),
         Command::Explain { rule_id } => explain(rule_id.as_deref()),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cwdiag",
+                &mut buf,
+            );
+            emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { subcommand } => {
+            let top = <Cli as clap::CommandFactory>::command();
+            let man = match subcommand {
+                None => clap_mangen::Man::new(top),
+                Some(name) => {
+                    let sub = top
+                        .find_subcommand(&name)
+                        .ok_or_else(|| anyhow::anyhow!("man: unknown subcommand '{name}'"))?
+                        .clone()
+                        .bin_name(format!("cwdiag {name}"));
+                    clap_mangen::Man::new(sub).title(format!("cwdiag-{name}"))
+                }
+            };
+            let mut buf = Vec::new();
+            man.render(&mut buf)?;
+            emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 ///
 /// Exit codes: 0 ok, 1 an `assert` limit is broken, 2 usage or runtime error.
 #[derive(Debug, Parser)]
-#[command(name = "cwdiag", version, about, long_about, max_term_width = 100)]
+#[command(name = "cwdiag", version = env!("CWDIAG_VERSION"), about, long_about, max_term_width = 100)]
 pub struct Cli {
     /// When to colour output: auto (only on a terminal, and not when
     /// NO_COLOR is set), always, never.
@@ -46,6 +46,17 @@ pub enum Command {
     Explain {
         /// A rule_id from a finding, e.g. close-wait-never-read.
         rule_id: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `cwdiag man > cwdiag.1`; with a
+    /// subcommand, its own page (`cwdiag man scan > cwdiag-scan.1`).
+    Man {
+        #[arg(value_name = "SUBCOMMAND")]
+        subcommand: Option<String>,
     },
 }
 

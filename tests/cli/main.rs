@@ -9,3 +9,4 @@ mod readme;
 mod replay;
 mod schema;
 mod support;
+mod ux;

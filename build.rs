@@ -1,0 +1,31 @@
+//! Records the git revision for `cwdiag --version` when built from a git
+//! checkout; builds from a tarball simply omit it.
+
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    let version = env!("CARGO_PKG_VERSION");
+    let long = match rev {
+        Some(r) => format!(
+            "{version} (git {r}{})",
+            if dirty { ", modified" } else { "" }
+        ),
+        None => version.to_string(),
+    };
+    println!("cargo:rustc-env=CWDIAG_VERSION={long}");
+}
