@@ -3,7 +3,8 @@
 use crate::assertion::{self, Limits};
 use crate::classify::{self, Policy, Report};
 use crate::cli::{
-    AssertArgs, Cli, ColorChoice, Command, Format, ScanArgs, SelectArgs, SnapshotArgs, SourceArgs,
+    AssertArgs, Cli, ColorChoice, Command, Format, SampleArgs, ScanArgs, SelectArgs, SnapshotArgs,
+    SourceArgs,
 };
 use crate::collect::{self, Attribute, Plan};
 use crate::filter::Filter;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan(args, color),
         Command::Assert(args) => assert(args),
+        Command::Watch(args) => watch(args, color),
         Command::Snapshot(args) => snapshot(args),
         Command::Explain { rule_id } => explain(rule_id.as_deref()),
         Command::Completions { shell } => {
@@ -242,7 +244,6 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     if args.sockets {
         plan.attribute = Attribute::All;
     }
-    let c = collect_all(&args.source, &plan, args.record.as_deref())?;
     let policy = Policy {
         close_wait_warn: args.policy.close_wait_warn,
         close_wait_crit: args.policy.close_wait_crit,
@@ -250,11 +251,28 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         sockets: args.sockets,
         ..Policy::default()
     };
-    let reports: Vec<Report> = c
-        .snapshots
-        .iter()
-        .map(|s| classify::classify(s, &filter, &policy))
-        .collect();
+    let (reports, c) = if args.sampling.samples > 1 {
+        if args.record.is_some() {
+            anyhow::bail!("--record takes a single sample: drop --samples");
+        }
+        let (samples, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let series = crate::growth::series(&samples);
+        let mut last = samples
+            .into_iter()
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no sample taken"))?;
+        last.findings.splice(0..0, crate::growth::findings(&series));
+        last.growth = Some(series);
+        (vec![last], c)
+    } else {
+        let c = collect_all(&args.source, &plan, args.record.as_deref())?;
+        let reports = c
+            .snapshots
+            .iter()
+            .map(|s| classify::classify(s, &filter, &policy))
+            .collect();
+        (reports, c)
+    };
     let json = args.json || args.format == Format::Json;
     let text = if json && c.multi {
         per_namespace_json(&reports, &c.warnings)?
@@ -281,12 +299,126 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Takes `n` samples `interval` apart in one namespace (live only) and
+/// classifies each.
+fn sample(
+    src: &SourceArgs,
+    plan: &Plan,
+    filter: &Filter,
+    policy: &Policy,
+    s: &SampleArgs,
+) -> Result<(Vec<Report>, Collected)> {
+    if src.from.is_some() || src.all_netns {
+        anyhow::bail!(
+            "--samples needs one live namespace: it cannot be used with --from or --all-netns"
+        );
+    }
+    let mut reports = Vec::new();
+    let mut warnings = Vec::new();
+    for i in 0..s.samples {
+        if i > 0 {
+            std::thread::sleep(s.interval);
+        }
+        let c = collect_all(src, plan, None)?;
+        warnings.extend(c.warnings);
+        for snap in &c.snapshots {
+            reports.push(classify::classify(snap, filter, policy));
+        }
+    }
+    warnings.dedup();
+    Ok((
+        reports,
+        Collected {
+            snapshots: Vec::new(),
+            warnings,
+            multi: false,
+        },
+    ))
+}
+
+/// Samples kept for growth in `watch`: the first one and the latest ones.
+const WATCH_HISTORY: usize = 120;
+
+fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if args.source.from.is_some() || args.source.all_netns {
+        anyhow::bail!(
+            "watch needs one live namespace: it cannot be used with --from or --all-netns"
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C ends the loop after the current sample; nothing in the
+    // terminal needs restoring (no raw mode, no alternate screen).
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    let filter = filter_of(&args.select);
+    let plan = Plan::new(&filter.states);
+    let policy = Policy {
+        close_wait_warn: args.policy.close_wait_warn,
+        close_wait_crit: args.policy.close_wait_crit,
+        time_wait_warn: args.policy.time_wait_warn,
+        ..Policy::default()
+    };
+    let st = style(color, args.top, true);
+    let tty = std::io::stdout().is_terminal() && !args.json;
+    let mut history: Vec<Report> = Vec::new();
+    let mut n = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        let started = std::time::Instant::now();
+        let c = collect_all(&args.source, &plan, None)?;
+        let mut report = c
+            .snapshots
+            .first()
+            .map(|s| classify::classify(s, &filter, &policy))
+            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        report.warnings.extend(c.warnings);
+        n += 1;
+        if history.len() >= WATCH_HISTORY {
+            history.remove(1);
+        }
+        history.push(report);
+        let series = crate::growth::series(&history);
+        let growth = crate::growth::findings(&series);
+        let Some(last) = history.last() else { continue };
+        let text = if args.json {
+            report::watch::ndjson_line(n, last, &series, &growth)?
+        } else {
+            let frame = report::watch::render(n, args.interval, last, &series, &growth, &st);
+            if tty {
+                format!("\x1b[H\x1b[2J{frame}")
+            } else {
+                format!("{frame}\n")
+            }
+        };
+        emit(&text)?;
+        if args.count.is_some_and(|c| n >= c) {
+            break;
+        }
+        // Sleep in small steps so Ctrl-C is prompt.
+        while !stop.load(Ordering::SeqCst) && started.elapsed() < args.interval {
+            std::thread::sleep(std::time::Duration::from_millis(50).min(args.interval));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn assert(args: AssertArgs) -> Result<ExitCode> {
     let mut filter = filter_of(&args.select);
     let limits = Limits {
         max_close_wait: args.max_close_wait,
         max_time_wait: args.max_time_wait,
+        max_close_wait_growth: args.max_close_wait_growth,
+        max_time_wait_growth: args.max_time_wait_growth,
     };
+    let growth_limits =
+        limits.max_close_wait_growth.is_some() || limits.max_time_wait_growth.is_some();
+    if growth_limits && args.sampling.samples < 2 {
+        anyhow::bail!(
+            "--max-close-wait-growth and --max-time-wait-growth need --samples 2 or more"
+        );
+    }
     // Only the states the limits count, unless the user narrowed further.
     let wanted: Vec<_> = limits
         .states()
@@ -301,28 +433,43 @@ fn assert(args: AssertArgs) -> Result<ExitCode> {
     filter.states = wanted.clone();
     let mut plan = Plan::new(&wanted);
     plan.tcp_info = false;
-    plan.attribute = if filter.needs_owner() {
+    // Growth is tracked per process: every sample needs owners.
+    plan.attribute = if filter.needs_owner() || growth_limits {
         Attribute::Default
     } else {
         Attribute::Nothing
     };
-    let c = collect_all(&args.source, &plan, None)?;
-    plan.proc_root = args.source.proc_root.clone();
     let policy = Policy::default();
     let mut outcomes = Vec::new();
-    for mut snap in c.snapshots {
-        let mut outcome =
-            assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
-        if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
-            // Name the offenders: attribute now that we know it is worth it.
-            plan.attribute = Attribute::Default;
-            collect::attribute(&mut snap, &plan);
-            plan.attribute = Attribute::Nothing;
-            outcome = assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits);
+    let c = if args.sampling.samples > 1 {
+        let (reports, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let series = crate::growth::series(&reports);
+        if let Some(last) = reports.last() {
+            outcomes.push(assertion::evaluate(last, &limits, &series));
         }
-        outcome.netns = snap.netns.clone();
-        outcomes.push(outcome);
-    }
+        c
+    } else {
+        let c = collect_all(&args.source, &plan, None)?;
+        plan.proc_root = args.source.proc_root.clone();
+        for snap in &c.snapshots {
+            let mut snap = snap.clone();
+            let mut outcome =
+                assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
+            if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
+                // Name the offenders: attribute now that we know it is worth it.
+                plan.attribute = Attribute::Default;
+                collect::attribute(&mut snap, &plan);
+                plan.attribute = Attribute::Nothing;
+                outcome =
+                    assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
+            }
+            outcomes.push(outcome);
+        }
+        Collected {
+            snapshots: Vec::new(),
+            ..c
+        }
+    };
     let ok = outcomes.iter().all(|o| o.ok);
     let text = if args.json && c.multi {
         per_namespace_json(&outcomes, &c.warnings)?

@@ -1,6 +1,7 @@
 //! `cwdiag assert`: pure evaluation of limits over a report.
 
 use crate::classify::{Group, Report};
+use crate::growth::{self, Series};
 use crate::model::{Attribution, Source, TcpState};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -12,16 +13,18 @@ const TOP: usize = 5;
 pub struct Limits {
     pub max_close_wait: Option<usize>,
     pub max_time_wait: Option<usize>,
+    pub max_close_wait_growth: Option<usize>,
+    pub max_time_wait_growth: Option<usize>,
 }
 
 impl Limits {
     /// States the limits count: the kernel only needs to send these.
     pub fn states(&self) -> Vec<TcpState> {
         let mut v = Vec::new();
-        if self.max_close_wait.is_some() {
+        if self.max_close_wait.is_some() || self.max_close_wait_growth.is_some() {
             v.push(TcpState::CloseWait);
         }
-        if self.max_time_wait.is_some() {
+        if self.max_time_wait.is_some() || self.max_time_wait_growth.is_some() {
             v.push(TcpState::TimeWait);
         }
         v
@@ -39,6 +42,8 @@ pub struct Check {
     pub ok: bool,
     /// Biggest groups of that state, when the limit is broken.
     pub offenders: Vec<Group>,
+    /// Growth limits: the series that grew too much, with their counts.
+    pub growing: Vec<Series>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +59,9 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-pub fn evaluate(r: &Report, limits: &Limits) -> Outcome {
+/// Evaluates `limits` on the last report; growth limits on `series`
+/// (empty without sampling).
+pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
     let mut checks = Vec::new();
     for (name, state, max) in [
         ("max-close-wait", TcpState::CloseWait, limits.max_close_wait),
@@ -80,6 +87,41 @@ pub fn evaluate(r: &Report, limits: &Limits) -> Outcome {
             count,
             ok,
             offenders,
+            growing: Vec::new(),
+        });
+    }
+    for (name, state, max) in [
+        (
+            "max-close-wait-growth",
+            TcpState::CloseWait,
+            limits.max_close_wait_growth,
+        ),
+        (
+            "max-time-wait-growth",
+            TcpState::TimeWait,
+            limits.max_time_wait_growth,
+        ),
+    ] {
+        let Some(max) = max else { continue };
+        let over: Vec<Series> = growth::over_limit(series, state, max)
+            .into_iter()
+            .take(TOP)
+            .cloned()
+            .collect();
+        let count = series
+            .iter()
+            .filter(|s| s.state == state)
+            .map(|s| s.delta.max(0) as usize)
+            .max()
+            .unwrap_or(0);
+        checks.push(Check {
+            limit: name.to_string(),
+            state,
+            max,
+            count,
+            ok: over.is_empty(),
+            offenders: Vec::new(),
+            growing: over,
         });
     }
     Outcome {
@@ -99,11 +141,30 @@ pub fn render_text(o: &Outcome) -> String {
     for c in &o.checks {
         let verdict = if c.ok { "ok  " } else { "FAIL" };
         let op = if c.ok { "<=" } else { ">" };
+        let what = if c.limit.ends_with("-growth") {
+            format!("{} growth", c.state)
+        } else {
+            c.state.to_string()
+        };
         let _ = writeln!(
             out,
-            "{verdict} {}: {} {} {op} {}",
-            c.limit, c.count, c.state, c.max
+            "{verdict} {}: {} {what} {op} {}",
+            c.limit, c.count, c.max
         );
+        for s in &c.growing {
+            let who = match (s.pid, &s.comm) {
+                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), None) => format!("pid {p}"),
+                _ => "no owner".to_string(),
+            };
+            let series = s
+                .counts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            let _ = writeln!(out, "     {:>+6}  {who} port {}: {series}", s.delta, s.port);
+        }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
                 (Some(p), Some(c)) => format!("pid {p} ({c})"),

@@ -204,6 +204,9 @@ pub struct Evidence {
     /// Socket inodes concerned (first few).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub inodes: Vec<u64>,
+    /// Counts over samples, oldest first (growth findings).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub series: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +244,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sockets: Option<Vec<Socket>>,
+    /// With `scan --samples N`: CLOSE_WAIT/TIME_WAIT groups over the samples.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub growth: Option<Vec<crate::growth::Series>>,
 }
 
 /// Default ephemeral range 32768-60999, used when the snapshot lacks it.
@@ -353,6 +359,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         sockets: policy
             .sockets
             .then(|| selected.iter().map(|s| (*s).clone()).collect()),
+        growth: None,
     }
 }
 

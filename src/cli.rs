@@ -38,6 +38,10 @@ pub enum Command {
     Scan(ScanArgs),
     /// CI check: exit 1 when a limit is broken, 0 when all hold.
     Assert(AssertArgs),
+    /// Sample every --interval and redraw a live table per process and port
+    /// (count now, delta since start, rate per minute, oldest age); with
+    /// --json, one JSON object per sample per line. Ctrl-C stops.
+    Watch(WatchArgs),
     /// Print the raw collected data (sockets, owners, sysctls) as a JSON
     /// snapshot that `--from` reads back.
     Snapshot(SnapshotArgs),
@@ -58,6 +62,58 @@ pub enum Command {
         #[arg(value_name = "SUBCOMMAND")]
         subcommand: Option<String>,
     },
+}
+
+/// Parses `2s`, `500ms`, `1m` or a bare number of seconds (`2`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration '{s}' ({e}): use e.g. 2s, 500ms, 1m"))
+}
+
+/// Repeated sampling, for growth.
+#[derive(Debug, Args, Clone)]
+pub struct SampleArgs {
+    /// Take N samples, --interval apart, and report growth across them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+
+    /// Time between samples (2s, 500ms, 1m; bare numbers are seconds).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Time between samples (2s, 500ms, 1m; bare numbers are seconds).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+
+    /// Stop after N samples (default: until Ctrl-C).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
+
+    /// One JSON object per sample per line (NDJSON), no terminal codes.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show at most N rows (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +264,9 @@ pub struct ScanArgs {
     /// Do not print table headers (as ss -H).
     #[arg(short = 'H', long)]
     pub no_header: bool,
+
+    #[command(flatten)]
+    pub sampling: SampleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +285,19 @@ pub struct AssertArgs {
     /// Fail when more than N sockets (after filters) are in TIME_WAIT.
     #[arg(long, value_name = "N", group = "limits")]
     pub max_time_wait: Option<usize>,
+
+    /// Fail when one process's CLOSE_WAIT on one port grew by more than K
+    /// over the samples (needs --samples 2 or more).
+    #[arg(long, value_name = "K", group = "limits", requires = "samples")]
+    pub max_close_wait_growth: Option<usize>,
+
+    /// Fail when TIME_WAIT on one port or destination port grew by more
+    /// than K over the samples (needs --samples 2 or more).
+    #[arg(long, value_name = "K", group = "limits", requires = "samples")]
+    pub max_time_wait_growth: Option<usize>,
+
+    #[command(flatten)]
+    pub sampling: SampleArgs,
 
     /// Print the result as JSON.
     #[arg(long)]

@@ -17,6 +17,14 @@ const CW_AVOID: &str = "No sysctl fixes CLOSE_WAIT. Lowering tcp_keepalive_time 
 
 pub const RULES: &[Rule] = &[
     Rule {
+        id: "close-wait-growing",
+        title: "CLOSE_WAIT rising at every sample",
+        meaning: "Across several samples (`scan --samples`, `watch`, `assert --samples`) the CLOSE_WAIT count of one process and port never fell and rose overall. A pool may hold a steady handful of CLOSE_WAIT sockets; a count that only grows is a leak that ends in 'too many open files'.",
+        confirm: "`cwdiag watch` shows the group's delta and rate per minute climbing; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0` fails naming it.",
+        fix: "Find the missing close() on the EOF and error paths of that process (see the Recv-Q rules for which path); restart it for relief.",
+        avoid: CW_AVOID,
+    },
+    Rule {
         id: "close-wait-never-read",
         title: "CLOSE_WAIT, never read after the peer closed (Recv-Q 1)",
         meaning: "The peer sent FIN; the socket's Recv-Q is 1 because the FIN takes one sequence number and the application has not read since. It is an idle connection the application forgot or keeps in a pool without watching it. CLOSE_WAIT has no timer: it lasts until close().",

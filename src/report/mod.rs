@@ -1,7 +1,9 @@
 //! Rendering: pure functions from a report to text.
 
 pub mod json;
+pub mod prometheus;
 pub mod table;
+pub mod watch;
 
 /// Presentation choices that do not change the numbers.
 #[derive(Debug, Clone)]

@@ -273,3 +273,113 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
         );
     });
 }
+
+/// A thread in the namespace adds one CLOSE_WAIT socket every `every`
+/// until the returned sender is dropped. Returns the port.
+fn leak_steadily(
+    every: std::time::Duration,
+) -> (
+    u16,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Workload>,
+) {
+    let mut w = Workload::default();
+    let port = w.listen("127.0.0.1:0");
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    w.close_wait(server, 2, false, 0);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            w.close_wait(server, 1, false, 0);
+        }
+        w
+    });
+    (port, tx, h)
+}
+
+#[test]
+fn growth_assertions_and_watch_see_a_leak_and_pass_a_static_load() {
+    in_netns("growth", || {
+        let me = u64::from(std::process::id());
+        // Static first: two CLOSE_WAIT that do not move.
+        let mut w = Workload::default();
+        let p0 = w.listen("127.0.0.1:0");
+        w.close_wait(format!("127.0.0.1:{p0}").parse().unwrap(), 2, false, 0);
+        let stat = run(&[
+            "assert",
+            "--samples",
+            "3",
+            "--interval",
+            "0.4",
+            "--max-close-wait-growth",
+            "0",
+        ]);
+        assert_eq!(
+            stat.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&stat.stdout)
+        );
+        drop(w);
+
+        // The child threads inherit nothing: the leak runs on a thread
+        // spawned here, in this namespace.
+        let (port, stop, h) = leak_steadily(std::time::Duration::from_millis(250));
+        let out = run(&[
+            "assert",
+            "--samples",
+            "3",
+            "--interval",
+            "1",
+            "--max-close-wait-growth",
+            "0",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("FAIL max-close-wait-growth"), "{text}");
+        assert!(
+            text.contains(&format!("pid {me}")) && text.contains(&format!("port {port}")),
+            "{text}"
+        );
+
+        let out = run(&["watch", "--count", "3", "--interval", "0.6", "--json"]);
+        assert!(out.status.success());
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        let cw: Vec<u64> = lines
+            .iter()
+            .map(|l| l["states"]["CLOSE_WAIT"].as_u64().unwrap())
+            .collect();
+        assert!(cw[0] < cw[2], "rise over the samples: {cw:?}");
+        let s = lines[2]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["port"] == port)
+            .unwrap();
+        assert_eq!(s["pid"], me);
+        assert_eq!(s["rising"], true);
+        assert!(
+            lines[2]["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["rule_id"] == "close-wait-growing")
+        );
+
+        let scan = json(&["scan", "--json", "--samples", "3", "--interval", "0.6"]);
+        assert!(
+            scan["growth"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["port"] == port && s["rising"] == true)
+        );
+        drop(stop);
+        drop(h.join().unwrap());
+    });
+}

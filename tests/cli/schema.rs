@@ -25,6 +25,8 @@ struct Report {
     warnings: Vec<String>,
     #[serde(default)]
     sockets: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    growth: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +212,7 @@ struct Check {
     count: u64,
     ok: bool,
     offenders: Vec<Group>,
+    growing: Vec<serde_json::Value>,
 }
 
 #[test]
