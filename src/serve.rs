@@ -12,9 +12,12 @@
 //!
 //! tiny_http reads each connection in a thread of its own, so a client that
 //! sends half a request ties up only that thread; [`WORKERS`] threads answer
-//! complete requests. tiny_http 0.12 has no read or write timeouts, so an
-//! idle connection holds its thread until the client goes away: keep the
-//! default loopback address, or firewall the port.
+//! complete requests. Limits of tiny_http 0.12, which has no read or write
+//! timeouts: an idle or stalled connection (keep-alive included) holds its
+//! thread until the client goes away, and its thread pool can park a new
+//! connection that arrives in the same instant as one that then stalls
+//! until some pool thread is free again. Keep the default loopback address
+//! or firewall the port so that only Prometheus talks to it.
 //! If accepting connections fails (e.g. out of file descriptors), tiny_http
 //! stops accepting; [`Exporter::run`] then returns the error instead of
 //! hanging, so a supervisor can restart the exporter.
@@ -248,7 +251,10 @@ impl Shared {
                 return outcome.clone();
             }
         }
-        let outcome = (self.collect)().map_err(|e| one_line(&format!("{e:#}")));
+        // A panicking scan must not take a worker thread with it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.collect)()))
+            .unwrap_or_else(|_| Err(anyhow!("the scan panicked")))
+            .map_err(|e| one_line(&format!("{e:#}")));
         if let Err(line) = &outcome {
             eprintln!("cwdiag serve: scan failed: {line}");
         }
@@ -373,6 +379,19 @@ mod tests {
         // Later scrapes scan again.
         assert_eq!(request(addr, "GET", "/metrics").0, 200);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        stop.stop();
+    }
+
+    #[test]
+    fn a_panicking_scan_is_a_500_and_the_workers_survive() {
+        let collect: Collect = Box::new(|| panic!("boom"));
+        let (addr, stop) = start(collect, Duration::ZERO);
+        for _ in 0..WORKERS + 2 {
+            let (status, _, body) = request(addr, "GET", "/metrics");
+            assert_eq!(status, 500);
+            assert_eq!(body, "scan failed: the scan panicked\n");
+        }
+        assert_eq!(request(addr, "GET", "/").0, 200);
         stop.stop();
     }
 
