@@ -42,6 +42,10 @@ pub enum Command {
     /// (count now, delta since start, rate per minute, oldest age); with
     /// --json, one JSON object per sample per line. Ctrl-C stops.
     Watch(WatchArgs),
+    /// Emergency first aid: destroy selected sockets with SOCK_DESTROY
+    /// (as `ss -K`). Dry run unless --yes. A state is mandatory; LISTEN is
+    /// refused. The application's fd stays leaked until it calls close().
+    Kill(KillArgs),
     /// Print the raw collected data (sockets, owners, sysctls) as a JSON
     /// snapshot that `--from` reads back.
     Snapshot(SnapshotArgs),
@@ -114,6 +118,19 @@ pub struct WatchArgs {
     /// Show at most N rows (0 = all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Really destroy the sockets (default: only list what would be hit).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -183,6 +183,9 @@ pub struct Socket {
     /// SYN_RECV, orphans, children the application has not accepted yet).
     pub inode: u32,
     pub cookie: u64,
+    /// Bound interface index (`idiag_if`), 0 when unbound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub iface: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_info: Option<TcpAges>,
     /// Pid of the process found holding the socket's inode, if looked up.
@@ -191,6 +194,10 @@ pub struct Socket {
     /// File descriptor number in that process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<u32>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Socket {

@@ -154,6 +154,7 @@ pub fn decode_inet_msg(payload: &[u8]) -> Result<Socket, String> {
         uid: hdr.uid,
         inode: hdr.inode,
         cookie: u64::from_ne_bytes(id.cookie),
+        iface: id.interface_id,
         tcp_info,
         pid: None,
         fd: None,

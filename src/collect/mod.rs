@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod decode;
+pub mod destroy;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;

@@ -36,6 +36,7 @@ pub fn parse(text: &[u8], name: &str) -> Result<Vec<Socket>> {
                 uid: e.uid,
                 inode: u32::try_from(e.inode).unwrap_or(0),
                 cookie: 0,
+                iface: 0,
                 tcp_info: None,
                 pid: None,
                 fd: None,

@@ -1,6 +1,7 @@
 //! Rendering: pure functions from a report to text.
 
 pub mod json;
+pub mod kill;
 pub mod prometheus;
 pub mod table;
 pub mod watch;

@@ -383,3 +383,77 @@ fn growth_assertions_and_watch_see_a_leak_and_pass_a_static_load() {
         drop(h.join().unwrap());
     });
 }
+
+#[test]
+fn kill_destroys_only_the_selected_port_and_never_listeners() {
+    in_netns("kill", || {
+        let mut w = Workload::default();
+        let a = w.listen("127.0.0.1:0");
+        let b = w.listen("127.0.0.1:0");
+        w.close_wait(format!("127.0.0.1:{a}").parse().unwrap(), 4, false, 0);
+        w.close_wait(format!("127.0.0.1:{b}").parse().unwrap(), 3, false, 0);
+        w.established(format!("127.0.0.1:{a}").parse().unwrap(), 2);
+        wait_for_ss("CLOSE_WAIT", 7);
+        let cw_on = |port: u16| {
+            let out = Command::new("ss")
+                .args([
+                    "-tanH",
+                    "state",
+                    "close-wait",
+                    "sport",
+                    "=",
+                    &format!(":{port}"),
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+
+        // Dry run: lists, touches nothing, and says so.
+        let dry = run(&["kill", "--state", "close-wait", "--port", &a.to_string()]);
+        let text = String::from_utf8_lossy(&dry.stdout);
+        assert_eq!(dry.status.code(), Some(0));
+        assert!(
+            text.contains("4 sockets selected") && text.contains("dry run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stays leaked until the application calls close()"),
+            "{text}"
+        );
+        assert_eq!(cw_on(a), 4);
+
+        let real = run(&[
+            "kill",
+            "--state",
+            "close-wait",
+            "--port",
+            &a.to_string(),
+            "--yes",
+        ]);
+        let text = String::from_utf8_lossy(&real.stdout);
+        assert_eq!(
+            real.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&real.stderr)
+        );
+        assert!(text.contains("destroyed 4, gone 0"), "{text}");
+        assert!(text.contains("first aid, not a fix"));
+        let after = ss_counts(&[]);
+        assert_eq!(cw_on(a), 0, "selected sockets destroyed");
+        assert_eq!(cw_on(b), 3, "the other port untouched");
+        assert_eq!(after.get("LISTEN"), Some(&2), "listeners untouched");
+        assert_eq!(after.get("ESTABLISHED"), Some(&4), "established untouched");
+
+        for bad in [
+            vec!["kill", "--port", "1"],
+            vec!["kill", "--state", "listen"],
+            vec!["kill", "--state", "close-wait,listen", "--yes"],
+        ] {
+            let out = run(&bad);
+            assert_eq!(out.status.code(), Some(2), "{bad:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        }
+    });
+}

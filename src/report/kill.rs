@@ -1,0 +1,32 @@
+//! The list `cwdiag kill` prints before acting (or instead, in a dry run).
+
+use crate::model::{Process, Socket};
+use comfy_table::{Cell, ContentArrangement, Table, presets};
+use std::collections::BTreeMap;
+
+pub fn list(socks: &[&Socket], procs: &BTreeMap<u32, Process>) -> String {
+    if socks.is_empty() {
+        return "no socket matches the selection.\n".to_string();
+    }
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(100)
+        .set_header(["STATE", "LOCAL", "PEER", "PID", "COMM", "COOKIE"]);
+    for s in socks {
+        let comm = s
+            .pid
+            .and_then(|p| procs.get(&p))
+            .map(|p| p.comm.clone())
+            .unwrap_or_default();
+        t.add_row(vec![
+            Cell::new(s.state.name()),
+            Cell::new(s.local),
+            Cell::new(s.peer),
+            Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(comm),
+            Cell::new(format!("{:#x}", s.cookie)),
+        ]);
+    }
+    format!("{} sockets selected:\n{t}\n", socks.len())
+}
