@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Assert(args) => assert(args),
         Command::Watch(args) => watch(args, color),
         Command::Kill(args) => kill(args),
+        Command::Serve(args) => serve(args),
         Command::Snapshot(args) => snapshot(args),
         Command::Explain { rule_id } => explain(rule_id.as_deref()),
         Command::Completions { shell } => {
@@ -240,6 +241,7 @@ fn style(color: ColorChoice, top: usize, header: bool) -> Style {
 }
 
 fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let filter = filter_of(&args.select);
     let mut plan = Plan::new(&filter.states);
     if args.sockets {
@@ -274,29 +276,103 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
             .collect();
         (reports, c)
     };
-    let json = args.json || args.format == Format::Json;
-    let text = if json && c.multi {
-        per_namespace_json(&reports, &c.warnings)?
-    } else if json {
-        let r = reports
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-        report::json::render(r)?
-    } else {
-        let st = style(color, args.top, !args.no_header);
-        let mut t: String = c
-            .warnings
-            .iter()
-            .map(|w| format!("warning: {w}\n"))
-            .collect();
-        for r in &reports {
-            t.push_str(&netns_heading(r.netns.as_ref()));
-            t.push_str(&report::table::render(r, &st));
-            t.push('\n');
+    let format = if args.json { Format::Json } else { args.format };
+    let text = match format {
+        Format::Json if c.multi => per_namespace_json(&reports, &c.warnings)?,
+        Format::Json => {
+            let r = reports
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+            report::json::render(r)?
         }
-        t
+        Format::Prometheus => prometheus(&reports, args.top_k, Some(started.elapsed()), 0),
+        Format::Table => {
+            let st = style(color, args.top, !args.no_header);
+            let mut t: String = c
+                .warnings
+                .iter()
+                .map(|w| format!("warning: {w}\n"))
+                .collect();
+            for r in &reports {
+                t.push_str(&netns_heading(r.netns.as_ref()));
+                t.push_str(&report::table::render(r, &st));
+                t.push('\n');
+            }
+            t
+        }
     };
-    emit(&text)?;
+    match &args.output {
+        Some(path) => report::prometheus::write_atomic(path, &text)?,
+        None => emit(&text)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prometheus exposition of one report, or of several namespaces merged.
+fn prometheus(
+    reports: &[Report],
+    top_k: usize,
+    took: Option<std::time::Duration>,
+    errors: u64,
+) -> String {
+    let texts: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let opts = report::prometheus::PromOptions {
+                top_k,
+                scan_duration_ms: took.map(|d| d.as_secs_f64() * 1000.0),
+                scan_errors: errors,
+                namespace: r.netns.as_ref().map(|n| n.name.clone()),
+            };
+            report::prometheus::render(r, &opts)
+        })
+        .collect();
+    if texts.len() == 1 {
+        texts.into_iter().next().unwrap_or_default()
+    } else {
+        report::prometheus::merge(&texts)
+    }
+}
+
+fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if args.source.from.is_some() {
+        anyhow::bail!("serve scans live at scrape time: --from is not supported");
+    }
+    let filter = filter_of(&args.select);
+    let plan = Plan::new(&filter.states);
+    let policy = Policy {
+        close_wait_warn: args.policy.close_wait_warn,
+        close_wait_crit: args.policy.close_wait_crit,
+        time_wait_warn: args.policy.time_wait_warn,
+        ..Policy::default()
+    };
+    let errors = AtomicU64::new(0);
+    let (source, top_k) = (args.source.clone(), args.top_k);
+    let collect: crate::serve::Collect = Box::new(move || {
+        let started = std::time::Instant::now();
+        let c = collect_all(&source, &plan, None).inspect_err(|_| {
+            errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let reports: Vec<Report> = c
+            .snapshots
+            .iter()
+            .map(|s| classify::classify(s, &filter, &policy))
+            .collect();
+        Ok(prometheus(
+            &reports,
+            top_k,
+            Some(started.elapsed()),
+            errors.load(Ordering::Relaxed),
+        ))
+    });
+    crate::serve::serve(
+        crate::serve::ServeConfig {
+            listen: args.listen,
+            min_interval: args.min_interval,
+        },
+        collect,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

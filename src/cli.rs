@@ -42,6 +42,9 @@ pub enum Command {
     /// (count now, delta since start, rate per minute, oldest age); with
     /// --json, one JSON object per sample per line. Ctrl-C stops.
     Watch(WatchArgs),
+    /// Serve Prometheus metrics over HTTP (/metrics), scanning at scrape
+    /// time, at most one scan at a time.
+    Serve(ServeArgs),
     /// Emergency first aid: destroy selected sockets with SOCK_DESTROY
     /// (as `ss -K`). Dry run unless --yes. A state is mandatory; LISTEN is
     /// refused. The application's fd stays leaked until it calls close().
@@ -237,6 +240,8 @@ pub enum Format {
     Table,
     /// The JSON document described in the README (schema_version 1).
     Json,
+    /// Prometheus text exposition (metrics listed in the README).
+    Prometheus,
 }
 
 #[derive(Debug, Args)]
@@ -282,8 +287,44 @@ pub struct ScanArgs {
     #[arg(short = 'H', long)]
     pub no_header: bool,
 
+    /// Write the output to FILE atomically (temp file + rename), e.g. for
+    /// node_exporter's textfile collector, instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Prometheus: series kept per state in cwdiag_group_sockets; the rest
+    /// are summed into an "other" series (0 = keep all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top_k: usize,
+
     #[command(flatten)]
     pub sampling: SampleArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Address to serve /metrics on. 9911 sits in the range Prometheus
+    /// exporters use, clear of 9090-9100; loopback by default.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9911")]
+    pub listen: String,
+
+    /// Serve a cached result to scrapes that come sooner than this after
+    /// the last scan (concurrent scrapes share one scan anyway).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub min_interval: std::time::Duration,
+
+    /// Series kept per state in cwdiag_group_sockets (0 = keep all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top_k: usize,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod errors;
 mod live;
 mod namespaces;
 mod netns;
+mod prometheus;
 mod readme;
 mod replay;
 mod schema;
