@@ -386,6 +386,53 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Merges expositions of several namespaces (each rendered with its own
+/// `netns` label) so that every family's HELP and TYPE appear once, with
+/// all namespaces' samples under it.
+pub fn merge(texts: &[String]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for text in texts {
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                let name = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                if !families.contains_key(&name) {
+                    order.push(name.clone());
+                }
+                let fam = families.entry(name.clone()).or_default();
+                if !fam.0.iter().any(|h| h == line) {
+                    fam.0.push(line.to_string());
+                }
+                current = name;
+            } else if !line.is_empty() {
+                families
+                    .entry(current.clone())
+                    .or_default()
+                    .1
+                    .push(line.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        if let Some((head, samples)) = families.get(&name) {
+            for l in head.iter().chain(samples) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,51 +866,4 @@ mod tests {
         assert!(err.contains("cannot write"), "{err}");
         assert!(err.contains("no/such/dir/cwdiag.prom"), "{err}");
     }
-}
-
-/// Merges expositions of several namespaces (each rendered with its own
-/// `netns` label) so that every family's HELP and TYPE appear once, with
-/// all namespaces' samples under it.
-pub fn merge(texts: &[String]) -> String {
-    let mut order: Vec<String> = Vec::new();
-    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for text in texts {
-        let mut current = String::new();
-        for line in text.lines() {
-            if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or_else(|| line.strip_prefix("# TYPE "))
-            {
-                let name = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if !families.contains_key(&name) {
-                    order.push(name.clone());
-                }
-                let fam = families.entry(name.clone()).or_default();
-                if !fam.0.iter().any(|h| h == line) {
-                    fam.0.push(line.to_string());
-                }
-                current = name;
-            } else if !line.is_empty() {
-                families
-                    .entry(current.clone())
-                    .or_default()
-                    .1
-                    .push(line.to_string());
-            }
-        }
-    }
-    let mut out = String::new();
-    for name in order {
-        if let Some((head, samples)) = families.get(&name) {
-            for l in head.iter().chain(samples) {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
