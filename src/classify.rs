@@ -6,7 +6,7 @@ use crate::filter::Filter;
 use crate::hints;
 use crate::model::{Attribution, Snapshot, Socket, Source, TcpState};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Thresholds that turn groups into findings of a given severity.
 #[derive(Debug, Clone)]
@@ -257,13 +257,13 @@ type GroupKey = (
     Option<u32>,
     Direction,
     u16,
-    Option<std::net::SocketAddr>,
+    Option<crate::model::Endpoint>,
     Owner,
 );
 
 pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     // Direction needs every listening port, whatever the filters say.
-    let listen_ports: HashSet<u16> = snap
+    let listen_ports: rustc_hash::FxHashSet<u16> = snap
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::Listen)
@@ -281,7 +281,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         .collect();
 
     let mut states: BTreeMap<TcpState, usize> = TcpState::ALL.iter().map(|&s| (s, 0)).collect();
-    let mut buckets: HashMap<GroupKey, Vec<&Socket>> = HashMap::new();
+    let mut buckets: rustc_hash::FxHashMap<GroupKey, Vec<&Socket>> = Default::default();
     for s in &selected {
         *states.entry(s.state).or_default() += 1;
         let direction = if s.state == TcpState::Listen || listen_ports.contains(&s.local.port()) {
@@ -398,7 +398,7 @@ fn build_group(
     owner: Owner,
     direction: Direction,
     port: u16,
-    peer: Option<std::net::SocketAddr>,
+    peer: Option<crate::model::Endpoint>,
     socks: &[&Socket],
 ) -> Group {
     let mut recv_q = RecvQSplit::default();

@@ -8,7 +8,7 @@
 use crate::classify::{Direction, Evidence, Finding, Group, Owner, Policy, Severity};
 use crate::model::{Snapshot, Socket, TcpState};
 use crate::units::age;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 fn finding(
@@ -110,7 +110,7 @@ pub fn accept_queue(snap: &Snapshot, selected: &[&Socket]) -> Vec<Finding> {
 pub fn port_exhaustion(
     snap: &Snapshot,
     selected: &[&Socket],
-    listen_ports: &HashSet<u16>,
+    listen_ports: &rustc_hash::FxHashSet<u16>,
     policy: &Policy,
     budget: u32,
 ) -> Vec<Finding> {

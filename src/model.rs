@@ -164,13 +164,100 @@ pub struct TcpAges {
     pub last_data_sent_ms: u32,
 }
 
+/// An address and port, stored in 20 bytes instead of `SocketAddr`'s 32:
+/// a busy host has hundreds of thousands of these. Serialised as
+/// `ip:port` (`[v6]:port`), exactly like `SocketAddr`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    addr: [u8; 16],
+    port: u16,
+    v6: bool,
+}
+
+impl Endpoint {
+    pub fn ip(&self) -> std::net::IpAddr {
+        if self.v6 {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(self.addr))
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                self.addr[0],
+                self.addr[1],
+                self.addr[2],
+                self.addr[3],
+            ))
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.v6
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip(), self.port)
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(sa: SocketAddr) -> Endpoint {
+        let mut addr = [0u8; 16];
+        let v6 = match sa.ip() {
+            std::net::IpAddr::V4(ip) => {
+                addr[..4].copy_from_slice(&ip.octets());
+                false
+            }
+            std::net::IpAddr::V6(ip) => {
+                addr = ip.octets();
+                true
+            }
+        };
+        Endpoint {
+            addr,
+            port: sa.port(),
+            v6,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.socket_addr().fmt(f)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.socket_addr().fmt(f)
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let sa = SocketAddr::deserialize(d)?;
+        Ok(Endpoint::from(sa))
+    }
+}
+
 /// One TCP socket as sock_diag (or /proc/net/tcp) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Socket {
     pub state: TcpState,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
+    pub local: Endpoint,
+    pub peer: Endpoint,
     pub timer: Timer,
     /// Milliseconds until the timer fires (remaining TIME_WAIT time for
     /// TIME_WAIT sockets).
@@ -328,4 +415,17 @@ pub struct Snapshot {
     /// Things the collector could not do, in one line each.
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn socket_record_stays_small() {
+        // 400k sockets must fit the 64 MB RSS budget with room to spare.
+        eprintln!(
+            "size_of::<Socket>() = {}",
+            std::mem::size_of::<super::Socket>()
+        );
+        assert!(std::mem::size_of::<super::Socket>() <= 136);
+    }
 }

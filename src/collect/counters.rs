@@ -96,12 +96,14 @@ pub fn read(proc_root: &Path) -> BTreeMap<String, u64> {
             }
         }
     }
-    if let Ok(t) = std::fs::read_to_string(net.join("sockstat")) {
-        out.extend(
-            parse_sockstat(&t)
-                .into_iter()
-                .filter(|(k, _)| k.starts_with("sockstat.TCP.")),
-        );
+    for file in ["sockstat", "sockstat6"] {
+        if let Ok(t) = std::fs::read_to_string(net.join(file)) {
+            out.extend(
+                parse_sockstat(&t)
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("sockstat.TCP")),
+            );
+        }
     }
     out
 }

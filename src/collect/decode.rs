@@ -144,8 +144,8 @@ pub fn decode_inet_msg(payload: &[u8]) -> Result<Socket, String> {
     }
     Ok(Socket {
         state,
-        local: SocketAddr::new(id.source_address, id.source_port),
-        peer: SocketAddr::new(id.destination_address, id.destination_port),
+        local: SocketAddr::new(id.source_address, id.source_port).into(),
+        peer: SocketAddr::new(id.destination_address, id.destination_port).into(),
         timer,
         expires_ms,
         retrans,

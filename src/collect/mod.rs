@@ -79,8 +79,37 @@ pub fn now_ms() -> u64 {
 
 /// Dumps the live tables and attributes the sockets the plan wants.
 /// `record` gets every raw reply, for `scan --record`.
+/// With `CWDIAG_TIMING=1`, prints how long each collection step took to
+/// stderr (for BENCHMARKS.md work; off by default).
+pub fn timing(step: &str, since: std::time::Instant) {
+    if std::env::var_os("CWDIAG_TIMING").is_some() {
+        eprintln!(
+            "cwdiag timing: {step}: {:.1} ms",
+            since.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
     let taken_at_ms = now_ms();
+    let t0 = std::time::Instant::now();
+    let counters = counters::read(&plan.proc_root);
+    // Reserve for every socket when all states are dumped; a filtered dump
+    // is usually much smaller, so let it grow.
+    let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states() {
+        [
+            "sockstat.TCP.inuse",
+            "sockstat.TCP6.inuse",
+            "sockstat.TCP.tw",
+        ]
+        .iter()
+        .filter_map(|k| counters.get(*k))
+        .sum::<u64>() as usize
+            * 101
+            / 100
+    } else {
+        0
+    };
     let (sockets, mut warnings, kind) = match plan.source {
         SourceChoice::Proc => (
             procnet::read(&plan.proc_root)?,
@@ -93,6 +122,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
                     states: plan.states,
                     tcp_info: plan.tcp_info,
                 },
+                expected,
                 record,
             )?;
             (d.sockets, d.warnings, SourceKind::Netlink)
@@ -102,6 +132,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
                 states: plan.states,
                 tcp_info: plan.tcp_info,
             },
+            expected,
             record,
         ) {
             Ok(d) => (d.sockets, d.warnings, SourceKind::Netlink),
@@ -135,13 +166,18 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         processes: BTreeMap::new(),
         attribution: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
-        counters: counters::read(&plan.proc_root),
+        counters,
         warnings,
     };
-    attribute(&mut snap, plan);
+    timing("dump", t0);
+    let t1 = std::time::Instant::now();
+    let tables = attribute(&mut snap, plan);
+    timing("attribute", t1);
+    let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
-        enrich_owners(&mut snap, plan);
+        enrich_owners(&mut snap, plan, &tables);
     }
+    timing("enrich", t2);
     Ok(snap)
 }
 
@@ -158,7 +194,11 @@ pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
 
 /// Fd counts, limits, cgroups and stale socket fds of the processes that
 /// own CLOSE_WAIT sockets (the ones findings will name).
-fn enrich_owners(snap: &mut Snapshot, plan: &Plan) {
+fn enrich_owners(
+    snap: &mut Snapshot,
+    plan: &Plan,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+) {
     let pids: HashSet<u32> = snap
         .sockets
         .iter()
@@ -177,13 +217,17 @@ fn enrich_owners(snap: &mut Snapshot, plan: &Plan) {
     });
     for pid in pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            procinfo::enrich(&plan.proc_root, pid, p, known.as_ref());
+            procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
         }
     }
 }
 
-/// Fills `pid`/`fd` of the sockets the plan wants attributed.
-pub fn attribute(snap: &mut Snapshot, plan: &Plan) {
+/// Fills `pid`/`fd` of the sockets the plan wants attributed. Returns
+/// what was read of the owners' fd tables.
+pub fn attribute(
+    snap: &mut Snapshot,
+    plan: &Plan,
+) -> std::collections::HashMap<u32, procmap::FdTable> {
     let wants = |s: &Socket| {
         s.inode != 0
             && match plan.attribute {
@@ -215,4 +259,5 @@ pub fn attribute(snap: &mut Snapshot, plan: &Plan) {
     }
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
+    owners.tables
 }

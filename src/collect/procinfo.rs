@@ -2,6 +2,7 @@
 //! RLIMIT_NOFILE, cgroup and container, and socket fds that no socket
 //! table knows (closed by the kernel, never `close()`d by the app).
 
+use super::procmap::{FdTable, socket_inode};
 use crate::model::Process;
 use procfs_core::FromRead;
 use std::collections::HashSet;
@@ -10,9 +11,17 @@ use std::path::Path;
 /// Socket inodes listed per process, at most.
 const LISTED_INODES: usize = 5;
 
-/// Fills fd and limit details of `p` (pid `pid`). `known` holds
-/// every socket inode present in the namespace's tables, when complete.
-pub fn enrich(proc_root: &Path, pid: u32, p: &mut Process, known: Option<&HashSet<u64>>) {
+/// Fills fd and limit details of `p` (pid `pid`). `table` is what the
+/// attribution walk already read of its fds; the rest is read here. `known`
+/// holds every socket inode present in the namespace's tables, when
+/// complete.
+pub fn enrich(
+    proc_root: &Path,
+    pid: u32,
+    p: &mut Process,
+    table: Option<&FdTable>,
+    known: Option<&HashSet<u64>>,
+) {
     let dir = proc_root.join(pid.to_string());
     if let Ok(limits) = std::fs::File::open(dir.join("limits"))
         .map_err(|_| ())
@@ -21,38 +30,40 @@ pub fn enrich(proc_root: &Path, pid: u32, p: &mut Process, known: Option<&HashSe
         p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
         p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
     }
-    let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
-        return;
+    let Some(table) = table else { return };
+    let (mut sockets, unread): (Vec<u32>, Vec<u32>) = if table.complete {
+        (table.sockets.clone(), table.unread.clone())
+    } else {
+        // Only probed: list the table now.
+        let all: Vec<u32> = std::fs::read_dir(dir.join("fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (Vec::new(), all)
     };
-    let mut fds = 0;
-    let mut stale = Vec::new();
-    let mut stale_count = 0;
-    for e in entries.flatten() {
-        fds += 1;
-        let Some(known) = known else { continue };
-        let Ok(link) = std::fs::read_link(e.path()) else {
-            continue;
-        };
-        let link = link.to_string_lossy();
-        let Some(ino) = link
-            .strip_prefix("socket:[")
-            .and_then(|r| r.strip_suffix(']'))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if !known.contains(&ino) {
-            stale_count += 1;
-            if stale.len() < LISTED_INODES {
-                stale.push(ino);
+    p.fd_count = Some(if table.complete {
+        table.fd_count
+    } else {
+        unread.len()
+    });
+    let Some(known) = known else { return };
+    for fd in &unread {
+        if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string())) {
+            if let Some(ino) = socket_inode(link.to_string_lossy().as_bytes()) {
+                sockets.push(ino);
             }
         }
     }
-    p.fd_count = Some(fds);
-    if known.is_some() {
-        p.stale_socket_fds = Some(stale_count);
-        p.stale_socket_inodes = stale;
-    }
+    let stale: Vec<u64> = sockets
+        .iter()
+        .map(|&i| u64::from(i))
+        .filter(|i| !known.contains(i))
+        .collect();
+    p.stale_socket_fds = Some(stale.len());
+    p.stale_socket_inodes = stale.into_iter().take(LISTED_INODES).collect();
 }
 
 fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {

@@ -21,11 +21,60 @@ pub struct Owners {
     pub by_inode: HashMap<u32, (u32, u32)>,
     pub processes: BTreeMap<u32, Process>,
     pub stats: Attribution,
+    /// For owners found: what the walk already read of their fd tables,
+    /// so later steps need not read it again.
+    pub tables: HashMap<u32, FdTable>,
+}
+
+/// An owner's fd table as far as the walk read it.
+#[derive(Debug, Default, Clone)]
+pub struct FdTable {
+    pub fd_count: usize,
+    /// Socket inodes of the entries read.
+    pub sockets: Vec<u32>,
+    /// fd numbers not read yet.
+    pub unread: Vec<u32>,
+    /// False when the table was only probed, never listed: `unread` is then
+    /// unknown and the socket list partial.
+    pub complete: bool,
+}
+
+/// Entries read from the head of each fd table in the probe pass:
+/// listeners and other early sockets live there.
+const PROBE_HEAD: usize = 32;
+/// Evenly spaced entries sampled from the rest of each fd table.
+const PROBE_SAMPLES: usize = 16;
+
+/// One process's fd table as far as we have read it.
+struct Table {
+    pid: u32,
+    uid: u32,
+    /// Open fds, from the size the kernel reports for `/proc/PID/fd`
+    /// (Linux 6.2+; 0 when unknown).
+    count: usize,
+    /// fd numbers already read.
+    read: HashSet<u32>,
+    /// Wanted sockets found in the probe.
+    hits: usize,
+    /// Links read successfully (fds that exist).
+    present: usize,
+    /// Socket inodes seen so far.
+    sockets: Vec<u32>,
+    /// Full fd list, once listed (phase 2).
+    listed: Option<Vec<u32>>,
 }
 
 /// Looks up `wanted` inodes under `proc_root` (normally `/proc`).
-/// Processes owned by one of `likely_uids` are visited first: the socket's
-/// uid is its creator's, so its owner is almost always among them.
+///
+/// Listing a big fd table costs about as much as reading its links (the
+/// kernel builds a dentry per fd), so we avoid both where we can. A probe
+/// reads, in every process, the links of fds 0-31 (listeners and other
+/// early sockets live there) and of 16 fd numbers spread over the table's
+/// size; processes whose samples hit wanted sockets are then walked in
+/// full first, then those owned by `likely_uids` (a socket's uid is its
+/// creator's), then the rest, stopping once every inode is found. When a
+/// few processes hold the reported sockets among hundreds of thousands of
+/// others, this reads a small fraction of all fds.
 pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSet<u32>) -> Owners {
     let mut out = Owners::default();
     out.stats.wanted_sockets = wanted.len();
@@ -42,83 +91,196 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
         out.stats.complete = false;
         return out;
     };
-    let mut pids = list_pids(&root);
-    // Likely owners first; stable, so pid order is kept within each class.
-    pids.sort_by_key(|&(pid, uid)| (!likely_uids.contains(&uid), pid));
-
-    let mut name = itoa_buf();
-    let mut link = [0u8; 64];
-    for (pid, _) in pids {
+    let t0 = std::time::Instant::now();
+    let mut found_in: HashSet<u32> = HashSet::new();
+    let mut tables = Vec::new();
+    for (pid, uid) in list_pids(&root) {
         if out.by_inode.len() == wanted.len() {
             break;
         }
-        let pid_str = fmt_u32(&mut name, pid);
-        let fd_dir = format!("{pid_str}/fd");
-        let dirfd = match openat(
-            &root,
-            fd_dir.as_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) | Err(Errno::SRCH) => {
-                out.stats.vanished_processes += 1;
-                continue;
-            }
-            Err(_) => {
-                out.stats.unreadable_processes += 1;
-                if out.stats.unreadable_pids.len() < LISTED_PIDS {
-                    out.stats.unreadable_pids.push(pid);
-                }
-                continue;
-            }
-        };
-        out.stats.scanned_processes += 1;
-        let Ok(dup) = rustix::io::dup(&dirfd) else {
+        let Some(dirfd) = open_fd_dir(&root, pid, &mut out.stats) else {
             continue;
         };
-        let Ok(mut dir) = Dir::new(dup) else { continue };
-        let mut found_here = false;
-        while let Some(entry) = dir.read() {
-            let Ok(entry) = entry else {
-                // The process exited while we listed its fds.
-                out.stats.vanished_processes += 1;
-                break;
-            };
-            let fname = entry.file_name();
-            let Ok(n) = readlinkat_raw(&dirfd, fname, &mut link[..]) else {
-                continue;
-            };
-            let Some(inode) = socket_inode(&link[..n]) else {
-                continue;
-            };
-            if wanted.contains(&inode) && !out.by_inode.contains_key(&inode) {
-                let fd = fname
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                out.by_inode.insert(inode, (pid, fd));
-                found_here = true;
-                if out.by_inode.len() == wanted.len() {
-                    break;
-                }
-            }
+        let count = rustix::fs::fstat(&dirfd)
+            .map(|st| st.st_size.max(0) as usize)
+            .unwrap_or(0);
+        let mut t = Table {
+            pid,
+            uid,
+            count,
+            read: HashSet::new(),
+            hits: 0,
+            present: 0,
+            sockets: Vec::new(),
+            listed: None,
+        };
+        let mut probe: Vec<u32> = (0..PROBE_HEAD as u32).collect();
+        if count > PROBE_HEAD {
+            let step = ((count - PROBE_HEAD) / PROBE_SAMPLES).max(1);
+            probe.extend(
+                (PROBE_HEAD..count)
+                    .step_by(step)
+                    .take(PROBE_SAMPLES)
+                    .map(|n| n as u32),
+            );
         }
-        if found_here {
-            let comm = read_comm(&root, pid_str).unwrap_or_else(|| "?".to_string());
-            let mut p = Process::named(comm);
-            if let Some(cg) = read_small(&root, &format!("{pid_str}/cgroup"), 4096) {
-                p.cgroup = super::procinfo::cgroup_path(&cg);
-                p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
-            }
-            out.processes.insert(pid, p);
+        t.hits = read_links(&dirfd, &mut t, &probe, wanted, &mut out);
+        if t.hits > 0 {
+            found_in.insert(pid);
         }
+        tables.push(t);
+    }
+    super::timing("attribute: probe", t0);
+    // Most promising first; stable, so pid order is kept within a class.
+    tables.sort_by_key(|t| {
+        (
+            std::cmp::Reverse(t.hits),
+            !likely_uids.contains(&t.uid),
+            t.pid,
+        )
+    });
+    for t in &mut tables {
+        if out.by_inode.len() == wanted.len() {
+            break;
+        }
+        // Small tables were read whole by the probe (count known).
+        if t.count > 0 && t.present >= t.count {
+            continue;
+        }
+        let Some(dirfd) = open_fd_dir(&root, t.pid, &mut out.stats) else {
+            continue;
+        };
+        let Some(fds) = list_fds(dirfd.try_clone().ok(), &mut out.stats) else {
+            continue;
+        };
+        out.stats.scanned_processes += 1;
+        let rest: Vec<u32> = fds
+            .iter()
+            .copied()
+            .filter(|fd| !t.read.contains(fd))
+            .collect();
+        t.listed = Some(fds);
+        if read_links(&dirfd, t, &rest, wanted, &mut out) > 0 {
+            found_in.insert(t.pid);
+        }
+    }
+    for t in tables.into_iter().filter(|t| found_in.contains(&t.pid)) {
+        let unread = match &t.listed {
+            Some(fds) => fds
+                .iter()
+                .copied()
+                .filter(|fd| !t.read.contains(fd))
+                .collect(),
+            None => Vec::new(),
+        };
+        let fd_count = t.listed.as_ref().map_or(t.count, Vec::len);
+        let complete = t.listed.is_some() || (t.count > 0 && t.present >= t.count);
+        out.tables.insert(
+            t.pid,
+            FdTable {
+                fd_count,
+                sockets: t.sockets,
+                unread,
+                complete,
+            },
+        );
+    }
+    for pid in found_in {
+        let pid_str = pid.to_string();
+        let comm = read_comm(&root, &pid_str).unwrap_or_else(|| "?".to_string());
+        let mut p = Process::named(comm);
+        if let Some(cg) = read_small(&root, &format!("{pid_str}/cgroup"), 4096) {
+            p.cgroup = super::procinfo::cgroup_path(&cg);
+            p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
+        }
+        out.processes.insert(pid, p);
     }
     out.stats.found_sockets = out.by_inode.len();
     out.stats.complete =
         out.stats.found_sockets == wanted.len() || out.stats.unreadable_processes == 0;
     out
+}
+
+/// Opens `/proc/PID/fd`, counting unreadable and vanished processes.
+fn open_fd_dir(
+    root: &rustix::fd::OwnedFd,
+    pid: u32,
+    stats: &mut Attribution,
+) -> Option<rustix::fd::OwnedFd> {
+    match openat(
+        root,
+        format!("{pid}/fd").as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Some(fd),
+        Err(Errno::NOENT) | Err(Errno::SRCH) => {
+            stats.vanished_processes += 1;
+            None
+        }
+        Err(_) => {
+            stats.unreadable_processes += 1;
+            if stats.unreadable_pids.len() < LISTED_PIDS {
+                stats.unreadable_pids.push(pid);
+            }
+            None
+        }
+    }
+}
+
+/// Lists the fd numbers of an open `/proc/PID/fd`.
+fn list_fds(dirfd: Option<rustix::fd::OwnedFd>, stats: &mut Attribution) -> Option<Vec<u32>> {
+    let mut dir = Dir::new(dirfd?).ok()?;
+    let mut fds = Vec::new();
+    while let Some(entry) = dir.read() {
+        let Ok(entry) = entry else {
+            // The process exited while we listed its fds.
+            stats.vanished_processes += 1;
+            return None;
+        };
+        if let Some(fd) = entry.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
+            fds.push(fd);
+        }
+    }
+    Some(fds)
+}
+
+/// Reads the links of `fds` in `dirfd`, recording wanted sockets; returns
+/// how many were found.
+fn read_links(
+    dirfd: &rustix::fd::OwnedFd,
+    t: &mut Table,
+    fds: &[u32],
+    wanted: &HashSet<u32>,
+    out: &mut Owners,
+) -> usize {
+    let mut link = [0u8; 64];
+    let mut name = String::with_capacity(10);
+    let mut hits = 0;
+    for &fd in fds {
+        if !t.read.insert(fd) {
+            continue;
+        }
+        name.clear();
+        use std::fmt::Write;
+        let _ = write!(name, "{fd}");
+        let Ok(n) = readlinkat_raw(dirfd, name.as_str(), &mut link[..]) else {
+            continue;
+        };
+        t.present += 1;
+        let Some(inode) = socket_inode(&link[..n]) else {
+            continue;
+        };
+        t.sockets.push(inode);
+        if wanted.contains(&inode) && !out.by_inode.contains_key(&inode) {
+            out.by_inode.insert(inode, (t.pid, fd));
+            hits += 1;
+            if out.by_inode.len() == wanted.len() {
+                break;
+            }
+        }
+    }
+    hits
 }
 
 /// Numeric entries of `/proc` with the uid that owns each.
@@ -148,7 +310,7 @@ fn list_pids(root: &rustix::fd::OwnedFd) -> Vec<(u32, u32)> {
 }
 
 /// Parses `socket:[12345]`.
-fn socket_inode(link: &[u8]) -> Option<u32> {
+pub fn socket_inode(link: &[u8]) -> Option<u32> {
     let rest = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(rest).ok()?.parse().ok()
 }
@@ -169,17 +331,6 @@ fn read_small(root: &rustix::fd::OwnedFd, path: &str, max: usize) -> Option<Stri
         }
     }
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-fn itoa_buf() -> String {
-    String::with_capacity(10)
-}
-
-fn fmt_u32(buf: &mut String, n: u32) -> &str {
-    use std::fmt::Write;
-    buf.clear();
-    let _ = write!(buf, "{n}");
-    buf.as_str()
 }
 
 #[cfg(test)]

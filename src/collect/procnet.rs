@@ -26,8 +26,8 @@ pub fn parse(text: &[u8], name: &str) -> Result<Vec<Socket>> {
                 .ok_or_else(|| anyhow::anyhow!("{name}: invalid state {}", e.state.to_u8()))?;
             Ok(Socket {
                 state,
-                local: e.local_address,
-                peer: e.remote_address,
+                local: e.local_address.into(),
+                peer: e.remote_address.into(),
                 timer: Timer::Off,
                 expires_ms: 0,
                 retrans: 0,

@@ -41,43 +41,54 @@ pub struct Dump {
     pub warnings: Vec<String>,
 }
 
-/// Dumps IPv4 then IPv6 TCP sockets. `record` receives every reply buffer
-/// exactly as the kernel sent it (the `ss -D` format).
-pub fn dump(req: DumpRequest, mut record: Option<Recorder<'_>>) -> Result<Dump> {
+/// Dumps IPv4 then IPv6 TCP sockets. `capacity` is the expected socket
+/// count (from /proc/net/sockstat): reserving it up front avoids the
+/// vector doubling that would otherwise set the peak memory. `record`
+/// receives every reply buffer exactly as the kernel sent it (the `ss -D`
+/// format).
+pub fn dump(req: DumpRequest, capacity: usize, mut record: Option<Recorder<'_>>) -> Result<Dump> {
     let mut out = Dump::default();
-    let mut seen = std::collections::HashSet::new();
+    out.sockets.reserve_exact(capacity);
+    let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(capacity, Default::default());
     for family in [AF_INET, AF_INET6] {
         let name = if family == AF_INET { "IPv4" } else { "IPv6" };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut sockets = Vec::new();
+            let start = out.sockets.len();
             let mut replies: Vec<Vec<u8>> = Vec::new();
-            let interrupted = dump_family(family, req, &mut sockets, &mut |b| {
-                if record.is_some() {
-                    replies.push(b.to_vec());
-                }
-            })
+            let sockets = &mut out.sockets;
+            let interrupted = dump_family(
+                family,
+                req,
+                &mut |s: Socket| {
+                    // A socket can appear twice when it moves between hash
+                    // chains during the dump; the cookie identifies it.
+                    if seen.insert(s.cookie) {
+                        sockets.push(s);
+                    }
+                },
+                &mut |b| {
+                    if record.is_some() {
+                        replies.push(b.to_vec());
+                    }
+                },
+            )
             .with_context(|| format!("sock_diag dump of {name} TCP sockets failed"))?;
             if interrupted && attempt <= DUMP_RETRIES {
+                for s in out.sockets.drain(start..) {
+                    seen.remove(&s.cookie);
+                }
                 continue;
             }
             if interrupted {
                 out.warnings.push(format!(
-                    "the {name} dump was interrupted by table changes {} times in a row (NLM_F_DUMP_INTR); counts may be slightly off",
-                    attempt
+                    "the {name} dump was interrupted by table changes {attempt} times in a row (NLM_F_DUMP_INTR); counts may be slightly off"
                 ));
             }
             if let Some(rec) = record.as_mut() {
                 for r in &replies {
                     rec(r)?;
-                }
-            }
-            for s in sockets {
-                // A socket can appear twice when it moves between hash
-                // chains during the dump; the cookie identifies it.
-                if seen.insert(s.cookie) {
-                    out.sockets.push(s);
                 }
             }
             break;
@@ -94,7 +105,7 @@ pub fn all_states() -> u32 {
 fn dump_family(
     family: u8,
     req: DumpRequest,
-    sockets: &mut Vec<Socket>,
+    on_socket: &mut dyn FnMut(Socket),
     on_reply: &mut dyn FnMut(&[u8]),
 ) -> Result<bool> {
     let mut sock =
@@ -154,7 +165,7 @@ fn dump_family(
                 interrupted: i,
             } => {
                 interrupted |= i;
-                sockets.push(socket);
+                on_socket(socket);
             }
             Message::Done { interrupted: i } => {
                 interrupted |= i;

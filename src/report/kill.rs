@@ -21,8 +21,8 @@ pub fn list(socks: &[&Socket], procs: &BTreeMap<u32, Process>) -> String {
             .unwrap_or_default();
         t.add_row(vec![
             Cell::new(s.state.name()),
-            Cell::new(s.local),
-            Cell::new(s.peer),
+            Cell::new(s.local.to_string()),
+            Cell::new(s.peer.to_string()),
             Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
             Cell::new(comm),
             Cell::new(format!("{:#x}", s.cookie)),
