@@ -51,10 +51,10 @@ pub fn enrich(
     });
     let Some(known) = known else { return };
     for fd in &unread {
-        if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string())) {
-            if let Some(ino) = socket_inode(link.to_string_lossy().as_bytes()) {
-                sockets.push(ino);
-            }
+        if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string()))
+            && let Some(ino) = socket_inode(link.to_string_lossy().as_bytes())
+        {
+            sockets.push(ino);
         }
     }
     let stale: Vec<u64> = sockets
