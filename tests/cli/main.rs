@@ -1,7 +1,7 @@
 //! End-to-end tests of the `cwdiag` binary: real sockets, fixtures, and
 //! the JSON contract. One integration binary, as ripgrep and bottom do.
 
-mod errors;
+mod bad_input;
 mod live;
 mod namespaces;
 mod netns;

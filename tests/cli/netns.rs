@@ -457,3 +457,74 @@ fn kill_destroys_only_the_selected_port_and_never_listeners() {
         }
     });
 }
+
+#[test]
+fn scans_during_heavy_churn_stay_consistent() {
+    in_netns("churn", || {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (s1, s2) = (stop.clone(), stop.clone());
+        // Server: accept and close at once.
+        let server = std::thread::spawn(move || {
+            while !s1.load(Ordering::Relaxed) {
+                if let Ok((c, _)) = listener.accept() {
+                    drop(c);
+                }
+            }
+        });
+        // Client: thousands of short connections per second.
+        let client = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    drop(c);
+                    n += 1;
+                }
+            }
+            n
+        });
+        // Short-lived processes holding sockets come and go too.
+        let mut kids = Vec::new();
+        for _ in 0..10 {
+            if let Ok(c) = Command::new("sleep").arg("0.05").spawn() {
+                kids.push(c);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for _ in 0..8 {
+            let r = json(&["scan", "--json", "--sockets"]);
+            let sockets = r["sockets"].as_array().unwrap();
+            let mut cookies: Vec<u64> = sockets
+                .iter()
+                .map(|s| s["cookie"].as_u64().unwrap())
+                .collect();
+            let n = cookies.len();
+            cookies.sort_unstable();
+            cookies.dedup();
+            assert_eq!(cookies.len(), n, "no duplicate socket");
+            assert_eq!(r["total"].as_u64().unwrap() as usize, n);
+            let sum: u64 = r["states"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum();
+            assert_eq!(sum as usize, n, "states add up");
+            assert!(r["states"]["LISTEN"].as_u64().unwrap() >= 1);
+            // Bounded by what can exist: at most 28k TIME_WAIT per destination here.
+            assert!(r["states"]["TIME_WAIT"].as_u64().unwrap() < 30_000);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let made = client.join().unwrap();
+        // Wake the blocking accept so the server sees the stop flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        server.join().unwrap();
+        for mut k in kids {
+            let _ = k.wait();
+        }
+        assert!(made > 200, "the churn really ran ({made} connections)");
+    });
+}
