@@ -85,6 +85,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// Repeated sampling, for growth.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Sampling")]
 pub struct SampleArgs {
     /// Take N samples, --interval apart, and report growth across them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -148,6 +149,7 @@ pub struct SnapshotArgs {
 
 /// Which sockets to look at. Shared by every command.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Selection")]
 pub struct SelectArgs {
     /// Only these states (repeatable or comma-separated). Kernel and ss
     /// spellings are accepted: close-wait, CLOSE_WAIT, CLOSE-WAIT, time-wait.
@@ -178,6 +180,7 @@ pub struct SelectArgs {
 
 /// Where the sockets come from. Shared by every command.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Source")]
 pub struct SourceArgs {
     /// Read a capture instead of the live kernel: a cwdiag JSON snapshot
     /// (`cwdiag snapshot`), a dump written by `cwdiag scan --record` or by
@@ -219,6 +222,7 @@ pub struct SourceArgs {
 
 /// When groups become findings, and how severe they are.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Thresholds")]
 pub struct PolicyArgs {
     /// CLOSE_WAIT sockets per process and port that make a warning
     /// (fewer are reported as info).
@@ -262,7 +266,7 @@ pub struct ScanArgs {
     pub policy: PolicyArgs,
 
     /// Print JSON instead of tables (same as --format json).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 
     /// Output format.
@@ -270,31 +274,32 @@ pub struct ScanArgs {
         long,
         value_name = "FORMAT",
         default_value = "table",
-        conflicts_with = "json"
+        conflicts_with = "json",
+        help_heading = "Output"
     )]
     pub format: Format,
 
     /// Add one record per socket (and attribute every socket, ESTABLISHED
     /// included, which reads every process's fd table).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub sockets: bool,
 
     /// Show at most N groups per table (0 = all).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Output")]
     pub top: usize,
 
     /// Do not print table headers (as ss -H).
-    #[arg(short = 'H', long)]
+    #[arg(short = 'H', long, help_heading = "Output")]
     pub no_header: bool,
 
     /// Write the output to FILE atomically (temp file + rename), e.g. for
     /// node_exporter's textfile collector, instead of stdout.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub output: Option<PathBuf>,
 
     /// Prometheus: series kept per state in cwdiag_group_sockets; the rest
     /// are summed into an "other" series (0 = keep all).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Output")]
     pub top_k: usize,
 
     #[command(flatten)]
