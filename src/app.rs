@@ -243,7 +243,7 @@ fn style(color: ColorChoice, top: usize, header: bool) -> Style {
 fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let filter = filter_of(&args.select);
-    let mut plan = Plan::new(&filter.states);
+    let mut plan = Plan::for_filter(&filter);
     if args.sockets {
         plan.attribute = Attribute::All;
     }
@@ -340,7 +340,7 @@ fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
         anyhow::bail!("serve scans live at scrape time: --from is not supported");
     }
     let filter = filter_of(&args.select);
-    let plan = Plan::new(&filter.states);
+    let plan = Plan::for_filter(&filter);
     let policy = Policy {
         close_wait_warn: args.policy.close_wait_warn,
         close_wait_crit: args.policy.close_wait_crit,
@@ -436,7 +436,7 @@ fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
             "kill --yes needs root or CAP_NET_ADMIN (the dry run without --yes works for everyone)"
         );
     }
-    let mut plan = Plan::new(&filter.states);
+    let mut plan = Plan::for_filter(&filter);
     plan.tcp_info = false;
     // Selection by process needs owners for every selected state.
     if filter.needs_owner() {
@@ -523,7 +523,7 @@ fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<ExitCode> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
     let filter = filter_of(&args.select);
-    let plan = Plan::new(&filter.states);
+    let plan = Plan::for_filter(&filter);
     let policy = Policy {
         close_wait_warn: args.policy.close_wait_warn,
         close_wait_crit: args.policy.close_wait_crit,
@@ -601,6 +601,7 @@ fn assert(args: AssertArgs) -> Result<ExitCode> {
     }
     filter.states = wanted.clone();
     let mut plan = Plan::new(&wanted);
+    plan.ports = filter.ports.clone();
     plan.tcp_info = false;
     // Growth is tracked per process: every sample needs owners.
     plan.attribute = if filter.needs_owner() || growth_limits {

@@ -51,9 +51,19 @@ pub struct Plan {
     pub attribute: Attribute,
     pub proc_root: PathBuf,
     pub source: SourceChoice,
+    /// Kernel-side port filter (local or peer port), empty for none.
+    pub ports: Vec<u16>,
 }
 
 impl Plan {
+    /// The plan for a filter: its states and ports go into the kernel
+    /// request; the rest is applied in user space.
+    pub fn for_filter(f: &crate::filter::Filter) -> Plan {
+        let mut p = Plan::new(&f.states);
+        p.ports = f.ports.clone();
+        p
+    }
+
     pub fn new(states: &[TcpState]) -> Plan {
         let mask = if states.is_empty() {
             sockdiag::all_states()
@@ -66,6 +76,7 @@ impl Plan {
             attribute: Attribute::Default,
             proc_root: PathBuf::from("/proc"),
             source: SourceChoice::Auto,
+            ports: Vec::new(),
         }
     }
 }
@@ -96,7 +107,9 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     let counters = counters::read(&plan.proc_root);
     // Reserve for every socket when all states are dumped; a filtered dump
     // is usually much smaller, so let it grow.
-    let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states() {
+    let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states()
+        && plan.ports.is_empty()
+    {
         [
             "sockstat.TCP.inuse",
             "sockstat.TCP6.inuse",
@@ -118,9 +131,10 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         ),
         SourceChoice::Netlink => {
             let d = sockdiag::dump(
-                sockdiag::DumpRequest {
+                &sockdiag::DumpRequest {
                     states: plan.states,
                     tcp_info: plan.tcp_info,
+                    ports: plan.ports.clone(),
                 },
                 expected,
                 record,
@@ -128,9 +142,10 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
             (d.sockets, d.warnings, SourceKind::Netlink)
         }
         SourceChoice::Auto => match sockdiag::dump(
-            sockdiag::DumpRequest {
+            &sockdiag::DumpRequest {
                 states: plan.states,
                 tcp_info: plan.tcp_info,
+                ports: plan.ports.clone(),
             },
             expected,
             record,
@@ -140,8 +155,13 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
                 let mut socks = procnet::read(&plan.proc_root).with_context(|| {
                     format!("sock_diag failed ({e:#}) and so did the /proc fallback")
                 })?;
-                // /proc/net/tcp has no state mask: apply the plan's here.
-                socks.retain(|s| plan.states & s.state.mask_bit() != 0);
+                // /proc/net/tcp has no kernel filter: apply the plan's here.
+                socks.retain(|s| {
+                    plan.states & s.state.mask_bit() != 0
+                        && (plan.ports.is_empty()
+                            || plan.ports.contains(&s.local.port())
+                            || plan.ports.contains(&s.peer.port()))
+                });
                 (
                     socks,
                     vec![format!(
@@ -209,7 +229,8 @@ fn enrich_owners(
         return;
     }
     // Stale-fd detection needs every TCP socket of the namespace.
-    let complete_dump = plan.states & sockdiag::all_states() == sockdiag::all_states();
+    let complete_dump =
+        plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
     let known: Option<HashSet<u64>> = complete_dump.then(|| {
         let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
         k.extend(snap.sockets.iter().map(|s| u64::from(s.inode)));

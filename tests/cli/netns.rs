@@ -113,6 +113,12 @@ fn counts_match_ss_and_close_wait_is_attributed() {
             Some(1)
         );
 
+        // The kernel port filter sees what ss's own filter sees.
+        let p = port.to_string();
+        let by_port = json(&["scan", "--json", "--port", &p]);
+        let expr = format!("sport = :{port} or dport = :{port}");
+        assert_eq!(nonzero_states(&by_port), ss_counts(&[expr.as_str()]));
+
         // Filters: family and state.
         let v6 = json(&["scan", "--json", "--family", "6", "--state", "close-wait"]);
         assert_eq!(v6["states"]["CLOSE_WAIT"], N_V6 as u64);
@@ -463,10 +469,11 @@ fn scans_during_heavy_churn_stay_consistent() {
     in_netns("churn", || {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
+        const CONNECTIONS: u64 = 4000;
         let stop = Arc::new(AtomicBool::new(false));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (s1, s2) = (stop.clone(), stop.clone());
+        let s1 = stop.clone();
         // Server: accept and close at once.
         let server = std::thread::spawn(move || {
             while !s1.load(Ordering::Relaxed) {
@@ -475,10 +482,10 @@ fn scans_during_heavy_churn_stay_consistent() {
                 }
             }
         });
-        // Client: thousands of short connections per second.
+        // Client: a fixed number of short connections, as fast as it can.
         let client = std::thread::spawn(move || {
             let mut n = 0u64;
-            while !s2.load(Ordering::Relaxed) {
+            while n < CONNECTIONS {
                 if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                     drop(c);
                     n += 1;
@@ -486,16 +493,14 @@ fn scans_during_heavy_churn_stay_consistent() {
             }
             n
         });
-        // Short-lived processes holding sockets come and go too.
-        let mut kids = Vec::new();
-        for _ in 0..10 {
-            if let Ok(c) = Command::new("sleep").arg("0.05").spawn() {
-                kids.push(c);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        for _ in 0..8 {
+        let mut scans = 0;
+        while !client.is_finished() || scans < 3 {
+            // Short-lived processes come and go during the scans too.
+            let kid = Command::new("sleep").arg("0.01").spawn();
             let r = json(&["scan", "--json", "--sockets"]);
+            if let Ok(mut k) = kid {
+                let _ = k.wait();
+            }
             let sockets = r["sockets"].as_array().unwrap();
             let mut cookies: Vec<u64> = sockets
                 .iter()
@@ -513,18 +518,16 @@ fn scans_during_heavy_churn_stay_consistent() {
                 .map(|v| v.as_u64().unwrap())
                 .sum();
             assert_eq!(sum as usize, n, "states add up");
-            assert!(r["states"]["LISTEN"].as_u64().unwrap() >= 1);
-            // Bounded by what can exist: at most 28k TIME_WAIT per destination here.
-            assert!(r["states"]["TIME_WAIT"].as_u64().unwrap() < 30_000);
+            assert_eq!(r["states"]["LISTEN"], 1);
+            // Never more TIME_WAIT than connections made.
+            assert!(r["states"]["TIME_WAIT"].as_u64().unwrap() <= CONNECTIONS);
+            scans += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        let made = client.join().unwrap();
+        assert_eq!(client.join().unwrap(), CONNECTIONS);
         // Wake the blocking accept so the server sees the stop flag.
         let _ = std::net::TcpStream::connect(("127.0.0.1", port));
         server.join().unwrap();
-        for mut k in kids {
-            let _ = k.wait();
-        }
-        assert!(made > 200, "the churn really ran ({made} connections)");
+        assert!(scans >= 3);
     });
 }
