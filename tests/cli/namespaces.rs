@@ -203,3 +203,51 @@ fn missing_namespace_is_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("999999999"));
 }
+
+#[test]
+fn privileged_actions_refuse_unprivileged_users_with_one_line() {
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("setpriv (util-linux) is not installed");
+        return;
+    }
+    let Some((ns, _port)) = NamedNs::new("priv", 1, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cwdiag");
+    std::fs::copy(env!("CARGO_BIN_EXE_cwdiag"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, needle) in [
+        (
+            vec!["kill", "--state", "close-wait", "--yes"],
+            "CAP_NET_ADMIN",
+        ),
+        (vec!["scan", "--netns", ns.name.as_str()], "needs root"),
+    ] {
+        let out = as_nobody(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // The dry run needs no privilege.
+    assert_eq!(
+        as_nobody(&["kill", "--state", "close-wait"]).status.code(),
+        Some(0)
+    );
+}
