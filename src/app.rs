@@ -203,6 +203,46 @@ fn snapshot(args: SnapshotArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn policy_of(p: &crate::cli::PolicyArgs) -> Policy {
+    Policy {
+        close_wait_warn: p.close_wait_warn,
+        close_wait_crit: p.close_wait_crit,
+        time_wait_warn: p.time_wait_warn,
+        ..Policy::default()
+    }
+}
+
+/// Text output of several namespaces: warnings first, then each item under
+/// its namespace heading.
+fn per_namespace_text<T>(
+    warnings: &[String],
+    items: &[T],
+    netns: impl Fn(&T) -> Option<&crate::model::NetnsInfo>,
+    render: impl Fn(&T) -> String,
+) -> String {
+    let mut t: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+    for item in items {
+        t.push_str(&netns_heading(netns(item)));
+        t.push_str(&render(item));
+    }
+    t
+}
+
+/// JSON output: one document, or the per-namespace wrapper.
+fn json_output<T: serde::Serialize>(
+    items: &[T],
+    warnings: &[String],
+    multi: bool,
+) -> Result<String> {
+    if multi {
+        return per_namespace_json(items, warnings);
+    }
+    let first = items
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+    report::json::render(first)
+}
+
 fn filter_of(s: &SelectArgs) -> Filter {
     Filter {
         states: s.states.clone(),
@@ -248,11 +288,8 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         plan.attribute = Attribute::All;
     }
     let policy = Policy {
-        close_wait_warn: args.policy.close_wait_warn,
-        close_wait_crit: args.policy.close_wait_crit,
-        time_wait_warn: args.policy.time_wait_warn,
         sockets: args.sockets,
-        ..Policy::default()
+        ..policy_of(&args.policy)
     };
     let (reports, c) = if args.sampling.samples > 1 {
         if args.record.is_some() {
@@ -278,27 +315,16 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     };
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
-        Format::Json if c.multi => per_namespace_json(&reports, &c.warnings)?,
-        Format::Json => {
-            let r = reports
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-            report::json::render(r)?
-        }
+        Format::Json => json_output(&reports, &c.warnings, c.multi)?,
         Format::Prometheus => prometheus(&reports, args.top_k, Some(started.elapsed()), 0),
         Format::Table => {
             let st = style(color, args.top, !args.no_header);
-            let mut t: String = c
-                .warnings
-                .iter()
-                .map(|w| format!("warning: {w}\n"))
-                .collect();
-            for r in &reports {
-                t.push_str(&netns_heading(r.netns.as_ref()));
-                t.push_str(&report::table::render(r, &st));
-                t.push('\n');
-            }
-            t
+            per_namespace_text(
+                &c.warnings,
+                &reports,
+                |r| r.netns.as_ref(),
+                |r| report::table::render(r, &st) + "\n",
+            )
         }
     };
     match &args.output {
@@ -341,12 +367,7 @@ fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
     }
     let filter = filter_of(&args.select);
     let plan = Plan::for_filter(&filter);
-    let policy = Policy {
-        close_wait_warn: args.policy.close_wait_warn,
-        close_wait_crit: args.policy.close_wait_crit,
-        time_wait_warn: args.policy.time_wait_warn,
-        ..Policy::default()
-    };
+    let policy = policy_of(&args.policy);
     let errors = AtomicU64::new(0);
     let (source, top_k) = (args.source.clone(), args.top_k);
     let collect: crate::serve::Collect = Box::new(move || {
@@ -524,12 +545,7 @@ fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<ExitCode> {
         .context("cannot install the Ctrl-C handler")?;
     let filter = filter_of(&args.select);
     let plan = Plan::for_filter(&filter);
-    let policy = Policy {
-        close_wait_warn: args.policy.close_wait_warn,
-        close_wait_crit: args.policy.close_wait_crit,
-        time_wait_warn: args.policy.time_wait_warn,
-        ..Policy::default()
-    };
+    let policy = policy_of(&args.policy);
     let st = style(color, args.top, true);
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut history: Vec<Report> = Vec::new();
@@ -641,24 +657,15 @@ fn assert(args: AssertArgs) -> Result<ExitCode> {
         }
     };
     let ok = outcomes.iter().all(|o| o.ok);
-    let text = if args.json && c.multi {
-        per_namespace_json(&outcomes, &c.warnings)?
-    } else if args.json {
-        let o = outcomes
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-        report::json::render(o)?
+    let text = if args.json {
+        json_output(&outcomes, &c.warnings, c.multi)?
     } else {
-        let mut t: String = c
-            .warnings
-            .iter()
-            .map(|w| format!("warning: {w}\n"))
-            .collect();
-        for o in &outcomes {
-            t.push_str(&netns_heading(o.netns.as_ref()));
-            t.push_str(&assertion::render_text(o));
-        }
-        t
+        per_namespace_text(
+            &c.warnings,
+            &outcomes,
+            |o| o.netns.as_ref(),
+            assertion::render_text,
+        )
     };
     emit(&text)?;
     Ok(if ok {

@@ -219,6 +219,24 @@ pub struct Finding {
     pub hint: String,
 }
 
+impl Finding {
+    pub fn new(
+        rule_id: &str,
+        severity: Severity,
+        summary: String,
+        evidence: Evidence,
+        hint: String,
+    ) -> Finding {
+        Finding {
+            rule_id: rule_id.to_string(),
+            severity,
+            summary,
+            evidence,
+            hint,
+        }
+    }
+}
+
 /// Everything `scan` reports. Serialised as-is for `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -556,13 +574,7 @@ fn close_wait_findings(groups: &[Group], policy: &Policy, snap: &Snapshot) -> Ve
                 ..Evidence::default()
             };
             let (summary, hint) = hints::close_wait(kind, owner, &evidence);
-            Finding {
-                rule_id: kind.rule_id().to_string(),
-                severity,
-                summary,
-                evidence,
-                hint,
-            }
+            Finding::new(kind.rule_id(), severity, summary, evidence, hint)
         })
         .collect()
 }
@@ -597,13 +609,7 @@ fn time_wait_findings(groups: &[Group], policy: &Policy, budget: u32) -> Vec<Fin
                 ..Evidence::default()
             };
             let (rule, summary, hint) = hints::time_wait(direction, &evidence);
-            Finding {
-                rule_id: rule.to_string(),
-                severity,
-                summary,
-                evidence,
-                hint,
-            }
+            Finding::new(rule, severity, summary, evidence, hint)
         })
         .collect()
 }

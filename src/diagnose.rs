@@ -11,22 +11,6 @@ use crate::units::age;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-fn finding(
-    rule: &str,
-    severity: Severity,
-    summary: String,
-    evidence: Evidence,
-    hint: String,
-) -> Finding {
-    Finding {
-        rule_id: rule.to_string(),
-        severity,
-        summary,
-        evidence,
-        hint,
-    }
-}
-
 fn who(pid: Option<u32>, comm: Option<&str>) -> String {
     match (pid, comm) {
         (Some(p), Some(c)) => format!("{c} (pid {p})"),
@@ -87,7 +71,7 @@ pub fn accept_queue(snap: &Snapshot, selected: &[&Socket]) -> Vec<Finding> {
                 (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
                 _ => String::new(),
             };
-            Some(finding(
+            Some(Finding::new(
                 "accept-queue-not-drained",
                 severity,
                 format!(
@@ -176,7 +160,7 @@ pub fn port_exhaustion(
                 (Some(v), _) => format!("tcp_tw_reuse is {v}: setting 1 lets outgoing connects reuse TIME_WAIT ports after 1 s (timestamps are on)"),
                 (None, _) => "tcp_tw_reuse=1 lets outgoing connects reuse TIME_WAIT ports when timestamps are on".to_string(),
             };
-            finding(
+            Finding::new(
                 "ephemeral-ports-exhausted",
                 severity,
                 format!(
@@ -233,7 +217,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
         ..Evidence::default()
     };
     if sysctl_u64(snap, "net.ipv4.tcp_tw_recycle") == Some(1) {
-        out.push(finding(
+        out.push(Finding::new(
             "sysctl-tcp-tw-recycle",
             Severity::Critical,
             "net.ipv4.tcp_tw_recycle is 1".into(),
@@ -251,7 +235,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
             let mut e = ev("net.ipv4.tcp_max_tw_buckets", tw);
             e.state = Some(TcpState::TimeWait);
             e.counter = Some(overflow);
-            out.push(finding(
+            out.push(Finding::new(
                 "time-wait-buckets-full",
                 if tw as u64 >= max || overflow > 0 { Severity::Critical } else { Severity::Warning },
                 format!("{tw} TIME_WAIT sockets against tcp_max_tw_buckets {max}; TCPTimeWaitOverflow {overflow}"),
@@ -266,7 +250,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
         && fin < 60
         && tw > 0
     {
-        out.push(finding(
+        out.push(Finding::new(
                 "sysctl-fin-timeout-myth",
                 Severity::Info,
                 format!("tcp_fin_timeout is {fin} s, but TIME_WAIT still lasts 60 s"),
@@ -278,7 +262,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
         && ka < 7200
         && cw > 0
     {
-        out.push(finding(
+        out.push(Finding::new(
                 "sysctl-keepalive-myth",
                 Severity::Info,
                 format!("tcp_keepalive_time is lowered to {ka} s while {cw} sockets are in CLOSE_WAIT"),
@@ -287,7 +271,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
             ));
     }
     if sysctl_u64(snap, "net.ipv4.tcp_abort_on_overflow") == Some(1) {
-        out.push(finding(
+        out.push(Finding::new(
             "sysctl-abort-on-overflow",
             Severity::Warning,
             "tcp_abort_on_overflow is 1: a full accept queue resets new clients".into(),
@@ -303,7 +287,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
     {
         let mut e = ev("net.ipv4.tcp_max_orphans", *orphans as usize);
         e.counter = snap.counters.get("TcpExt.TCPAbortOnMemory").copied();
-        out.push(finding(
+        out.push(Finding::new(
                 "orphans-near-limit",
                 Severity::Warning,
                 format!("{orphans} orphaned sockets against tcp_max_orphans {max}"),
@@ -358,7 +342,7 @@ pub fn fd_findings(snap: &Snapshot, groups: &[Group]) -> Vec<Finding> {
                         )
                     })
                     .unwrap_or_default();
-                out.push(finding(
+                out.push(Finding::new(
                     "fd-exhaustion-risk",
                     severity,
                     format!("{} has {fds} of {soft} file descriptors open, {cw} of them CLOSE_WAIT sockets{eta}", who(Some(pid), Some(&p.comm))),
@@ -379,7 +363,7 @@ pub fn fd_findings(snap: &Snapshot, groups: &[Group]) -> Vec<Finding> {
             }
         }
         if let Some(n) = p.stale_socket_fds.filter(|&n| n > 0) {
-            out.push(finding(
+            out.push(Finding::new(
                 "stale-socket-fds",
                 Severity::Warning,
                 format!("{} holds {n} socket fds that no socket table knows", who(Some(pid), Some(&p.comm))),

@@ -123,6 +123,11 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     } else {
         0
     };
+    let req = sockdiag::DumpRequest {
+        states: plan.states,
+        tcp_info: plan.tcp_info,
+        ports: plan.ports.clone(),
+    };
     let (sockets, mut warnings, kind) = match plan.source {
         SourceChoice::Proc => (
             procnet::read(&plan.proc_root)?,
@@ -130,26 +135,10 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
             SourceKind::Proc,
         ),
         SourceChoice::Netlink => {
-            let d = sockdiag::dump(
-                &sockdiag::DumpRequest {
-                    states: plan.states,
-                    tcp_info: plan.tcp_info,
-                    ports: plan.ports.clone(),
-                },
-                expected,
-                record,
-            )?;
+            let d = sockdiag::dump(&req, expected, record)?;
             (d.sockets, d.warnings, SourceKind::Netlink)
         }
-        SourceChoice::Auto => match sockdiag::dump(
-            &sockdiag::DumpRequest {
-                states: plan.states,
-                tcp_info: plan.tcp_info,
-                ports: plan.ports.clone(),
-            },
-            expected,
-            record,
-        ) {
+        SourceChoice::Auto => match sockdiag::dump(&req, expected, record) {
             Ok(d) => (d.sockets, d.warnings, SourceKind::Netlink),
             Err(e) => {
                 let mut socks = procnet::read(&plan.proc_root).with_context(|| {
