@@ -631,7 +631,9 @@ pub fn port_budget(snap: &Snapshot) -> u32 {
         .get("net.ipv4.ip_local_reserved_ports")
         .map(|r| reserved_in(r, lo, hi))
         .unwrap_or(0);
-    (hi.saturating_sub(lo) + 1).saturating_sub(reserved)
+    hi.saturating_sub(lo)
+        .saturating_add(1)
+        .saturating_sub(reserved)
 }
 
 /// Counts ports of a `ip_local_reserved_ports` list (`8080,9000-9100`)
@@ -643,9 +645,9 @@ fn reserved_in(list: &str, lo: u32, hi: u32) -> u32 {
             let (a, b) = part.split_once('-').unwrap_or((part, part));
             let (a, b) = (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?);
             let (a, b) = (a.max(lo), b.min(hi));
-            (a <= b).then(|| b - a + 1)
+            (a <= b).then(|| (b - a).saturating_add(1))
         })
-        .sum()
+        .fold(0u32, u32::saturating_add)
 }
 
 #[cfg(test)]

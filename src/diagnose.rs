@@ -231,7 +231,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
             .get("TcpExt.TCPTimeWaitOverflow")
             .copied()
             .unwrap_or(0);
-        if max > 0 && (tw as u64 * 10 >= max * 9 || overflow > 0) {
+        if max > 0 && ((tw as u64).saturating_mul(10) >= max.saturating_mul(9) || overflow > 0) {
             let mut e = ev("net.ipv4.tcp_max_tw_buckets", tw);
             e.state = Some(TcpState::TimeWait);
             e.counter = Some(overflow);
@@ -283,7 +283,7 @@ pub fn sysctl_audit(snap: &Snapshot, states: &BTreeMap<TcpState, usize>) -> Vec<
         snap.counters.get("sockstat.TCP.orphan"),
         sysctl_u64(snap, "net.ipv4.tcp_max_orphans"),
     ) && max > 0
-        && orphans * 10 >= max * 8
+        && orphans.saturating_mul(10) >= max.saturating_mul(8)
     {
         let mut e = ev("net.ipv4.tcp_max_orphans", *orphans as usize);
         e.counter = snap.counters.get("TcpExt.TCPAbortOnMemory").copied();
@@ -338,7 +338,7 @@ pub fn fd_findings(snap: &Snapshot, groups: &[Group]) -> Vec<Finding> {
                         format!(
                             "; at ~{:.2}/s it reaches the limit in ~{}",
                             rate.unwrap_or(0.0),
-                            age(s.min(f64::from(u32::MAX)) as u32 * 1000)
+                            crate::units::duration((s.min(1e12) * 1000.0) as u64)
                         )
                     })
                     .unwrap_or_default();

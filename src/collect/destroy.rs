@@ -89,7 +89,7 @@ impl Destroyer {
                 continue;
             }
             let code = ErrorBuffer::new_checked(reply.payload())
-                .map(|e| e.code().map(|c| -c.get()).unwrap_or(0))
+                .map(|e| e.code().map(|c| c.get().saturating_neg()).unwrap_or(0))
                 .map_err(|_| anyhow::anyhow!("truncated SOCK_DESTROY answer"))?;
             return Ok(match code {
                 0 => Outcome::Destroyed,
