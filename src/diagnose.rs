@@ -7,7 +7,6 @@
 
 use crate::classify::{Direction, Evidence, Finding, Group, Owner, Policy, Severity};
 use crate::model::{Snapshot, Socket, TcpState};
-use crate::units::age;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
