@@ -4,8 +4,14 @@
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/index");
+    // Only watch files that exist: a missing one makes cargo rebuild
+    // every time (tarball and `git archive` builds have no .git).
+    for f in [".git/HEAD", ".git/index"] {
+        if std::path::Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
+    println!("cargo:rerun-if-changed=build.rs");
     let rev = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

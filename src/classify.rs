@@ -626,6 +626,10 @@ pub fn port_budget(snap: &Snapshot) -> u32 {
     let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
         return DEFAULT_PORT_BUDGET;
     };
+    if lo > hi {
+        // The kernel refuses such a range; a crafted snapshot may not.
+        return DEFAULT_PORT_BUDGET;
+    }
     let reserved = snap
         .sysctls
         .get("net.ipv4.ip_local_reserved_ports")

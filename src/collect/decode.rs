@@ -143,7 +143,7 @@ pub fn decode_inet_msg(payload: &[u8]) -> Result<Socket, String> {
     let mut tcp_info = None;
     for nla in NlasIterator::new(&payload[INET_DIAG_MSG_LEN..]) {
         let nla = nla.map_err(|e| format!("invalid attribute after inet_diag_msg: {e}"))?;
-        if nla.kind() == INET_DIAG_INFO {
+        if nla.kind() == INET_DIAG_INFO && tcp_info.is_none() {
             tcp_info = tcp_ages(nla.value());
         }
     }
