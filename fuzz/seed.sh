@@ -71,6 +71,19 @@ copy netlink_decode "${dumps[@]}"
 for f in "${dumps[@]}"; do inet_payloads "$f" 8; done
 copy replay_from_bytes "${dumps[@]}" "${json[@]}"
 copy snapshot_json "${json[@]}"
+# /proc text: the external samples, and this machine's own files.
+proc_tcp=() proc_text=()
+if [ -d "$shared" ]; then
+  proc_tcp+=("$shared"/*proc_net_tcp*.txt "$shared"/node_exporter_proc_net_tcpstat.txt)
+  proc_text+=("$shared"/*sockstat*.txt)
+fi
+mkdir -p "$corpus/proc_net_tcp" "$corpus/proc_text"
+for f in /proc/net/tcp /proc/net/tcp6; do [ -r "$f" ] && head -c 4096 "$f" > "$corpus/proc_net_tcp/live-$(basename "$f")"; done
+for f in /proc/net/netstat /proc/net/snmp /proc/net/sockstat /proc/self/cgroup /proc/net/unix /proc/net/netlink /proc/net/udp; do
+  [ -r "$f" ] && head -c 4096 "$f" > "$corpus/proc_text/live-$(echo "$f" | tr / _)"
+done
+[ "${#proc_tcp[@]}" -gt 0 ] && copy proc_net_tcp "${proc_tcp[@]}"
+[ "${#proc_text[@]}" -gt 0 ] && copy proc_text "${proc_text[@]}"
 
 for d in "$corpus"/*/; do
   printf '%-20s %3d files\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"
