@@ -14,7 +14,10 @@ Socket mix (fractions of --total):
                  after reading EOF. TIME_WAIT lasts a fixed 60 s, so a churner process
                  keeps the population steady by making tw/60 new ones per second for the
                  whole run (like a real server with connection churn);
-  * ESTABLISHED  the rest, as connected pairs (both ends held open);
+  * ESTABLISHED  the rest, as connected pairs (both ends held open); with --cw-mix 1 (the
+                 default) the CLOSE_WAIT holders are filled up with such pairs too, made in
+                 between, so their CLOSE_WAIT fds sit among live ones as in a real leaking
+                 server; the CLOSE_WAIT holders are started last (highest pids);
   * LISTEN       one listener per holder process.
 
 Sockets are spread over several processes so that none holds more than --max-fds fds
@@ -80,15 +83,32 @@ def connect_batch(listener, n):
     return clients, servers
 
 
-def hold_close_wait(listener, count, out):
-    """Accept `count` connections whose clients then close: our ends sit in CLOSE_WAIT."""
+def hold_close_wait(listener, count, pairs, out):
+    """Accept `count` connections whose clients then close: our ends sit in CLOSE_WAIT.
+
+    With pairs > 0 the process also holds that many healthy ESTABLISHED pairs, made in
+    between, so that its CLOSE_WAIT fds are scattered among busy ones (a leaking server
+    that also serves live connections)."""
     held = []
-    while len(held) < count:
-        clients, servers = connect_batch(listener, min(BATCH, count - len(held)))
-        for c in clients:
-            c.close()  # client sends FIN: client -> FIN_WAIT2 (orphan), server -> CLOSE_WAIT
-        held.extend(servers)
-    out.write(f"ok close_wait {len(held)}\n")
+    cw_made = pairs_made = 0
+    rounds = max(1, math.ceil(count / BATCH))
+    while cw_made < count or pairs_made < pairs:
+        n = min(BATCH, count - cw_made)
+        if n:
+            clients, servers = connect_batch(listener, n)
+            for c in clients:
+                c.close()  # client sends FIN: client -> FIN_WAIT2 (orphan), server -> CLOSE_WAIT
+            held.extend(servers)
+            cw_made += n
+        m = min(math.ceil(pairs / rounds), pairs - pairs_made)
+        while m > 0:
+            k = min(BATCH, m)
+            clients, servers = connect_batch(listener, k)
+            held.extend(clients)
+            held.extend(servers)
+            pairs_made += k
+            m -= k
+    out.write(f"ok close_wait {cw_made} established {2 * pairs_made}\n")
     out.flush()
     return held
 
@@ -129,7 +149,7 @@ def churn_time_wait(listeners, target, warm, out):
             s.close()        # server: LAST_ACK -> CLOSED; client: FIN_WAIT2 -> TIME_WAIT
             made += 1
         if not told and now >= warm:
-            out.write(f"warm time_wait {made} rate {rate:.1f}/s\n")
+            out.write(f"warm time_wait {made}\n")
             out.flush()
             told = True
         time.sleep(0.02)
@@ -148,7 +168,14 @@ def plan(args):
     est_procs = max(1, math.ceil(rest / 2 / pairs_per))
     rest -= est_procs
     pairs = max(0, rest // 2)
-    est_procs = max(1, math.ceil(pairs / pairs_per)) if pairs else 0
+    cw_amounts = split(cw, cw_procs) if cw_procs else []
+    cw_pairs = []
+    left = pairs
+    for amount in cw_amounts:
+        k = min(left, (cw_per - amount) // 2) if args.cw_mix else 0
+        cw_pairs.append(k)
+        left -= k
+    est_procs = max(1, math.ceil(left / pairs_per)) if left else 0
     return {
         "total": n,
         "close_wait": cw,
@@ -157,8 +184,10 @@ def plan(args):
         "established": 2 * pairs,
         "listen": cw_procs + est_procs + churn_ports,
         "cw_procs": cw_procs,
+        "cw_amounts": cw_amounts,
+        "cw_holder_pairs": cw_pairs,
         "est_procs": est_procs,
-        "pairs": pairs,
+        "est_pairs": left,
         "churn_ports": churn_ports,
     }
 
@@ -174,6 +203,8 @@ def main():
     ap.add_argument("--cw-frac", type=float, default=0.10)
     ap.add_argument("--tw-frac", type=float, default=0.15)
     ap.add_argument("--cw-procs", type=int, default=2, help="at least this many CLOSE_WAIT holders")
+    ap.add_argument("--cw-mix", type=int, default=1,
+                    help="1: CLOSE_WAIT holders also hold ESTABLISHED pairs (fill to --max-fds)")
     ap.add_argument("--max-fds", type=int, default=18500, help="fds per holder process")
     ap.add_argument("--tw-warm", type=float, default=62.0,
                     help="seconds of churn before ready (TIME_WAIT lives 60 s)")
@@ -193,11 +224,13 @@ def main():
         ls = [make_listener(port + i) for i in range(p["churn_ports"])]
         port += p["churn_ports"]
         jobs.append(("churn", ls, p["time_wait"]))
-    for amount in split(p["close_wait"], p["cw_procs"]) if p["cw_procs"] else []:
-        jobs.append(("close_wait", [make_listener(port)], amount))
-        port += 1
-    for amount in split(p["pairs"], p["est_procs"]) if p["est_procs"] else []:
+    # ESTABLISHED holders first and CLOSE_WAIT holders last, so that the leakers have the
+    # highest pids: no help for a /proc walk that goes in pid order.
+    for amount in split(p["est_pairs"], p["est_procs"]) if p["est_procs"] else []:
         jobs.append(("established", [make_listener(port)], amount))
+        port += 1
+    for amount, pairs in zip(p["cw_amounts"], p["cw_holder_pairs"]):
+        jobs.append(("close_wait", [make_listener(port)], (amount, pairs)))
         port += 1
 
     children = {}  # pid -> (kind, read end)
@@ -218,7 +251,7 @@ def main():
                 if kind == "churn":
                     churn_time_wait(listeners, amount, args.tw_warm, out)
                 elif kind == "close_wait":
-                    held = hold_close_wait(listeners[0], amount, out)
+                    held = hold_close_wait(listeners[0], amount[0], amount[1], out)
                 else:
                     held = hold_established(listeners[0], amount, out)
                 while True:
@@ -269,7 +302,8 @@ def main():
                     print(f"workload: holder {pid}: {line}", file=sys.stderr, flush=True)
                     stop()
                 words = line.split()
-                summary[words[1]] = summary.get(words[1], 0) + int(words[2])
+                for key, value in zip(words[1::2], words[2::2]):
+                    summary[key] = summary.get(key, 0) + int(value)
                 del pending[r]
         if pending and all(k == "churn" for _p, k in pending.values()) and "built_s" not in summary:
             summary["built_s"] = round(time.monotonic() - t0, 1)
