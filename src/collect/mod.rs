@@ -260,8 +260,13 @@ pub fn attribute(
         }
     }
     if !owners.stats.complete {
+        let why = if rustix::process::geteuid().is_root() {
+            "their fds are closed even to root here"
+        } else {
+            "run as root to see every process"
+        };
         snap.warnings.push(format!(
-            "{} of {} sockets have no known owner: {} processes could not be inspected (run as root to see every process)",
+            "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
             owners.stats.wanted_sockets - owners.stats.found_sockets,
             owners.stats.wanted_sockets,
             owners.stats.unreadable_processes

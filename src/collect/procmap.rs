@@ -58,6 +58,8 @@ struct Table {
     hits: usize,
     /// Links read successfully (fds that exist).
     present: usize,
+    /// A link read was refused (EACCES/EPERM).
+    denied: bool,
     /// Socket inodes seen so far.
     sockets: Vec<u32>,
     /// Full fd list, once listed (phase 2).
@@ -111,6 +113,7 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
             read: HashSet::new(),
             hits: 0,
             present: 0,
+            denied: false,
             sockets: Vec::new(),
             listed: None,
         };
@@ -162,6 +165,12 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
         t.listed = Some(fds);
         if read_links(&dirfd, t, &rest, wanted, &mut out) > 0 {
             found_in.insert(t.pid);
+        }
+    }
+    for t in tables.iter().filter(|t| t.denied) {
+        out.stats.unreadable_processes += 1;
+        if out.stats.unreadable_pids.len() < LISTED_PIDS {
+            out.stats.unreadable_pids.push(t.pid);
         }
     }
     for t in tables.into_iter().filter(|t| found_in.contains(&t.pid)) {
@@ -264,8 +273,15 @@ fn read_links(
         name.clear();
         use std::fmt::Write;
         let _ = write!(name, "{fd}");
-        let Ok(n) = readlinkat_raw(dirfd, name.as_str(), &mut link[..]) else {
-            continue;
+        let n = match readlinkat_raw(dirfd, name.as_str(), &mut link[..]) {
+            Ok(n) => n,
+            // Some processes' links stay closed even to root (e.g. pid 1 of
+            // a sandbox): the table is unreadable, say so.
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                t.denied = true;
+                continue;
+            }
+            Err(_) => continue,
         };
         t.present += 1;
         let Some(inode) = socket_inode(&link[..n]) else {
