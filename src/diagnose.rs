@@ -10,7 +10,8 @@ use crate::model::{Snapshot, Socket, TcpState};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-fn who(pid: Option<u32>, comm: Option<&str>) -> String {
+/// `comm (pid N)`, or what is known of it.
+pub fn who(pid: Option<u32>, comm: Option<&str>) -> String {
     match (pid, comm) {
         (Some(p), Some(c)) => format!("{c} (pid {p})"),
         (Some(p), None) => format!("pid {p}"),

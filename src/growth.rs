@@ -104,21 +104,17 @@ pub fn findings(series: &[Series]) -> Vec<Finding> {
         .iter()
         .filter(|s| s.state == TcpState::CloseWait && s.rising && s.counts.len() >= 3)
         .map(|s| {
-            let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("{c} (pid {p})"),
-                (Some(p), None) => format!("pid {p}"),
-                _ => "an unidentified owner".to_string(),
-            };
+            let who = crate::diagnose::who(s.pid, s.comm.as_deref());
             let place = match s.direction {
                 Direction::Inbound => format!("inbound on port {}", s.port),
                 Direction::Outbound => format!("to port {}", s.port),
             };
             let series = s.counts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> ");
-            Finding {
-                rule_id: "close-wait-growing".to_string(),
-                severity: Severity::Critical,
-                summary: format!("CLOSE_WAIT of {who} {place} rose at every sample: {series} (+{:.1}/min)", s.rate_per_min),
-                evidence: Evidence {
+            Finding::new(
+                "close-wait-growing",
+                Severity::Critical,
+                format!("CLOSE_WAIT of {who} {place} rose at every sample: {series} (+{:.1}/min)", s.rate_per_min),
+                Evidence {
                     state: Some(TcpState::CloseWait),
                     count: s.counts.last().copied().unwrap_or(0),
                     pid: s.pid,
@@ -129,10 +125,10 @@ pub fn findings(series: &[Series]) -> Vec<Finding> {
                     oldest_age_ms: s.oldest_age_ms,
                     ..Evidence::default()
                 },
-                hint: format!(
+                format!(
                     "A steady CLOSE_WAIT count can be a pool's idle handful; one that only grows is a leak: {who} is not calling close() after its peers hang up, and will run out of file descriptors. Find the missing close() on the EOF and error paths; no sysctl helps. Restart the process for relief."
                 ),
-            }
+            )
         })
         .collect()
 }
