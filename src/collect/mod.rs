@@ -128,18 +128,27 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         tcp_info: plan.tcp_info,
         ports: plan.ports.clone(),
     };
-    let (sockets, mut warnings, kind) = match plan.source {
+    let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
+        if record.is_none() && plan.attribute == Attribute::Default {
+            dump_and_attribute(plan, &req, expected)
+        } else {
+            let d = sockdiag::dump(&req, expected, record)?;
+            Ok((d.sockets, d.warnings, None))
+        }
+    };
+    let (sockets, mut warnings, kind, owners) = match plan.source {
         SourceChoice::Proc => (
             procnet::read(&plan.proc_root)?,
             Vec::new(),
             SourceKind::Proc,
+            None,
         ),
         SourceChoice::Netlink => {
-            let d = sockdiag::dump(&req, expected, record)?;
-            (d.sockets, d.warnings, SourceKind::Netlink)
+            let (s, w, o) = netlink(record)?;
+            (s, w, SourceKind::Netlink, o)
         }
-        SourceChoice::Auto => match sockdiag::dump(&req, expected, record) {
-            Ok(d) => (d.sockets, d.warnings, SourceKind::Netlink),
+        SourceChoice::Auto => match netlink(record) {
+            Ok((s, w, o)) => (s, w, SourceKind::Netlink, o),
             Err(e) => {
                 let mut socks = procnet::read(&plan.proc_root).with_context(|| {
                     format!("sock_diag failed ({e:#}) and so did the /proc fallback")
@@ -157,6 +166,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
                         "sock_diag unavailable ({e:#}); read /proc/net/tcp instead (no timers, cookies or ages)"
                     )],
                     SourceKind::Proc,
+                    None,
                 )
             }
         },
@@ -180,7 +190,8 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     };
     timing("dump", t0);
     let t1 = std::time::Instant::now();
-    let tables = attribute(&mut snap, plan);
+    let owners = owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan));
+    let tables = apply_owners(&mut snap, owners);
     timing("attribute", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
@@ -238,6 +249,12 @@ pub fn attribute(
     snap: &mut Snapshot,
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
+    let owners = find_owners_of(&snap.sockets, plan);
+    apply_owners(snap, owners)
+}
+
+/// Looks up the owners of the sockets the plan wants attributed.
+fn find_owners_of(sockets: &[Socket], plan: &Plan) -> procmap::Owners {
     let wants = |s: &Socket| {
         s.inode != 0
             && match plan.attribute {
@@ -248,11 +265,18 @@ pub fn attribute(
     };
     let mut wanted = HashSet::new();
     let mut uids = HashSet::new();
-    for s in snap.sockets.iter().filter(|s| wants(s)) {
+    for s in sockets.iter().filter(|s| wants(s)) {
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }
-    let owners = procmap::find_owners(&plan.proc_root, &wanted, &uids);
+    procmap::find_owners(&plan.proc_root, &wanted, &uids)
+}
+
+/// Writes what [`find_owners_of`] found into the snapshot.
+fn apply_owners(
+    snap: &mut Snapshot,
+    owners: procmap::Owners,
+) -> std::collections::HashMap<u32, procmap::FdTable> {
     for s in &mut snap.sockets {
         if let Some(&(pid, fd)) = owners.by_inode.get(&s.inode) {
             s.pid = Some(pid);
@@ -275,4 +299,63 @@ pub fn attribute(
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
     owners.tables
+}
+
+/// Sockets, warnings, and owners when they were already looked up.
+type NetlinkDump = (Vec<Socket>, Vec<String>, Option<procmap::Owners>);
+
+/// The two states that make up the bulk of a busy host and that `scan`
+/// never attributes: ESTABLISHED (not by default) and TIME_WAIT (no inode).
+fn bulk_states() -> u32 {
+    TcpState::Established.mask_bit() | TcpState::TimeWait.mask_bit()
+}
+
+/// The default scan, on both cores: one thread dumps the states that are
+/// attributed (CLOSE_WAIT, LISTEN, FIN_WAIT*, ..., with tcp_info) and
+/// walks /proc for their owners while another dumps the bulk
+/// (ESTABLISHED, TIME_WAIT) without tcp_info, which only the other states
+/// use. Threads inherit the caller's network namespace (`--netns`).
+///
+/// The two dumps are not one atomic snapshot, but neither is one dump: a
+/// socket that changes state in between may be seen in both (kept once,
+/// by cookie) or in neither.
+fn dump_and_attribute(
+    plan: &Plan,
+    req: &sockdiag::DumpRequest,
+    expected: usize,
+) -> Result<NetlinkDump> {
+    let mut bulk = req.clone();
+    bulk.states &= bulk_states();
+    bulk.tcp_info = false;
+    let mut first = req.clone();
+    first.states &= !bulk_states();
+    std::thread::scope(|scope| {
+        let bulk_job = (bulk.states != 0).then(|| {
+            scope.spawn(|| {
+                let t = std::time::Instant::now();
+                let d = sockdiag::dump(&bulk, expected, None);
+                timing("dump: established and time-wait", t);
+                d
+            })
+        });
+        let t = std::time::Instant::now();
+        let mine = sockdiag::dump(&first, 0, None);
+        timing("dump: attributed states", t);
+        let t = std::time::Instant::now();
+        let owners = mine.as_ref().ok().map(|d| find_owners_of(&d.sockets, plan));
+        timing("attribute (in parallel)", t);
+        let mine = mine?;
+        let Some(job) = bulk_job else {
+            return Ok((mine.sockets, mine.warnings, owners));
+        };
+        // The bulk dump reserved room for every socket: append to it.
+        let mut all = job
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sock_diag dump thread panicked"))??;
+        let seen: rustc_hash::FxHashSet<u64> = mine.sockets.iter().map(|s| s.cookie).collect();
+        all.sockets.retain(|s| !seen.contains(&s.cookie));
+        all.sockets.extend(mine.sockets);
+        all.warnings.extend(mine.warnings);
+        Ok((all.sockets, all.warnings, owners))
+    })
 }
