@@ -76,10 +76,10 @@ impl Target {
 /// per-family `SOCK_DIAG_BY_FAMILY` replies that `ss -D` writes, and a
 /// kernel that refuses the combined request gets the per-family ones.
 pub fn dump(req: &DumpRequest, capacity: usize, record: Option<Recorder<'_>>) -> Result<Dump> {
-    if record.is_none() {
-        if let Ok(d) = dump_targets(&[Target::Both], req, capacity, None) {
-            return Ok(d);
-        }
+    if record.is_none()
+        && let Ok(d) = dump_targets(&[Target::Both], req, capacity, None)
+    {
+        return Ok(d);
     }
     dump_targets(
         &[Target::Family(AF_INET), Target::Family(AF_INET6)],
