@@ -6,10 +6,13 @@
 //! Processes we cannot read are counted, never silently skipped.
 
 use crate::model::{Attribution, Process};
+use rustc_hash::FxHashMap;
 use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, openat, readlinkat_raw, statat};
 use rustix::io::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// At most this many unreadable pids are listed by number.
 const LISTED_PIDS: usize = 10;
@@ -58,12 +61,13 @@ struct Table {
     hits: usize,
     /// Links read successfully (fds that exist).
     present: usize,
+    /// Probed fd numbers below `count` that were not open: the table has
+    /// holes, so reading it by number would miss fds above `count`.
+    holes: usize,
     /// A link read was refused (EACCES/EPERM).
     denied: bool,
     /// Socket inodes seen so far.
     sockets: Vec<u32>,
-    /// Full fd list, once listed (phase 2).
-    listed: Option<Vec<u32>>,
 }
 
 /// Looks up `wanted` inodes under `proc_root` (normally `/proc`).
@@ -113,9 +117,9 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
             read: HashSet::new(),
             hits: 0,
             present: 0,
+            holes: 0,
             denied: false,
             sockets: Vec::new(),
-            listed: None,
         };
         let mut probe: Vec<u32> = (0..PROBE_HEAD as u32).collect();
         if count > PROBE_HEAD {
@@ -142,57 +146,45 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
             t.pid,
         )
     });
-    for t in &mut tables {
-        if out.by_inode.len() == wanted.len() {
-            break;
-        }
-        // Small tables were read whole by the probe (count known).
-        if t.count > 0 && t.present >= t.count {
+    let t1 = std::time::Instant::now();
+    let walked = walk(&root, &mut tables, wanted, &mut out, &mut found_in);
+    super::timing("attribute: walk", t1);
+    for (t, w) in tables.iter().zip(&walked) {
+        if !t.denied && !matches!(w, Walked::Unreadable) {
             continue;
         }
-        let Some(dirfd) = open_fd_dir(&root, t.pid, &mut out.stats) else {
-            continue;
-        };
-        let Some(fds) = list_fds(dirfd.try_clone().ok(), &mut out.stats) else {
-            continue;
-        };
-        out.stats.scanned_processes += 1;
-        let rest: Vec<u32> = fds
-            .iter()
-            .copied()
-            .filter(|fd| !t.read.contains(fd))
-            .collect();
-        t.listed = Some(fds);
-        if read_links(&dirfd, t, &rest, wanted, &mut out) > 0 {
-            found_in.insert(t.pid);
-        }
-    }
-    for t in tables.iter().filter(|t| t.denied) {
         out.stats.unreadable_processes += 1;
         if out.stats.unreadable_pids.len() < LISTED_PIDS {
             out.stats.unreadable_pids.push(t.pid);
         }
     }
-    for t in tables.into_iter().filter(|t| found_in.contains(&t.pid)) {
-        let unread = match &t.listed {
-            Some(fds) => fds
-                .iter()
-                .copied()
-                .filter(|fd| !t.read.contains(fd))
-                .collect(),
-            None => Vec::new(),
-        };
-        let fd_count = t.listed.as_ref().map_or(t.count, Vec::len);
-        let complete = t.listed.is_some() || (t.count > 0 && t.present >= t.count);
-        out.tables.insert(
-            t.pid,
-            FdTable {
+    for w in &walked {
+        match w {
+            Walked::Vanished => out.stats.vanished_processes += 1,
+            Walked::Read { .. } => out.stats.scanned_processes += 1,
+            _ => {}
+        }
+    }
+    for (t, w) in tables.into_iter().zip(walked) {
+        if !found_in.contains(&t.pid) {
+            continue;
+        }
+        let probed_whole = t.count > 0 && t.present >= t.count;
+        let table = match w {
+            Walked::Read { unread, fd_count } => FdTable {
                 fd_count,
                 sockets: t.sockets,
                 unread,
-                complete,
+                complete: true,
             },
-        );
+            _ => FdTable {
+                fd_count: t.count,
+                sockets: t.sockets,
+                unread: Vec::new(),
+                complete: probed_whole,
+            },
+        };
+        out.tables.insert(t.pid, table);
     }
     for pid in found_in {
         let pid_str = pid.to_string();
@@ -237,23 +229,6 @@ fn open_fd_dir(
     }
 }
 
-/// Lists the fd numbers of an open `/proc/PID/fd`.
-fn list_fds(dirfd: Option<rustix::fd::OwnedFd>, stats: &mut Attribution) -> Option<Vec<u32>> {
-    let mut dir = Dir::new(dirfd?).ok()?;
-    let mut fds = Vec::new();
-    while let Some(entry) = dir.read() {
-        let Ok(entry) = entry else {
-            // The process exited while we listed its fds.
-            stats.vanished_processes += 1;
-            return None;
-        };
-        if let Some(fd) = entry.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
-            fds.push(fd);
-        }
-    }
-    Some(fds)
-}
-
 /// Reads the links of `fds` in `dirfd`, recording wanted sockets; returns
 /// how many were found.
 fn read_links(
@@ -281,6 +256,12 @@ fn read_links(
                 t.denied = true;
                 continue;
             }
+            Err(Errno::NOENT) => {
+                if (fd as usize) < t.count {
+                    t.holes += 1;
+                }
+                continue;
+            }
             Err(_) => continue,
         };
         t.present += 1;
@@ -297,6 +278,353 @@ fn read_links(
         }
     }
     hits
+}
+
+/// fds per work item of the walk: small enough that two cores can share
+/// one big table and stop soon after the last wanted inode turns up, big
+/// enough that handing items out costs nothing measurable.
+const CHUNK: usize = 512;
+/// Most threads the walk uses.
+const MAX_WALKERS: usize = 4;
+
+/// How a table fared in the walk.
+#[derive(Debug)]
+enum Walked {
+    /// Not walked: every wanted inode was found first, or the probe
+    /// already read the whole table.
+    No,
+    /// Walked; `unread` lists the fds not read (items skipped once every
+    /// wanted inode was found), for later steps.
+    Read { unread: Vec<u32>, fd_count: usize },
+    /// Its `/proc/PID/fd` could not be opened again.
+    Unreadable,
+    /// The process exited.
+    Vanished,
+}
+
+/// One piece of one table's walk, read by one walker.
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    /// fd numbers `lo..hi` (a dense table, read without listing it).
+    Numbers { table: usize, lo: u32, hi: u32 },
+    /// Entries `lo..hi` of the table's fd list.
+    Listed { table: usize, lo: usize, hi: usize },
+    /// List the fds from `from` on and read them (the rest of a dense
+    /// table, or a whole table nobody expected to hold wanted sockets).
+    From { table: usize, from: u32 },
+}
+
+impl Item {
+    fn table(self) -> usize {
+        match self {
+            Item::Numbers { table, .. } | Item::Listed { table, .. } | Item::From { table, .. } => {
+                table
+            }
+        }
+    }
+}
+
+/// What a walker read in one item.
+#[derive(Debug, Default)]
+struct ItemRead {
+    /// (inode, fd) of wanted sockets.
+    hits: Vec<(u32, u32)>,
+    sockets: Vec<u32>,
+    present: usize,
+    denied: bool,
+    /// The fds an `Item::From` listed.
+    listed: Vec<u32>,
+}
+
+/// A table's `/proc/PID/fd`, opened by the first walker that needs it.
+enum FdDir {
+    Open(rustix::fd::OwnedFd),
+    Vanished,
+    Unreadable,
+}
+
+/// Wanted inodes, each claimed by the first walker that finds it, and how
+/// many are still unclaimed.
+struct Claims {
+    inodes: FxHashMap<u32, AtomicBool>,
+    remaining: AtomicUsize,
+}
+
+impl Claims {
+    fn new(wanted: &HashSet<u32>, found: &HashMap<u32, (u32, u32)>) -> Claims {
+        Claims {
+            inodes: wanted
+                .iter()
+                .map(|&ino| (ino, AtomicBool::new(found.contains_key(&ino))))
+                .collect(),
+            remaining: AtomicUsize::new(wanted.len() - found.len()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.remaining.load(Ordering::Relaxed) == 0
+    }
+
+    /// Reads the link of `fd` in `dir` into `r`.
+    fn read(&self, dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String, r: &mut ItemRead) {
+        let mut link = [0u8; 64];
+        name.clear();
+        use std::fmt::Write;
+        let _ = write!(name, "{fd}");
+        let n = match readlinkat_raw(dir, name.as_str(), &mut link[..]) {
+            Ok(n) => n,
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                r.denied = true;
+                return;
+            }
+            Err(_) => return,
+        };
+        r.present += 1;
+        let Some(inode) = socket_inode(&link[..n]) else {
+            return;
+        };
+        r.sockets.push(inode);
+        if let Some(c) = self.inodes.get(&inode) {
+            r.hits.push((inode, fd));
+            if !c.swap(true, Ordering::Relaxed) {
+                self.remaining.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What the walkers share.
+struct Walk<'a> {
+    root: &'a rustix::fd::OwnedFd,
+    tables: &'a [Table],
+    /// Fd lists of the tables listed before the walk.
+    lists: &'a [Option<Vec<u32>>],
+    items: &'a [Item],
+    next: AtomicUsize,
+    dirs: Vec<OnceLock<FdDir>>,
+    claims: Claims,
+}
+
+impl Walk<'_> {
+    fn dir(&self, table: usize) -> &FdDir {
+        self.dirs[table].get_or_init(|| open_dir(self.root, self.tables[table].pid))
+    }
+
+    /// Takes items until none are left or every wanted inode is found.
+    fn work(&self) -> Vec<(usize, ItemRead)> {
+        let mut done = Vec::new();
+        let mut name = String::with_capacity(10);
+        while !self.claims.done() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(&item) = self.items.get(i) else {
+                break;
+            };
+            let FdDir::Open(dir) = self.dir(item.table()) else {
+                continue;
+            };
+            let seen = &self.tables[item.table()].read;
+            let mut r = ItemRead::default();
+            let mut read = |fd: u32, r: &mut ItemRead| {
+                if !seen.contains(&fd) {
+                    self.claims.read(dir, fd, &mut name, r);
+                }
+            };
+            match item {
+                Item::Numbers { lo, hi, .. } => (lo..hi).for_each(|fd| read(fd, &mut r)),
+                Item::Listed { table, lo, hi } => {
+                    let fds = self.lists[table].as_deref().unwrap_or_default();
+                    fds[lo..hi].iter().for_each(|&fd| read(fd, &mut r));
+                }
+                Item::From { from, .. } => {
+                    let fds = list_from(dir, from).unwrap_or_default();
+                    fds.iter().for_each(|&fd| read(fd, &mut r));
+                    r.listed = fds;
+                }
+            }
+            done.push((i, r));
+        }
+        done
+    }
+}
+
+fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> FdDir {
+    match openat(
+        root,
+        format!("{pid}/fd").as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => FdDir::Open(fd),
+        Err(Errno::NOENT) | Err(Errno::SRCH) => FdDir::Vanished,
+        Err(_) => FdDir::Unreadable,
+    }
+}
+
+/// The work items for the tables the probe did not read whole, in
+/// priority order. A table whose probe hit wanted sockets is read on every
+/// core: by fd number when the probe found it dense (fds are allocated
+/// lowest-first; `st_size` of `/proc/PID/fd` gives the count on Linux
+/// 6.2+), which spares listing it (listing costs a third as much again as
+/// reading: the kernel builds a dentry per entry), otherwise from a list
+/// made now. Other tables are listed and read by one walker each, and
+/// only if wanted inodes are still missing when their turn comes.
+fn plan_items(root: &rustix::fd::OwnedFd, tables: &[Table]) -> (Vec<Item>, Vec<Option<Vec<u32>>>) {
+    let mut items = Vec::new();
+    let mut lists = vec![None; tables.len()];
+    for (i, t) in tables.iter().enumerate() {
+        if t.count > 0 && t.present >= t.count {
+            continue; // the probe read it all
+        }
+        if t.hits == 0 {
+            items.push(Item::From { table: i, from: 0 });
+        } else if t.count > 0 && t.holes == 0 {
+            let end = t.count as u32;
+            items.extend((0..end).step_by(CHUNK).map(|lo| Item::Numbers {
+                table: i,
+                lo,
+                hi: lo.saturating_add(CHUNK as u32).min(end),
+            }));
+            // Holes the probe missed push fds above the count.
+            items.push(Item::From {
+                table: i,
+                from: end,
+            });
+        } else {
+            let FdDir::Open(dir) = open_dir(root, t.pid) else {
+                items.push(Item::From { table: i, from: 0 });
+                continue;
+            };
+            let fds = list_from(&dir, 0).unwrap_or_default();
+            items.extend((0..fds.len()).step_by(CHUNK).map(|lo| Item::Listed {
+                table: i,
+                lo,
+                hi: (lo + CHUNK).min(fds.len()),
+            }));
+            lists[i] = Some(fds);
+        }
+    }
+    (items, lists)
+}
+
+/// Reads, in priority order and on up to [`MAX_WALKERS`] threads, the fd
+/// tables the probe did not read whole, until every wanted inode is found.
+/// Returns how each table fared.
+fn walk(
+    root: &rustix::fd::OwnedFd,
+    tables: &mut [Table],
+    wanted: &HashSet<u32>,
+    out: &mut Owners,
+    found_in: &mut HashSet<u32>,
+) -> Vec<Walked> {
+    let (items, lists) = plan_items(root, tables);
+    let w = Walk {
+        root,
+        tables,
+        lists: &lists,
+        items: &items,
+        next: AtomicUsize::new(0),
+        dirs: (0..tables.len()).map(|_| OnceLock::new()).collect(),
+        claims: Claims::new(wanted, &out.by_inode),
+    };
+    let walkers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WALKERS)
+        .min(items.len().max(1));
+    let mut reads: Vec<(usize, ItemRead)> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..walkers).map(|_| s.spawn(|| w.work())).collect();
+        let mut all = w.work();
+        for h in others {
+            // A walker cannot panic short of a bug; its items would then
+            // count as unread and their sockets as unattributed.
+            if let Ok(r) = h.join() {
+                all.extend(r);
+            }
+        }
+        all
+    });
+    let dirs: Vec<Option<FdDir>> = w.dirs.into_iter().map(OnceLock::into_inner).collect();
+    // Merge in item order, so the first owner of a shared socket is the
+    // one a single walker would have found.
+    reads.sort_by_key(|(i, _)| *i);
+    let mut read_items = vec![false; items.len()];
+    let mut listed: Vec<Option<Vec<u32>>> = lists;
+    for (i, r) in reads {
+        read_items[i] = true;
+        let t = &mut tables[items[i].table()];
+        claim(t.pid, r.hits, out, found_in);
+        t.present += r.present;
+        t.denied |= r.denied;
+        t.sockets.extend(r.sockets);
+        if let Item::From { table, from: 0 } = items[i] {
+            listed[table] = Some(r.listed);
+        }
+    }
+    let mut walked: Vec<Walked> = Vec::with_capacity(tables.len());
+    for (ti, (t, dir)) in tables.iter().zip(dirs).enumerate() {
+        let dir = match dir {
+            None => {
+                walked.push(Walked::No);
+                continue;
+            }
+            Some(FdDir::Vanished) => {
+                walked.push(Walked::Vanished);
+                continue;
+            }
+            Some(FdDir::Unreadable) => {
+                walked.push(Walked::Unreadable);
+                continue;
+            }
+            Some(FdDir::Open(d)) => d,
+        };
+        let mut unread = Vec::new();
+        for (&item, _) in items
+            .iter()
+            .zip(&read_items)
+            .filter(|(it, r)| it.table() == ti && !**r)
+        {
+            match item {
+                Item::Numbers { lo, hi, .. } => unread.extend(lo..hi),
+                Item::Listed { lo, hi, .. } => {
+                    unread.extend_from_slice(&listed[ti].as_deref().unwrap_or_default()[lo..hi])
+                }
+                Item::From { from, .. } => unread.extend(list_from(&dir, from).unwrap_or_default()),
+            }
+        }
+        unread.retain(|fd| !t.read.contains(fd));
+        let fd_count = match &listed[ti] {
+            Some(fds) if t.count == 0 => fds.len(),
+            _ => t.count,
+        };
+        walked.push(Walked::Read { unread, fd_count });
+    }
+    walked
+}
+
+/// Records the first owner of each wanted inode, in walk order.
+fn claim(pid: u32, hits: Vec<(u32, u32)>, out: &mut Owners, found_in: &mut HashSet<u32>) {
+    for (inode, fd) in hits {
+        if let std::collections::hash_map::Entry::Vacant(e) = out.by_inode.entry(inode) {
+            e.insert((pid, fd));
+            found_in.insert(pid);
+        }
+    }
+}
+
+/// The fd numbers of an open `/proc/PID/fd` from `start` on (the
+/// directory's position is fd + 2, after `.` and `..`).
+fn list_from(dir: &rustix::fd::OwnedFd, start: u32) -> Option<Vec<u32>> {
+    let mut d = Dir::read_from(dir).ok()?;
+    if start > 0 {
+        d.seek(i64::from(start) + 2).ok()?;
+    }
+    let mut fds = Vec::new();
+    while let Some(entry) = d.read() {
+        let entry = entry.ok()?;
+        if let Some(fd) = entry.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
+            fds.push(fd);
+        }
+    }
+    Some(fds)
 }
 
 /// Numeric entries of `/proc` with the uid that owns each.
@@ -359,6 +687,75 @@ mod tests {
         assert_eq!(socket_inode(b"pipe:[4242]"), None);
         assert_eq!(socket_inode(b"/dev/null"), None);
         assert_eq!(socket_inode(b"socket:[x]"), None);
+    }
+
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u32 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        socket_inode(link.to_string_lossy().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn walk_finds_sockets_above_the_fd_count_whether_read_by_number_or_listed() {
+        use std::os::fd::AsRawFd;
+        // Sockets opened above 1500 filler fds, then the fillers closed:
+        // the table now has far fewer fds (its size) than its highest fd.
+        let fillers: Vec<_> = (0..1500)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let clients: Vec<_> = (0..20)
+            .map(|_| std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap())
+            .collect();
+        drop(fillers);
+        let want: HashMap<u32, u32> = clients
+            .iter()
+            .map(|c| (inode_of(c), c.as_raw_fd() as u32))
+            .collect();
+        let wanted: HashSet<u32> = want.keys().copied().collect();
+        let root = openat(
+            CWD,
+            "/proc",
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let me = std::process::id();
+        let FdDir::Open(dir) = open_dir(&root, me) else {
+            panic!("cannot open my own fd table");
+        };
+        let count = rustix::fs::fstat(&dir).unwrap().st_size as usize;
+        if count == 0 {
+            eprintln!("SKIPPED: this kernel does not report fd table sizes (Linux < 6.2)");
+            return;
+        }
+        assert!(
+            want.values().all(|&fd| fd as usize > count),
+            "{count} {want:?}"
+        );
+        // holes 0: read by number 0..count, then the rest listed from count;
+        // holes 1: listed first, then read in chunks.
+        for holes in [0, 1] {
+            let mut tables = vec![Table {
+                pid: me,
+                uid: 0,
+                count,
+                read: HashSet::new(),
+                hits: 1,
+                present: 0,
+                holes,
+                denied: false,
+                sockets: Vec::new(),
+            }];
+            let mut out = Owners::default();
+            let mut found_in = HashSet::new();
+            let walked = walk(&root, &mut tables, &wanted, &mut out, &mut found_in);
+            for (ino, fd) in &want {
+                assert_eq!(out.by_inode.get(ino), Some(&(me, *fd)), "holes {holes}");
+            }
+            assert_eq!(found_in, [me].into());
+            assert!(matches!(walked[0], Walked::Read { .. }), "{walked:?}");
+            assert!(tables[0].sockets.len() >= 20);
+        }
     }
 
     #[test]
