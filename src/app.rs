@@ -306,11 +306,13 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         (vec![last], c)
     } else {
         let c = collect_all(&args.source, &plan, args.record.as_deref())?;
+        let t = std::time::Instant::now();
         let reports = c
             .snapshots
             .iter()
             .map(|s| classify::classify(s, &filter, &policy))
             .collect();
+        collect::timing("classify", t);
         (reports, c)
     };
     let format = if args.json { Format::Json } else { args.format };
@@ -327,6 +329,7 @@ fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
             )
         }
     };
+    collect::timing("scan", started);
     match &args.output {
         Some(path) => report::prometheus::write_atomic(path, &text)?,
         None => emit(&text)?,

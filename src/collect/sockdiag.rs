@@ -42,6 +42,8 @@ pub type Recorder<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
 pub struct Dump {
     pub sockets: Vec<Socket>,
     pub warnings: Vec<String>,
+    /// The cookies of `sockets`.
+    pub cookies: rustc_hash::FxHashSet<u64>,
 }
 
 /// What one dump request covers.
@@ -97,7 +99,8 @@ fn dump_targets(
 ) -> Result<Dump> {
     let mut out = Dump::default();
     out.sockets.reserve_exact(capacity);
-    let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(capacity, Default::default());
+    out.cookies.reserve(capacity);
+    let seen = &mut out.cookies;
     for &target in targets {
         let name = target.name();
         let mut attempt = 0;
