@@ -238,36 +238,29 @@ fn read_links(
     wanted: &HashSet<u32>,
     out: &mut Owners,
 ) -> usize {
-    let mut link = [0u8; 64];
     let mut name = String::with_capacity(10);
     let mut hits = 0;
     for &fd in fds {
         if !t.read.insert(fd) {
             continue;
         }
-        name.clear();
-        use std::fmt::Write;
-        let _ = write!(name, "{fd}");
-        let n = match readlinkat_raw(dirfd, name.as_str(), &mut link[..]) {
-            Ok(n) => n,
-            // Some processes' links stay closed even to root (e.g. pid 1 of
-            // a sandbox): the table is unreadable, say so.
-            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+        let inode = match read_link(dirfd, fd, &mut name) {
+            Link::Socket(inode) => inode,
+            Link::Denied => {
                 t.denied = true;
                 continue;
             }
-            Err(Errno::NOENT) => {
-                if (fd as usize) < t.count {
-                    t.holes += 1;
-                }
+            Link::Missing if (fd as usize) < t.count => {
+                t.holes += 1;
                 continue;
             }
-            Err(_) => continue,
+            Link::Missing | Link::Failed => continue,
+            Link::Other => {
+                t.present += 1;
+                continue;
+            }
         };
         t.present += 1;
-        let Some(inode) = socket_inode(&link[..n]) else {
-            continue;
-        };
         t.sockets.push(inode);
         if wanted.contains(&inode) && !out.by_inode.contains_key(&inode) {
             out.by_inode.insert(inode, (t.pid, fd));
@@ -278,6 +271,34 @@ fn read_links(
         }
     }
     hits
+}
+
+/// What the link of one fd turned out to be.
+enum Link {
+    Socket(u32),
+    /// Open, but not a socket.
+    Other,
+    /// Refused (EACCES/EPERM): some processes' links stay closed even to
+    /// root (e.g. pid 1 of a sandbox); the table is then unreadable.
+    Denied,
+    /// Not an open fd (ENOENT).
+    Missing,
+    Failed,
+}
+
+/// Reads the link of `fd` in the open `/proc/PID/fd` directory `dir`;
+/// `name` is scratch space for the fd number.
+fn read_link(dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String) -> Link {
+    let mut link = [0u8; 64];
+    name.clear();
+    use std::fmt::Write;
+    let _ = write!(name, "{fd}");
+    match readlinkat_raw(dir, name.as_str(), &mut link[..]) {
+        Ok(n) => socket_inode(&link[..n]).map_or(Link::Other, Link::Socket),
+        Err(Errno::ACCESS) | Err(Errno::PERM) => Link::Denied,
+        Err(Errno::NOENT) => Link::Missing,
+        Err(_) => Link::Failed,
+    }
 }
 
 /// fds per work item of the walk: small enough that two cores can share
@@ -367,22 +388,19 @@ impl Claims {
 
     /// Reads the link of `fd` in `dir` into `r`.
     fn read(&self, dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String, r: &mut ItemRead) {
-        let mut link = [0u8; 64];
-        name.clear();
-        use std::fmt::Write;
-        let _ = write!(name, "{fd}");
-        let n = match readlinkat_raw(dir, name.as_str(), &mut link[..]) {
-            Ok(n) => n,
-            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+        let inode = match read_link(dir, fd, name) {
+            Link::Socket(inode) => inode,
+            Link::Other => {
+                r.present += 1;
+                return;
+            }
+            Link::Denied => {
                 r.denied = true;
                 return;
             }
-            Err(_) => return,
+            Link::Missing | Link::Failed => return,
         };
         r.present += 1;
-        let Some(inode) = socket_inode(&link[..n]) else {
-            return;
-        };
         r.sockets.push(inode);
         if let Some(c) = self.inodes.get(&inode) {
             r.hits.push((inode, fd));

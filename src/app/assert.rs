@@ -1,0 +1,97 @@
+//! `cwdiag assert`: limits for CI, exit 0 within them and 1 when one is
+//! broken.
+
+use super::{Collected, collect_all, filter_of, json_output, per_namespace_text, sample};
+use crate::assertion::{self, Limits};
+use crate::classify::{self, Policy};
+use crate::cli::AssertArgs;
+use crate::collect::{self, Attribute, Plan};
+use crate::output::emit;
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
+    let mut filter = filter_of(&args.select);
+    let limits = Limits {
+        max_close_wait: args.max_close_wait,
+        max_time_wait: args.max_time_wait,
+        max_close_wait_growth: args.max_close_wait_growth,
+        max_time_wait_growth: args.max_time_wait_growth,
+    };
+    let growth_limits =
+        limits.max_close_wait_growth.is_some() || limits.max_time_wait_growth.is_some();
+    if growth_limits && args.sampling.samples < 2 {
+        anyhow::bail!(
+            "--max-close-wait-growth and --max-time-wait-growth need --samples 2 or more"
+        );
+    }
+    // Only the states the limits count, unless the user narrowed further.
+    let wanted: Vec<_> = limits
+        .states()
+        .into_iter()
+        .filter(|s| filter.states.is_empty() || filter.states.contains(s))
+        .collect();
+    if wanted.is_empty() {
+        anyhow::bail!(
+            "--state excludes every state the limits count (CLOSE_WAIT for --max-close-wait, TIME_WAIT for --max-time-wait)"
+        );
+    }
+    filter.states = wanted.clone();
+    let mut plan = Plan::new(&wanted);
+    plan.ports = filter.ports.clone();
+    plan.tcp_info = false;
+    // Growth is tracked per process: every sample needs owners.
+    plan.attribute = if filter.needs_owner() || growth_limits {
+        Attribute::Default
+    } else {
+        Attribute::Nothing
+    };
+    let policy = Policy::default();
+    let mut outcomes = Vec::new();
+    let c = if args.sampling.samples > 1 {
+        let (reports, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let series = crate::growth::series(&reports);
+        if let Some(last) = reports.last() {
+            outcomes.push(assertion::evaluate(last, &limits, &series));
+        }
+        c
+    } else {
+        let c = collect_all(&args.source, &plan, None)?;
+        plan.proc_root = args.source.proc_root.clone();
+        for snap in &c.snapshots {
+            let mut snap = snap.clone();
+            let mut outcome =
+                assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
+            if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
+                // Name the offenders: attribute now that we know it is worth it.
+                plan.attribute = Attribute::Default;
+                collect::attribute(&mut snap, &plan);
+                plan.attribute = Attribute::Nothing;
+                outcome =
+                    assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
+            }
+            outcomes.push(outcome);
+        }
+        Collected {
+            snapshots: Vec::new(),
+            ..c
+        }
+    };
+    let ok = outcomes.iter().all(|o| o.ok);
+    let text = if args.json {
+        json_output(&outcomes, &c.warnings, c.multi)?
+    } else {
+        per_namespace_text(
+            &c.warnings,
+            &outcomes,
+            |o| o.netns.as_ref(),
+            assertion::render_text,
+        )
+    };
+    emit(&text)?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,330 @@
+//! Command dispatch (parse -> collect -> classify -> render -> exit code)
+//! and what the commands share: collection across namespaces, sampling,
+//! per-namespace output. Each command lives in its own module.
+
+use crate::classify::{self, Policy, Report};
+use crate::cli::{Cli, ColorChoice, Command, SampleArgs, SelectArgs, SourceArgs};
+use crate::collect::{self, Plan};
+use crate::filter::Filter;
+use crate::model::Snapshot;
+use crate::output::emit;
+use crate::report::{self, Style};
+use anyhow::{Context, Result};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+mod assert;
+mod kill;
+mod scan;
+mod serve;
+mod snapshot;
+mod watch;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let color = cli.color;
+    match cli.command {
+        Command::Scan(args) => scan::scan(args, color),
+        Command::Assert(args) => assert::assert(args),
+        Command::Watch(args) => watch::watch(args, color),
+        Command::Kill(args) => kill::kill(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Snapshot(args) => snapshot::snapshot(args),
+        Command::Explain { rule_id } => explain(rule_id.as_deref()),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cwdiag",
+                &mut buf,
+            );
+            emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { subcommand } => {
+            let top = <Cli as clap::CommandFactory>::command();
+            let man = match subcommand {
+                None => clap_mangen::Man::new(top),
+                Some(name) => {
+                    let sub = top
+                        .find_subcommand(&name)
+                        .ok_or_else(|| anyhow::anyhow!("man: unknown subcommand '{name}'"))?
+                        .clone()
+                        .bin_name(format!("cwdiag {name}"));
+                    clap_mangen::Man::new(sub).title(format!("cwdiag-{name}"))
+                }
+            };
+            let mut buf = Vec::new();
+            man.render(&mut buf)?;
+            emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn explain(rule_id: Option<&str>) -> Result<ExitCode> {
+    let text = match rule_id {
+        None => crate::rules::list(),
+        Some(id) => {
+            let rule = crate::rules::find(id).ok_or_else(|| {
+                anyhow::anyhow!("unknown rule '{id}' (run `cwdiag explain` to list the rules)")
+            })?;
+            crate::rules::render(rule, 78)
+        }
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshots of one run: one per namespace, plus namespaces that could
+/// not be read (reported, never silently skipped).
+struct Collected {
+    snapshots: Vec<Snapshot>,
+    warnings: Vec<String>,
+    /// True with --all-netns: output is labelled per namespace.
+    multi: bool,
+}
+
+/// Live collection (in the chosen namespaces), or a replay with `--from`.
+fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<Collected> {
+    let mut plan = plan.clone();
+    plan.proc_root = src.proc_root.clone();
+    plan.source = src.source;
+    let one = |snapshots| Collected {
+        snapshots,
+        warnings: Vec::new(),
+        multi: false,
+    };
+    if let Some(path) = &src.from {
+        return Ok(one(vec![collect::replay::load(path)?]));
+    }
+    let mut warnings = Vec::new();
+    let targets = if src.all_netns {
+        let (targets, unreadable) = collect::netns::all(&src.proc_root);
+        if unreadable > 0 {
+            warnings.push(format!("the network namespace of {unreadable} processes could not be read (not root?): namespaces only they use are missing"));
+        }
+        targets
+    } else if let Some(name) = &src.netns {
+        vec![collect::netns::named(name)?]
+    } else if let Some(pid) = src.netns_pid {
+        vec![collect::netns::of_pid(&src.proc_root, pid)?]
+    } else {
+        let snap = match record {
+            Some(path) => collect_recording(path, &plan)?,
+            None => collect::live(&plan, None)?,
+        };
+        return Ok(one(vec![snap]));
+    };
+    if src.all_netns && record.is_some() {
+        anyhow::bail!(
+            "--record takes one namespace: use --netns or --netns-pid with it, not --all-netns"
+        );
+    }
+    let mut out = Collected {
+        snapshots: Vec::new(),
+        warnings,
+        multi: src.all_netns,
+    };
+    for t in targets {
+        let (plan, info, record) = (plan.clone(), t.info.clone(), record.map(Path::to_path_buf));
+        let res = collect::netns::run_in(&t, move || {
+            let mut snap = match &record {
+                Some(path) => collect_recording(path, &plan)?,
+                None => collect::live(&plan, None)?,
+            };
+            snap.netns = Some(info);
+            Ok(snap)
+        });
+        match res {
+            Ok(s) => out.snapshots.push(s),
+            // One unreadable namespace must not hide the others.
+            Err(e) if src.all_netns => out.warnings.push(format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Live collection that also writes the raw replies and a sidecar.
+fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
+    use std::io::Write;
+    let name = path.display();
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut rec = |b: &[u8]| -> Result<()> {
+        out.write_all(b)
+            .with_context(|| format!("cannot write {name}"))
+    };
+    let snap = collect::live(plan, Some(&mut rec))?;
+    out.flush()
+        .with_context(|| format!("cannot write {name}"))?;
+    let side = collect::replay::sidecar_path(path);
+    let json = report::json::render(&collect::replay::Sidecar::of(&snap))?;
+    std::fs::write(&side, json).with_context(|| format!("cannot write {}", side.display()))?;
+    Ok(snap)
+}
+
+/// JSON for several namespaces: `{"schema_version":1,"namespaces":[...],"warnings":[...]}`.
+#[derive(serde::Serialize)]
+struct PerNamespace<'a, T: serde::Serialize> {
+    schema_version: u32,
+    namespaces: &'a [T],
+    warnings: &'a [String],
+}
+
+fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> Result<String> {
+    report::json::render(&PerNamespace {
+        schema_version: crate::model::SCHEMA_VERSION,
+        namespaces: items,
+        warnings,
+    })
+}
+
+fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
+    match netns {
+        Some(n) => format!("=== network namespace {} (net:[{}]) ===\n", n.name, n.inode),
+        None => String::new(),
+    }
+}
+
+fn policy_of(p: &crate::cli::PolicyArgs) -> Policy {
+    Policy {
+        close_wait_warn: p.close_wait_warn,
+        close_wait_crit: p.close_wait_crit,
+        time_wait_warn: p.time_wait_warn,
+        ..Policy::default()
+    }
+}
+
+/// Text output of several namespaces: warnings first, then each item under
+/// its namespace heading.
+fn per_namespace_text<T>(
+    warnings: &[String],
+    items: &[T],
+    netns: impl Fn(&T) -> Option<&crate::model::NetnsInfo>,
+    render: impl Fn(&T) -> String,
+) -> String {
+    let mut t: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+    for item in items {
+        t.push_str(&netns_heading(netns(item)));
+        t.push_str(&render(item));
+    }
+    t
+}
+
+/// JSON output: one document, or the per-namespace wrapper.
+fn json_output<T: serde::Serialize>(
+    items: &[T],
+    warnings: &[String],
+    multi: bool,
+) -> Result<String> {
+    if multi {
+        return per_namespace_json(items, warnings);
+    }
+    let first = items
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+    report::json::render(first)
+}
+
+fn filter_of(s: &SelectArgs) -> Filter {
+    Filter {
+        states: s.states.clone(),
+        ports: s.ports.clone(),
+        pids: s.pids.clone(),
+        comms: s.comms.clone(),
+        peer: s.peer.clone(),
+        family: s.family,
+    }
+}
+
+fn style(color: ColorChoice, top: usize, header: bool) -> Style {
+    let tty = std::io::stdout().is_terminal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let color = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => tty && !no_color,
+    };
+    let width = if tty {
+        terminal_size::terminal_size()
+            .map(|(w, _)| w.0)
+            .unwrap_or(80)
+    } else {
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(80)
+    };
+    Style {
+        color,
+        width: width.clamp(40, 400),
+        top,
+        header,
+    }
+}
+
+/// Prometheus exposition of one report, or of several namespaces merged.
+fn prometheus(
+    reports: &[Report],
+    top_k: usize,
+    took: Option<std::time::Duration>,
+    errors: u64,
+) -> String {
+    let texts: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let opts = report::prometheus::PromOptions {
+                top_k,
+                scan_duration_ms: took.map(|d| d.as_secs_f64() * 1000.0),
+                scan_errors: errors,
+                namespace: r.netns.as_ref().map(|n| n.name.clone()),
+            };
+            report::prometheus::render(r, &opts)
+        })
+        .collect();
+    if texts.len() == 1 {
+        texts.into_iter().next().unwrap_or_default()
+    } else {
+        report::prometheus::merge(&texts)
+    }
+}
+
+/// Takes `n` samples `interval` apart in one namespace (live only) and
+/// classifies each.
+fn sample(
+    src: &SourceArgs,
+    plan: &Plan,
+    filter: &Filter,
+    policy: &Policy,
+    s: &SampleArgs,
+) -> Result<(Vec<Report>, Collected)> {
+    if src.from.is_some() || src.all_netns {
+        anyhow::bail!(
+            "--samples needs one live namespace: it cannot be used with --from or --all-netns"
+        );
+    }
+    let mut reports = Vec::new();
+    let mut warnings = Vec::new();
+    for i in 0..s.samples {
+        if i > 0 {
+            std::thread::sleep(s.interval);
+        }
+        let c = collect_all(src, plan, None)?;
+        warnings.extend(c.warnings);
+        for snap in &c.snapshots {
+            reports.push(classify::classify(snap, filter, policy));
+        }
+    }
+    warnings.dedup();
+    Ok((
+        reports,
+        Collected {
+            snapshots: Vec::new(),
+            warnings,
+            multi: false,
+        },
+    ))
+}

@@ -1,0 +1,70 @@
+//! `cwdiag scan`: one report (or one per namespace) as a table, JSON or
+//! Prometheus text.
+
+use super::{
+    collect_all, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample, style,
+};
+use crate::classify::{self, Policy};
+use crate::cli::{ColorChoice, Format, ScanArgs};
+use crate::collect::{self, Attribute, Plan};
+use crate::output::emit;
+use crate::report;
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let filter = filter_of(&args.select);
+    let mut plan = Plan::for_filter(&filter);
+    if args.sockets {
+        plan.attribute = Attribute::All;
+    }
+    let policy = Policy {
+        sockets: args.sockets,
+        ..policy_of(&args.policy)
+    };
+    let (reports, c) = if args.sampling.samples > 1 {
+        if args.record.is_some() {
+            anyhow::bail!("--record takes a single sample: drop --samples");
+        }
+        let (samples, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let series = crate::growth::series(&samples);
+        let mut last = samples
+            .into_iter()
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no sample taken"))?;
+        last.findings.splice(0..0, crate::growth::findings(&series));
+        last.growth = Some(series);
+        (vec![last], c)
+    } else {
+        let c = collect_all(&args.source, &plan, args.record.as_deref())?;
+        let t = std::time::Instant::now();
+        let reports = c
+            .snapshots
+            .iter()
+            .map(|s| classify::classify(s, &filter, &policy))
+            .collect();
+        collect::timing("classify", t);
+        (reports, c)
+    };
+    let format = if args.json { Format::Json } else { args.format };
+    let text = match format {
+        Format::Json => json_output(&reports, &c.warnings, c.multi)?,
+        Format::Prometheus => prometheus(&reports, args.top_k, Some(started.elapsed()), 0),
+        Format::Table => {
+            let st = style(color, args.top, !args.no_header);
+            per_namespace_text(
+                &c.warnings,
+                &reports,
+                |r| r.netns.as_ref(),
+                |r| report::table::render(r, &st) + "\n",
+            )
+        }
+    };
+    collect::timing("scan", started);
+    match &args.output {
+        Some(path) => report::prometheus::write_atomic(path, &text)?,
+        None => emit(&text)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,45 @@
+//! `cwdiag serve`: the Prometheus exposition over HTTP, scanned at scrape
+//! time.
+
+use super::{collect_all, filter_of, policy_of, prometheus};
+use crate::classify::{self, Report};
+use crate::collect::Plan;
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if args.source.from.is_some() {
+        anyhow::bail!("serve scans live at scrape time: --from is not supported");
+    }
+    let filter = filter_of(&args.select);
+    let plan = Plan::for_filter(&filter);
+    let policy = policy_of(&args.policy);
+    let errors = AtomicU64::new(0);
+    let (source, top_k) = (args.source.clone(), args.top_k);
+    let collect: crate::serve::Collect = Box::new(move || {
+        let started = std::time::Instant::now();
+        let c = collect_all(&source, &plan, None).inspect_err(|_| {
+            errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let reports: Vec<Report> = c
+            .snapshots
+            .iter()
+            .map(|s| classify::classify(s, &filter, &policy))
+            .collect();
+        Ok(prometheus(
+            &reports,
+            top_k,
+            Some(started.elapsed()),
+            errors.load(Ordering::Relaxed),
+        ))
+    });
+    crate::serve::serve(
+        crate::serve::ServeConfig {
+            listen: args.listen,
+            min_interval: args.min_interval,
+        },
+        collect,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
