@@ -419,7 +419,8 @@ def main():
       "`ip_local_port_range` 10000-65535, `tcp_fin_timeout` 600, `tcp_tw_reuse` 0), torn down "
       "before the next size. Every command runs inside it (`ip netns exec cwbench-N hyperfine ...`).")
     w(f"- Workload (`bench/workload.py`): real loopback TCP connections. {float(machine.get('cw_frac', 0.1)) * 100:.0f} % "
-      "CLOSE_WAIT (server ends kept open after the client closed) held by a few processes, "
+      "CLOSE_WAIT (server ends kept open after the client closed) held by "
+      f"{machine.get('cw_procs', '2')} processes (more if one would exceed its fd budget), "
       "the same number of orphaned FIN_WAIT2 client ends, "
       f"{float(machine.get('tw_frac', 0.15)) * 100:.0f} % TIME_WAIT and the rest ESTABLISHED pairs, "
       "over several holder processes of at most 18,500 fds each. "

@@ -24,6 +24,7 @@
 #                                OTHER_FDS_MAX [3000] fds held outside the workload
 #   CW_FRAC [0.10] TW_FRAC [0.15]  workload mix
 #   CW_MIX [1]                   1: the CLOSE_WAIT holders also hold ESTABLISHED pairs
+#   CW_PROCS [2]                 at least this many CLOSE_WAIT holder processes
 #   TW_WARM [62]                 seconds of TIME_WAIT churn before timing (it lives 60 s)
 #   PERF_AT [200000]             size at which to record a perf profile ("" = none)
 #   OUT [BENCHMARKS.md]          report to write
@@ -44,6 +45,7 @@ SLOW_WARMUP_BIG=${SLOW_WARMUP_BIG:-0}
 CW_FRAC=${CW_FRAC:-0.10}
 TW_FRAC=${TW_FRAC:-0.15}
 CW_MIX=${CW_MIX:-1}
+CW_PROCS=${CW_PROCS:-2}
 TW_WARM=${TW_WARM:-62}
 PERF_AT=${PERF_AT-200000}
 NICE=${NICE:--15}
@@ -60,7 +62,7 @@ die() { log "error: $*"; exit 1; }
 
 # The command line to print in the report: the env that differs from the defaults.
 CMDLINE="bench/run.sh"
-for v in SIZES RUNS WARMUP SLOW_RUNS SLOW_WARMUP BIG SLOW_RUNS_BIG SLOW_WARMUP_BIG CW_FRAC TW_FRAC CW_MIX TW_WARM NICE QUIET_MAX QUIET_PCT OTHER_FDS_MAX PERF_AT; do
+for v in SIZES RUNS WARMUP SLOW_RUNS SLOW_WARMUP BIG SLOW_RUNS_BIG SLOW_WARMUP_BIG CW_FRAC TW_FRAC CW_MIX CW_PROCS TW_WARM NICE QUIET_MAX QUIET_PCT OTHER_FDS_MAX PERF_AT; do
     if [ -n "${!v+x}" ] && printenv "$v" >/dev/null; then
         CMDLINE="$v=\"${!v}\" $CMDLINE"
     fi
@@ -144,7 +146,7 @@ json.dump({
     "slow_warmup": "$SLOW_WARMUP", "big": "$BIG", "slow_runs_big": "$SLOW_RUNS_BIG",
     "slow_warmup_big": "$SLOW_WARMUP_BIG", "nice": "$NICE",
     "quiet_max": "$QUIET_MAX", "quiet_pct": "$QUIET_PCT", "other_fds_max": "$OTHER_FDS_MAX",
-    "cw_frac": "$CW_FRAC", "tw_frac": "$TW_FRAC", "cw_mix": "$CW_MIX", "perf_at": "$PERF_AT",
+    "cw_frac": "$CW_FRAC", "tw_frac": "$TW_FRAC", "cw_mix": "$CW_MIX", "cw_procs": "$CW_PROCS", "perf_at": "$PERF_AT",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 
@@ -190,7 +192,7 @@ run_size() {
 
     log "[$n] building the workload in $NS (ready after ~62 s: TIME_WAIT must reach steady state)"
     ip netns exec "$NS" python3 bench/workload.py --total "$n" \
-        --cw-frac "$CW_FRAC" --tw-frac "$TW_FRAC" --cw-mix "$CW_MIX" --tw-warm "$TW_WARM" --ready-file "$d/ready.json" \
+        --cw-frac "$CW_FRAC" --tw-frac "$TW_FRAC" --cw-mix "$CW_MIX" --cw-procs "$CW_PROCS" --tw-warm "$TW_WARM" --ready-file "$d/ready.json" \
         >"$d/workload.log" 2>&1 &
     WPID=$!
     local waited=0

@@ -11,7 +11,6 @@ use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, openat, readlinkat_raw, statat
 use rustix::io::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// At most this many unreadable pids are listed by number.
@@ -346,7 +345,7 @@ impl Item {
 }
 
 /// What a walker read in one item.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ItemRead {
     /// (inode, fd) of wanted sockets.
     hits: Vec<(u32, u32)>,
@@ -355,6 +354,10 @@ struct ItemRead {
     denied: bool,
     /// The fds an `Item::From` listed.
     listed: Vec<u32>,
+    /// Listed fds left unread once every wanted inode was found.
+    unread: Vec<u32>,
+    /// The table's directory could not be opened.
+    failed: Option<FdDir>,
 }
 
 /// A table's `/proc/PID/fd`, opened by the first walker that needs it.
@@ -419,16 +422,13 @@ struct Walk<'a> {
     lists: &'a [Option<Vec<u32>>],
     items: &'a [Item],
     next: AtomicUsize,
-    dirs: Vec<OnceLock<FdDir>>,
     claims: Claims,
 }
 
 impl Walk<'_> {
-    fn dir(&self, table: usize) -> &FdDir {
-        self.dirs[table].get_or_init(|| open_dir(self.root, self.tables[table].pid))
-    }
-
     /// Takes items until none are left or every wanted inode is found.
+    /// Each item opens its table's directory itself and closes it when
+    /// done: holding one per process would run out of fds on a busy host.
     fn work(&self) -> Vec<(usize, ItemRead)> {
         let mut done = Vec::new();
         let mut name = String::with_capacity(10);
@@ -437,14 +437,19 @@ impl Walk<'_> {
             let Some(&item) = self.items.get(i) else {
                 break;
             };
-            let FdDir::Open(dir) = self.dir(item.table()) else {
-                continue;
-            };
-            let seen = &self.tables[item.table()].read;
+            let t = &self.tables[item.table()];
             let mut r = ItemRead::default();
+            let dir = match open_dir(self.root, t.pid) {
+                FdDir::Open(dir) => dir,
+                failed => {
+                    r.failed = Some(failed);
+                    done.push((i, r));
+                    continue;
+                }
+            };
             let mut read = |fd: u32, r: &mut ItemRead| {
-                if !seen.contains(&fd) {
-                    self.claims.read(dir, fd, &mut name, r);
+                if !t.read.contains(&fd) {
+                    self.claims.read(&dir, fd, &mut name, r);
                 }
             };
             match item {
@@ -454,8 +459,16 @@ impl Walk<'_> {
                     fds[lo..hi].iter().for_each(|&fd| read(fd, &mut r));
                 }
                 Item::From { from, .. } => {
-                    let fds = list_from(dir, from).unwrap_or_default();
-                    fds.iter().for_each(|&fd| read(fd, &mut r));
+                    let fds = list_from(&dir, from).unwrap_or_default();
+                    // A whole table can be big: stop as soon as everything
+                    // is found, and say what was left unread.
+                    for (k, &fd) in fds.iter().enumerate() {
+                        if self.claims.done() {
+                            r.unread.extend_from_slice(&fds[k..]);
+                            break;
+                        }
+                        read(fd, &mut r);
+                    }
                     r.listed = fds;
                 }
             }
@@ -541,7 +554,6 @@ fn walk(
         lists: &lists,
         items: &items,
         next: AtomicUsize::new(0),
-        dirs: (0..tables.len()).map(|_| OnceLock::new()).collect(),
         claims: Claims::new(wanted, &out.by_inode),
     };
     let walkers = std::thread::available_parallelism()
@@ -560,41 +572,49 @@ fn walk(
         }
         all
     });
-    let dirs: Vec<Option<FdDir>> = w.dirs.into_iter().map(OnceLock::into_inner).collect();
     // Merge in item order, so the first owner of a shared socket is the
     // one a single walker would have found.
     reads.sort_by_key(|(i, _)| *i);
     let mut read_items = vec![false; items.len()];
     let mut listed: Vec<Option<Vec<u32>>> = lists;
+    let mut unread: Vec<Vec<u32>> = vec![Vec::new(); tables.len()];
+    // Per table: some item opened it / found it gone / was refused.
+    let mut opened = vec![false; tables.len()];
+    let mut vanished = vec![false; tables.len()];
+    let mut refused = vec![false; tables.len()];
     for (i, r) in reads {
         read_items[i] = true;
-        let t = &mut tables[items[i].table()];
+        let ti = items[i].table();
+        match r.failed {
+            Some(FdDir::Vanished) => vanished[ti] = true,
+            Some(_) => refused[ti] = true,
+            None => opened[ti] = true,
+        }
+        let t = &mut tables[ti];
         claim(t.pid, r.hits, out, found_in);
         t.present += r.present;
         t.denied |= r.denied;
         t.sockets.extend(r.sockets);
-        if let Item::From { table, from: 0 } = items[i] {
-            listed[table] = Some(r.listed);
+        unread[ti].extend(r.unread);
+        if let Item::From { from: 0, .. } = items[i] {
+            listed[ti] = Some(r.listed);
         }
     }
     let mut walked: Vec<Walked> = Vec::with_capacity(tables.len());
-    for (ti, (t, dir)) in tables.iter().zip(dirs).enumerate() {
-        let dir = match dir {
-            None => {
-                walked.push(Walked::No);
-                continue;
-            }
-            Some(FdDir::Vanished) => {
-                walked.push(Walked::Vanished);
-                continue;
-            }
-            Some(FdDir::Unreadable) => {
-                walked.push(Walked::Unreadable);
-                continue;
-            }
-            Some(FdDir::Open(d)) => d,
-        };
-        let mut unread = Vec::new();
+    for (ti, t) in tables.iter().enumerate() {
+        if vanished[ti] {
+            walked.push(Walked::Vanished);
+            continue;
+        }
+        if !opened[ti] {
+            walked.push(if refused[ti] {
+                Walked::Unreadable
+            } else {
+                Walked::No
+            });
+            continue;
+        }
+        let mut unread = std::mem::take(&mut unread[ti]);
         for (&item, _) in items
             .iter()
             .zip(&read_items)
@@ -605,7 +625,11 @@ fn walk(
                 Item::Listed { lo, hi, .. } => {
                     unread.extend_from_slice(&listed[ti].as_deref().unwrap_or_default()[lo..hi])
                 }
-                Item::From { from, .. } => unread.extend(list_from(&dir, from).unwrap_or_default()),
+                Item::From { from, .. } => {
+                    if let FdDir::Open(dir) = open_dir(root, t.pid) {
+                        unread.extend(list_from(&dir, from).unwrap_or_default());
+                    }
+                }
             }
         }
         unread.retain(|fd| !t.read.contains(fd));

@@ -149,3 +149,40 @@ fn closed_pipe_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_low_fd_limit_does_not_make_processes_unreadable() {
+    if !is_root() {
+        skip("needs root to read every process's fds");
+        return;
+    }
+    let Some((_w, port)) = own_close_wait("127.0.0.1:0") else {
+        return;
+    };
+    let unreadable = |r: &serde_json::Value| r["attribution"]["unreadable_processes"].as_u64();
+    let normal = json(&["scan", "--json"]);
+    // The walk must not hold a directory fd per process it visits: with 32
+    // fds it would fail to open the rest and call them unreadable.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 32 && exec \"$0\" scan --json",
+            env!("CARGO_BIN_EXE_cwdiag"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let low: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        unreadable(&low),
+        unreadable(&normal),
+        "{:#}",
+        low["attribution"]
+    );
+    let me = u64::from(std::process::id());
+    assert_eq!(close_wait_groups(&low, port), vec![(Some(me), 3)]);
+}
