@@ -48,6 +48,8 @@ pub enum Message {
     Done { interrupted: bool },
     /// `NLMSG_ERROR` with a non-zero errno (positive, e.g. `EPERM` = 1).
     Error { errno: i32 },
+    /// An `NLMSG_DONE` carrying an errno: the dump stopped part-way.
+    DumpFailed { errno: i32 },
 }
 
 /// Walks `buf`, a concatenation of netlink messages, calling `f` for each.
@@ -95,7 +97,23 @@ pub fn decode_messages(
                     offset,
                 );
             }
-            NLMSG_DONE => f(Message::Done { interrupted }, offset),
+            NLMSG_DONE => {
+                // A dump that fails part-way (no handler: -ENOENT, out of
+                // memory: -ENOMEM) ends with the error in NLMSG_DONE's
+                // payload, not in an NLMSG_ERROR: what came before is partial.
+                if let Some(b) = payload.get(..4) {
+                    let code = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                    if code < 0 {
+                        f(
+                            Message::DumpFailed {
+                                errno: code.saturating_neg(),
+                            },
+                            offset,
+                        );
+                    }
+                }
+                f(Message::Done { interrupted }, offset)
+            }
             NLMSG_ERROR => {
                 let e = ErrorBuffer::new_checked(payload)
                     .map_err(|_| err("truncated NLMSG_ERROR message".to_string()))?;
@@ -203,6 +221,30 @@ mod tests {
         let mut got = Vec::new();
         decode_messages(&error_msg(0), 0, |m, _| got.push(m)).unwrap();
         assert!(got.is_empty(), "an ACK is not an error");
+    }
+
+    #[test]
+    fn an_error_in_nlmsg_done_is_reported() {
+        let done = |code: i32| {
+            let mut v = Vec::new();
+            v.extend_from_slice(&20u32.to_ne_bytes());
+            v.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+            v.extend_from_slice(&[0u8; 10]);
+            v.extend_from_slice(&code.to_ne_bytes());
+            v
+        };
+        let mut got = Vec::new();
+        decode_messages(&done(-2), 0, |m, _| got.push(m)).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Message::DumpFailed { errno: 2 },
+                Message::Done { interrupted: false }
+            ]
+        );
+        got.clear();
+        decode_messages(&done(0), 0, |m, _| got.push(m)).unwrap();
+        assert_eq!(got, vec![Message::Done { interrupted: false }]);
     }
 
     #[test]

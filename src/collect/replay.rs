@@ -122,13 +122,16 @@ fn from_dump(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot
         Message::Socket { socket, .. } => sockets.push(socket),
         Message::Done { .. } => {}
         Message::Error { errno } => {
-            error.get_or_insert((offset, errno));
+            error.get_or_insert((offset, errno, "holds an NLMSG_ERROR reply"));
+        }
+        Message::DumpFailed { errno } => {
+            error.get_or_insert((offset, errno, "ends with an error: it is partial"));
         }
     })
     .map_err(|e| anyhow::anyhow!("{name}: not a valid netlink sock_diag dump: {e}"))?;
-    if let Some((offset, errno)) = error {
+    if let Some((offset, errno, what)) = error {
         bail!(
-            "{name}: at byte offset {offset}: the dump holds an NLMSG_ERROR reply ({})",
+            "{name}: at byte offset {offset}: the dump {what} ({})",
             std::io::Error::from_raw_os_error(errno)
         );
     }

@@ -269,13 +269,14 @@ fn dump_one(
                 interrupted |= i;
                 done = true;
             }
-            Message::Error { errno: e } => errno = Some(e),
+            Message::Error { errno: e } => errno = Some(("answered NLMSG_ERROR", e)),
+            Message::DumpFailed { errno: e } => errno = Some(("ended the dump with an error", e)),
         })
         .context("malformed sock_diag reply")?;
         offset += n;
-        if let Some(e) = errno {
+        if let Some((what, e)) = errno {
             let err = std::io::Error::from_raw_os_error(e);
-            bail!("the kernel answered NLMSG_ERROR: {err}");
+            bail!("the kernel {what}: {err}");
         }
         if done {
             return Ok(interrupted);

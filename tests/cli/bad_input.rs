@@ -104,6 +104,15 @@ fn malformed_netlink_dumps_name_the_offset() {
     err.extend(nlhdr(16, 20));
     let f = write("error.dump", &err);
     fails_with_one_line(&["scan", "--from", &f], "NLMSG_ERROR");
+    // A dump the kernel stopped part-way: NLMSG_DONE carrying -ENOMEM.
+    let mut failed = good[..first_len].to_vec();
+    failed.extend(nlhdr(20, 3));
+    failed.extend((-12i32).to_ne_bytes());
+    let f = write("failed.dump", &failed);
+    fails_with_one_line(
+        &["scan", "--from", &f],
+        &format!("byte offset {first_len}: the dump ends with an error"),
+    );
     // A truncated trailing header.
     let mut cut = good.clone();
     cut.truncate(good.len() - 7);
