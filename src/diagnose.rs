@@ -376,7 +376,7 @@ pub fn fd_findings(snap: &Snapshot, groups: &[Group]) -> Vec<Finding> {
                     ..Evidence::default()
                 },
                 format!(
-                    "These are most likely TCP connections the kernel already closed (RST from the peer or a keepalive timeout) whose fd pid {pid} never close()d: lsof shows them as \"can't identify protocol\". They are the same leak as CLOSE_WAIT, past the point where ss can see it. (A socket of another network namespace held by this process also shows here.)"
+                    "These are most likely TCP connections the kernel already closed (RST from the peer or a keepalive timeout) whose fd pid {pid} never close()d: lsof shows them as \"can't identify protocol\". They are the same leak as CLOSE_WAIT, past the point where ss can see it."
                 ),
             ));
         }

@@ -199,7 +199,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     let t1 = std::time::Instant::now();
     let owners = owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan));
     let tables = apply_owners(&mut snap, owners);
-    timing("attribute", t1);
+    timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
         enrich_owners(&mut snap, plan, &tables);
@@ -328,7 +328,8 @@ fn bulk_states() -> u32 {
 ///
 /// The two dumps are not one atomic snapshot, but neither is one dump: a
 /// socket that changes state in between may be seen in both (kept once,
-/// by cookie) or in neither.
+/// by cookie) or in neither; one the bulk dump reports in an attributed
+/// state is looked up afterwards.
 fn dump_and_attribute(
     plan: &Plan,
     req: &sockdiag::DumpRequest,
@@ -354,17 +355,25 @@ fn dump_and_attribute(
         let t = std::time::Instant::now();
         let owners = mine.as_ref().ok().map(|d| find_owners_of(&d.sockets, plan));
         timing("attribute (in parallel)", t);
+        // Join before any early return, so an error of either side is seen.
+        let bulk = bulk_job.map(|job| {
+            job.join()
+                .map_err(|_| anyhow::anyhow!("the sock_diag dump thread panicked"))
+        });
         let mine = mine?;
-        let Some(job) = bulk_job else {
+        let Some(bulk) = bulk else {
             return Ok((mine.sockets, mine.warnings, owners));
         };
         // The bulk dump reserved room for every socket: append to it.
-        let mut all = job
-            .join()
-            .map_err(|_| anyhow::anyhow!("the sock_diag dump thread panicked"))??;
+        let mut all = bulk??;
         all.cookies = Default::default();
         all.sockets.retain(|s| !mine.cookies.contains(&s.cookie));
-        all.warnings.extend(mine.warnings);
+        let from_bulk = all.sockets.len();
+        for w in mine.warnings {
+            if !all.warnings.contains(&w) {
+                all.warnings.push(w);
+            }
+        }
         // Move the attributed sockets over a slice at a time, giving each
         // slice's memory back as we go: the peak stays near one copy.
         let mut rest = mine.sockets;
@@ -373,6 +382,14 @@ fn dump_and_attribute(
             all.sockets.extend(rest.drain(keep..));
             rest.shrink_to_fit();
         }
+        // The kernel matches a socket's state and fills its reply apart, so
+        // the bulk dump can hold a socket that just left ESTABLISHED (to
+        // CLOSE_WAIT, say): look those few up too.
+        let late = find_owners_of(&all.sockets[..from_bulk], plan);
+        let owners = owners.map(|mut o| {
+            o.absorb(late);
+            o
+        });
         Ok((all.sockets, all.warnings, owners))
     })
 }

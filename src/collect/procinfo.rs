@@ -31,7 +31,7 @@ pub fn enrich(
         p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
     }
     let Some(table) = table else { return };
-    let (mut sockets, unread): (Vec<u32>, Vec<u32>) = if table.complete {
+    let (mut sockets, unread): (Vec<(u32, u32)>, Vec<u32>) = if table.complete {
         (table.sockets.clone(), table.unread.clone())
     } else {
         // Only probed: list the table now.
@@ -50,20 +50,78 @@ pub fn enrich(
         unread.len()
     });
     let Some(known) = known else { return };
-    for fd in &unread {
+    for &fd in &unread {
         if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string()))
             && let Some(ino) = socket_inode(link.to_string_lossy().as_bytes())
         {
-            sockets.push(ino);
+            sockets.push((fd, ino));
         }
     }
-    let stale: Vec<u64> = sockets
-        .iter()
-        .map(|&i| u64::from(i))
-        .filter(|i| !known.contains(i))
+    let candidates: Vec<(u32, u32)> = sockets
+        .into_iter()
+        .filter(|&(_, ino)| !known.contains(&u64::from(ino)))
         .collect();
+    let stale = confirm_stale(pid, candidates);
     p.stale_socket_fds = Some(stale.len());
     p.stale_socket_inodes = stale.into_iter().take(LISTED_INODES).collect();
+}
+
+/// `TCP_CLOSE`, `tcpi_state` of a socket the kernel is done with.
+const TCP_CLOSE: u8 = 7;
+
+/// The candidates (fd, inode) that really are stale. A socket fd whose
+/// inode was in no table may just be newer than the dump (a busy server
+/// accepts all the time) or belong to another network namespace, so each
+/// one is borrowed from its owner with `pidfd_getfd` (Linux 5.6+, needs
+/// ptrace rights over it, as root has) and kept only if it is still the
+/// same socket and a TCP socket in the CLOSE state: the kernel is done
+/// with it, the application is not. Candidates that cannot be borrowed
+/// are kept as they are.
+fn confirm_stale(pid: u32, candidates: Vec<(u32, u32)>) -> Vec<u64> {
+    let inodes = |c: Vec<(u32, u32)>| c.into_iter().map(|(_, i)| u64::from(i)).collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let Some(pidfd) = pidfd else {
+        return inodes(candidates);
+    };
+    let kept = candidates
+        .into_iter()
+        .filter(|&(fd, ino)| {
+            let Ok(sock) = rustix::process::pidfd_getfd(
+                &pidfd,
+                fd as i32,
+                rustix::process::PidfdGetfdFlags::empty(),
+            ) else {
+                return true; // cannot check: keep
+            };
+            let same = rustix::fs::fstat(&sock).is_ok_and(|st| st.st_ino == u64::from(ino));
+            same && tcp_state(&sock) == Some(TCP_CLOSE)
+        })
+        .collect();
+    inodes(kept)
+}
+
+/// `tcpi_state` of a TCP socket (the first byte of `TCP_INFO`); None for
+/// any other kind of socket.
+fn tcp_state(sock: &rustix::fd::OwnedFd) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes and both outlive the call;
+    // the kernel writes at most `len` bytes and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len >= 1).then_some(info[0])
 }
 
 fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {
@@ -169,6 +227,58 @@ pub fn inode_column(text: &str, col: Option<usize>) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fd_and_inode(fd: &impl std::os::fd::AsRawFd) -> (u32, u32) {
+        let raw = fd.as_raw_fd();
+        let link = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
+        (
+            raw as u32,
+            socket_inode(link.to_string_lossy().as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_closed_tcp_sockets_are_confirmed_stale() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut reset, _) = l.accept().unwrap();
+        // The peer closes with SO_LINGER 0: an RST, and `reset` is CLOSED.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid fd and a linger struct that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                live.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(live);
+        let mut buf = [0u8; 1];
+        assert!(reset.read(&mut buf).is_err(), "the RST is seen");
+        let still_live = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        let candidates = vec![
+            fd_and_inode(&reset),
+            fd_and_inode(&still_live),
+            fd_and_inode(&udp),
+            fd_and_inode(&l),
+        ];
+        let reset_inode = u64::from(candidates[0].1);
+        // Borrowing our own fds needs no privilege.
+        assert_eq!(confirm_stale(me, candidates.clone()), vec![reset_inode]);
+        // An fd that now holds another socket is not that stale socket.
+        let moved = vec![(candidates[1].0, candidates[0].1)];
+        assert!(confirm_stale(me, moved).is_empty());
+    }
 
     #[test]
     fn recognises_containers_and_units() {

@@ -28,12 +28,40 @@ pub struct Owners {
     pub tables: HashMap<u32, FdTable>,
 }
 
+impl Owners {
+    /// Adds what a second lookup, for other inodes, found.
+    pub fn absorb(&mut self, o: Owners) {
+        for (inode, at) in o.by_inode {
+            self.by_inode.entry(inode).or_insert(at);
+        }
+        for (pid, p) in o.processes {
+            self.processes.entry(pid).or_insert(p);
+        }
+        for (pid, t) in o.tables {
+            self.tables.entry(pid).or_insert(t);
+        }
+        let (s, t) = (&mut self.stats, o.stats);
+        s.wanted_sockets += t.wanted_sockets;
+        s.found_sockets += t.found_sockets;
+        // The same processes, seen twice: count them once.
+        s.scanned_processes = s.scanned_processes.max(t.scanned_processes);
+        s.unreadable_processes = s.unreadable_processes.max(t.unreadable_processes);
+        s.vanished_processes = s.vanished_processes.max(t.vanished_processes);
+        for pid in t.unreadable_pids {
+            if !s.unreadable_pids.contains(&pid) && s.unreadable_pids.len() < LISTED_PIDS {
+                s.unreadable_pids.push(pid);
+            }
+        }
+        s.complete = s.found_sockets == s.wanted_sockets || s.unreadable_processes == 0;
+    }
+}
+
 /// An owner's fd table as far as the walk read it.
 #[derive(Debug, Default, Clone)]
 pub struct FdTable {
     pub fd_count: usize,
-    /// Socket inodes of the entries read.
-    pub sockets: Vec<u32>,
+    /// (fd, inode) of the socket entries read.
+    pub sockets: Vec<(u32, u32)>,
     /// fd numbers not read yet.
     pub unread: Vec<u32>,
     /// False when the table was only probed, never listed: `unread` is then
@@ -65,8 +93,8 @@ struct Table {
     holes: usize,
     /// A link read was refused (EACCES/EPERM).
     denied: bool,
-    /// Socket inodes seen so far.
-    sockets: Vec<u32>,
+    /// (fd, inode) of the sockets seen so far.
+    sockets: Vec<(u32, u32)>,
 }
 
 /// Looks up `wanted` inodes under `proc_root` (normally `/proc`).
@@ -260,7 +288,7 @@ fn read_links(
             }
         };
         t.present += 1;
-        t.sockets.push(inode);
+        t.sockets.push((fd, inode));
         if wanted.contains(&inode) && !out.by_inode.contains_key(&inode) {
             out.by_inode.insert(inode, (t.pid, fd));
             hits += 1;
@@ -349,7 +377,8 @@ impl Item {
 struct ItemRead {
     /// (inode, fd) of wanted sockets.
     hits: Vec<(u32, u32)>,
-    sockets: Vec<u32>,
+    /// (fd, inode) of every socket read.
+    sockets: Vec<(u32, u32)>,
     present: usize,
     denied: bool,
     /// The fds an `Item::From` listed.
@@ -404,7 +433,7 @@ impl Claims {
             Link::Missing | Link::Failed => return,
         };
         r.present += 1;
-        r.sockets.push(inode);
+        r.sockets.push((fd, inode));
         if let Some(c) = self.inodes.get(&inode) {
             r.hits.push((inode, fd));
             if !c.swap(true, Ordering::Relaxed) {
@@ -722,6 +751,38 @@ fn read_small(root: &rustix::fd::OwnedFd, path: &str, max: usize) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_lookup_adds_its_sockets_but_not_its_processes_twice() {
+        let stats = |wanted, found| Attribution {
+            wanted_sockets: wanted,
+            found_sockets: found,
+            scanned_processes: 5,
+            unreadable_processes: 1,
+            unreadable_pids: vec![1],
+            ..Default::default()
+        };
+        let mut a = Owners {
+            by_inode: [(10, (100, 3))].into(),
+            stats: stats(2, 1),
+            ..Default::default()
+        };
+        let b = Owners {
+            by_inode: [(11, (200, 4))].into(),
+            stats: stats(1, 1),
+            ..Default::default()
+        };
+        a.absorb(b);
+        assert_eq!(a.by_inode.len(), 2);
+        let s = &a.stats;
+        assert_eq!((s.wanted_sockets, s.found_sockets), (3, 2));
+        assert_eq!((s.scanned_processes, s.unreadable_processes), (5, 1));
+        assert_eq!(s.unreadable_pids, vec![1]);
+        assert!(
+            !s.complete,
+            "one socket unfound while a process was unreadable"
+        );
+    }
 
     #[test]
     fn parses_socket_links_only() {
