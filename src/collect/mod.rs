@@ -238,9 +238,14 @@ fn enrich_owners(
     // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
-    let known: Option<HashSet<u64>> = complete_dump.then(|| {
+    let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
         let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
-        k.extend(snap.sockets.iter().map(|s| u64::from(s.inode)));
+        k.extend(
+            snap.sockets
+                .iter()
+                .filter(|s| s.inode != 0)
+                .map(|s| u64::from(s.inode)),
+        );
         k
     });
     for pid in pids {

@@ -5,7 +5,7 @@
 use super::procmap::{FdTable, socket_inode};
 use crate::model::Process;
 use procfs_core::FromRead;
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::path::Path;
 
 /// Socket inodes listed per process, at most.
@@ -20,7 +20,7 @@ pub fn enrich(
     pid: u32,
     p: &mut Process,
     table: Option<&FdTable>,
-    known: Option<&HashSet<u64>>,
+    known: Option<&FxHashSet<u64>>,
 ) {
     let dir = proc_root.join(pid.to_string());
     if let Ok(limits) = std::fs::File::open(dir.join("limits"))
@@ -186,8 +186,8 @@ pub fn container_id(path: &str) -> Option<String> {
 
 /// Socket inodes of the non-TCP tables in `/proc/net` of the calling
 /// thread's namespace (UDP, raw, UNIX, netlink, packet).
-pub fn other_table_inodes(net: &Path) -> HashSet<u64> {
-    let mut out = HashSet::new();
+pub fn other_table_inodes(net: &Path) -> FxHashSet<u64> {
+    let mut out = FxHashSet::default();
     for (file, col) in [
         ("udp", Some(9)),
         ("udp6", Some(9)),
