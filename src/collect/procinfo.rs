@@ -68,15 +68,20 @@ pub fn enrich(
 
 /// `TCP_CLOSE`, `tcpi_state` of a socket the kernel is done with.
 const TCP_CLOSE: u8 = 7;
+/// Offset of `tcpi_segs_in` in `struct tcp_info` (Linux 4.2+).
+const TCPI_SEGS_IN: usize = 140;
 
 /// The candidates (fd, inode) that really are stale. A socket fd whose
 /// inode was in no table may just be newer than the dump (a busy server
-/// accepts all the time) or belong to another network namespace, so each
-/// one is borrowed from its owner with `pidfd_getfd` (Linux 5.6+, needs
-/// ptrace rights over it, as root has) and kept only if it is still the
-/// same socket and a TCP socket in the CLOSE state: the kernel is done
-/// with it, the application is not. Candidates that cannot be borrowed
-/// are kept as they are.
+/// accepts and connects all the time) or belong to another network
+/// namespace, so each one is borrowed from its owner with `pidfd_getfd`
+/// (Linux 5.6+, needs ptrace rights over it, as root has) and kept only if
+/// it is still the same socket, a TCP socket in the CLOSE state, and one
+/// that has received packets: a connection the kernel is done with and
+/// the application is not (a socket just created, not yet connected, is
+/// in the CLOSE state too, but has received nothing). An fd closed since
+/// the walk is not stale; candidates that cannot be borrowed (no ptrace
+/// rights, a kernel before 5.6) are kept as they are.
 fn confirm_stale(pid: u32, candidates: Vec<(u32, u32)>) -> Vec<u64> {
     let inodes = |c: Vec<(u32, u32)>| c.into_iter().map(|(_, i)| u64::from(i)).collect();
     if candidates.is_empty() {
@@ -90,25 +95,31 @@ fn confirm_stale(pid: u32, candidates: Vec<(u32, u32)>) -> Vec<u64> {
     let kept = candidates
         .into_iter()
         .filter(|&(fd, ino)| {
-            let Ok(sock) = rustix::process::pidfd_getfd(
+            let sock = match rustix::process::pidfd_getfd(
                 &pidfd,
                 fd as i32,
                 rustix::process::PidfdGetfdFlags::empty(),
-            ) else {
-                return true; // cannot check: keep
+            ) {
+                Ok(sock) => sock,
+                // Closed since the walk, or the process is gone.
+                Err(rustix::io::Errno::BADF) | Err(rustix::io::Errno::SRCH) => return false,
+                Err(_) => return true, // cannot check (no ptrace rights, old kernel): keep
             };
             let same = rustix::fs::fstat(&sock).is_ok_and(|st| st.st_ino == u64::from(ino));
-            same && tcp_state(&sock) == Some(TCP_CLOSE)
+            same && match tcp_info_head(&sock) {
+                Some((state, segs_in)) => state == TCP_CLOSE && segs_in != Some(0),
+                None => false, // not a TCP socket
+            }
         })
         .collect();
     inodes(kept)
 }
 
-/// `tcpi_state` of a TCP socket (the first byte of `TCP_INFO`); None for
-/// any other kind of socket.
-fn tcp_state(sock: &rustix::fd::OwnedFd) -> Option<u8> {
+/// `tcpi_state` and, when the kernel reports it, `tcpi_segs_in` of a TCP
+/// socket (`TCP_INFO`); None for any other kind of socket.
+fn tcp_info_head(sock: &rustix::fd::OwnedFd) -> Option<(u8, Option<u32>)> {
     use std::os::fd::AsRawFd;
-    let mut info = [0u8; 8];
+    let mut info = [0u8; TCPI_SEGS_IN + 4];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: `info` is writable for `len` bytes and both outlive the call;
     // the kernel writes at most `len` bytes and stores the length it wrote.
@@ -121,7 +132,14 @@ fn tcp_state(sock: &rustix::fd::OwnedFd) -> Option<u8> {
             &mut len,
         )
     };
-    (rc == 0 && len >= 1).then_some(info[0])
+    if rc != 0 || len < 1 {
+        return None;
+    }
+    let segs_in = info
+        .get(TCPI_SEGS_IN..TCPI_SEGS_IN + 4)
+        .filter(|_| len as usize >= TCPI_SEGS_IN + 4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    Some((info[0], segs_in))
 }
 
 fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {
@@ -265,12 +283,20 @@ mod tests {
         assert!(reset.read(&mut buf).is_err(), "the RST is seen");
         let still_live = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: socket() has no memory arguments; a valid fd is owned once.
+        let unconnected = unsafe {
+            use std::os::fd::FromRawFd;
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        };
         let me = std::process::id();
         let candidates = vec![
             fd_and_inode(&reset),
             fd_and_inode(&still_live),
             fd_and_inode(&udp),
             fd_and_inode(&l),
+            fd_and_inode(&unconnected),
         ];
         let reset_inode = u64::from(candidates[0].1);
         // Borrowing our own fds needs no privilege.

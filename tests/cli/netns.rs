@@ -531,3 +531,83 @@ fn scans_during_heavy_churn_stay_consistent() {
         assert!(scans >= 3);
     });
 }
+
+/// Not a test on its own: the busy server that
+/// `stale_check_ignores_sockets_opened_after_the_dump` runs as a child
+/// process (with `CWDIAG_BUSY_SERVER` set). It holds `CW` CLOSE_WAIT
+/// sockets, then keeps accepting and holding new connections (dropping
+/// the oldest) for at most 60 s.
+#[test]
+#[ignore = "helper process of stale_check_ignores_sockets_opened_after_the_dump"]
+fn busy_server_helper() {
+    use std::io::Write;
+    if std::env::var_os("CWDIAG_BUSY_SERVER").is_none() {
+        return;
+    }
+    let mut w = Workload::default();
+    let port = w.listen("127.0.0.1:0");
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    w.close_wait(server, BUSY_CW, false, 0);
+    let mut pairs = std::collections::VecDeque::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut told = false;
+    while std::time::Instant::now() < deadline {
+        let c = std::net::TcpStream::connect(server).unwrap();
+        let s = w.listeners[0].accept().unwrap().0;
+        pairs.push_back((c, s));
+        if pairs.len() > 2000 {
+            pairs.pop_front();
+        }
+        if !told && pairs.len() == 500 {
+            println!("ready {port}");
+            std::io::stdout().flush().unwrap();
+            told = true;
+        }
+    }
+}
+
+const BUSY_CW: usize = 20;
+
+#[test]
+fn stale_check_ignores_sockets_opened_after_the_dump() {
+    in_netns("stale_check_ignores_sockets_opened_after_the_dump", || {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "netns::busy_server_helper",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("CWDIAG_BUSY_SERVER", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("ready ").map(|p| p.parse().unwrap()))
+            .expect("the busy server starts");
+        let pid = u64::from(child.id());
+        // A server that accepts all the time holds sockets newer than any
+        // dump: they are live, not stale.
+        for _ in 0..3 {
+            let report = json(&["scan", "--json"]);
+            // Connections it is closing at that instant can pass through
+            // CLOSE_WAIT unowned; the ones it holds are all its own.
+            let owned: Vec<_> = close_wait_groups(&report, port)
+                .into_iter()
+                .filter(|g| g.0.is_some())
+                .collect();
+            assert_eq!(owned, vec![(Some(pid), BUSY_CW as u64)]);
+            let p = &report["processes"][pid.to_string()];
+            assert!(p["fd_count"].as_u64().unwrap() > 500, "{p:#}");
+            assert_eq!(p["stale_socket_fds"], 0, "{p:#}");
+            assert!(finding(&report, "stale-socket-fds").is_none(), "{report:#}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}
