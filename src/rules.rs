@@ -139,10 +139,10 @@ pub const RULES: &[Rule] = &[
     Rule {
         id: "stale-socket-fds",
         title: "Socket fds that no socket table knows",
-        meaning: "A socket fd whose inode is in no TCP, UDP, UNIX, raw, netlink or packet table is almost always a TCP connection the kernel already closed (RST from the peer or a keepalive timeout) whose fd the application never close()d: lsof's 'can't identify protocol'. It is the CLOSE_WAIT leak after the kernel gave up on it. As root, cwdiag borrows each such fd (pidfd_getfd) and counts it only if it is still a TCP socket in the CLOSE state that once received packets, so sockets opened after the dump, not yet connected, or living in another network namespace are left out.",
+        meaning: "A socket fd whose inode is in no TCP, UDP, UNIX, raw, netlink or packet table is almost always a TCP connection the kernel already closed (RST from the peer or a keepalive timeout) whose fd the application never close()d: lsof's 'can't identify protocol'. It is the CLOSE_WAIT leak after the kernel gave up on it. Sockets opened after the dump are no such thing: cwdiag checks each fd against a second look at the table, taken after reading the fds, and counts only those still held and still in no table.",
         confirm: "lsof -p PID shows 'can't identify protocol' / 'protocol: TCP' entries; their number grows.",
         fix: "The same as for CLOSE_WAIT: close() on EOF and on errors. Restart the process for relief.",
-        avoid: "Without root the fds cannot be borrowed and checked: sockets opened after the dump or created in another network namespace then count too.",
+        avoid: "A socket created in another network namespace and held by this process, or one created but not yet connected, also appears here: check before concluding.",
     },
 ];
 

@@ -197,7 +197,8 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     };
     timing("dump", t0);
     let t1 = std::time::Instant::now();
-    let owners = owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan));
+    let owners =
+        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
@@ -248,10 +249,54 @@ fn enrich_owners(
         );
         k
     });
+    let mut candidates = Vec::new();
     for pid in pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            candidates.push((pid, c));
         }
+    }
+    if known.is_none() {
+        return;
+    }
+    // Socket fds in no table are mostly sockets newer than the dump (a busy
+    // server accepts all the time): check them against a second look at
+    // the table, taken now, after the fd walk. It costs a dump, so only
+    // when there is something to check.
+    let live = if candidates.iter().all(|(_, c)| c.is_empty()) {
+        Default::default()
+    } else {
+        let t = std::time::Instant::now();
+        let live = recheck_inodes(snap.source.kind.clone(), plan);
+        timing("stale-fd recheck", t);
+        live
+    };
+    for (pid, c) in candidates {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            let stale = match &live {
+                Some(live) => procinfo::confirm_stale(&plan.proc_root, pid, &c, live),
+                // No second look possible: report what the first showed.
+                None => c.iter().map(|&(_, ino)| u64::from(ino)).collect(),
+            };
+            p.stale_socket_fds = Some(stale.len());
+            p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
+        }
+    }
+}
+
+/// The socket inodes of the TCP table as it is now, from the same source
+/// as the snapshot; None when it cannot be read.
+fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
+    match kind {
+        SourceKind::Netlink => sockdiag::socket_inodes(&sockdiag::DumpRequest {
+            states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
+            tcp_info: false,
+            ports: Vec::new(),
+        })
+        .ok(),
+        _ => procnet::read(&plan.proc_root)
+            .ok()
+            .map(|v| v.iter().map(|s| s.inode).filter(|&i| i != 0).collect()),
     }
 }
 
@@ -261,12 +306,12 @@ pub fn attribute(
     snap: &mut Snapshot,
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
-    let owners = find_owners_of(&snap.sockets, plan);
+    let owners = find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere);
     apply_owners(snap, owners)
 }
 
 /// Looks up the owners of the sockets the plan wants attributed.
-fn find_owners_of(sockets: &[Socket], plan: &Plan) -> procmap::Owners {
+fn find_owners_of(sockets: &[Socket], plan: &Plan, search: procmap::Search) -> procmap::Owners {
     let wants = |s: &Socket| {
         s.inode != 0
             && match plan.attribute {
@@ -281,7 +326,7 @@ fn find_owners_of(sockets: &[Socket], plan: &Plan) -> procmap::Owners {
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }
-    procmap::find_owners(&plan.proc_root, &wanted, &uids)
+    procmap::find_owners_in(&plan.proc_root, &wanted, &uids, search)
 }
 
 /// Writes what [`find_owners_of`] found into the snapshot.
@@ -358,7 +403,10 @@ fn dump_and_attribute(
         let mine = sockdiag::dump(&first, 0, None);
         timing("dump: attributed states", t);
         let t = std::time::Instant::now();
-        let owners = mine.as_ref().ok().map(|d| find_owners_of(&d.sockets, plan));
+        let owners = mine
+            .as_ref()
+            .ok()
+            .map(|d| find_owners_of(&d.sockets, plan, procmap::Search::Everywhere));
         timing("attribute (in parallel)", t);
         // Join before any early return, so an error of either side is seen.
         let bulk = bulk_job.map(|job| {
@@ -389,8 +437,10 @@ fn dump_and_attribute(
         }
         // The kernel matches a socket's state and fills its reply apart, so
         // the bulk dump can hold a socket that just left ESTABLISHED (to
-        // CLOSE_WAIT, say): look those few up too.
-        let late = find_owners_of(&all.sockets[..from_bulk], plan);
+        // CLOSE_WAIT, say): look those few up too, in the processes the
+        // probe finds them in (they may be gone already: not worth reading
+        // every fd table on the host for).
+        let late = find_owners_of(&all.sockets[..from_bulk], plan, procmap::Search::ProbeHits);
         let owners = owners.map(|mut o| {
             o.absorb(late);
             o

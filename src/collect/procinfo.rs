@@ -9,19 +9,20 @@ use rustc_hash::FxHashSet;
 use std::path::Path;
 
 /// Socket inodes listed per process, at most.
-const LISTED_INODES: usize = 5;
+pub const LISTED_INODES: usize = 5;
 
 /// Fills fd and limit details of `p` (pid `pid`). `table` is what the
 /// attribution walk already read of its fds; the rest is read here. `known`
 /// holds every socket inode present in the namespace's tables, when
-/// complete.
+/// complete; the socket fds (fd, inode) in none of them are returned, for
+/// [`confirm_stale`].
 pub fn enrich(
     proc_root: &Path,
     pid: u32,
     p: &mut Process,
     table: Option<&FdTable>,
     known: Option<&FxHashSet<u64>>,
-) {
+) -> Vec<(u32, u32)> {
     let dir = proc_root.join(pid.to_string());
     if let Ok(limits) = std::fs::File::open(dir.join("limits"))
         .map_err(|_| ())
@@ -30,7 +31,9 @@ pub fn enrich(
         p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
         p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
     }
-    let Some(table) = table else { return };
+    let Some(table) = table else {
+        return Vec::new();
+    };
     let (mut sockets, unread): (Vec<(u32, u32)>, Vec<u32>) = if table.complete {
         (table.sockets.clone(), table.unread.clone())
     } else {
@@ -49,7 +52,9 @@ pub fn enrich(
     } else {
         unread.len()
     });
-    let Some(known) = known else { return };
+    let Some(known) = known else {
+        return Vec::new();
+    };
     for &fd in &unread {
         if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string()))
             && let Some(ino) = socket_inode(link.to_string_lossy().as_bytes())
@@ -57,89 +62,36 @@ pub fn enrich(
             sockets.push((fd, ino));
         }
     }
-    let candidates: Vec<(u32, u32)> = sockets
+    sockets
         .into_iter()
         .filter(|&(_, ino)| !known.contains(&u64::from(ino)))
-        .collect();
-    let stale = confirm_stale(pid, candidates);
-    p.stale_socket_fds = Some(stale.len());
-    p.stale_socket_inodes = stale.into_iter().take(LISTED_INODES).collect();
+        .collect()
 }
 
-/// `TCP_CLOSE`, `tcpi_state` of a socket the kernel is done with.
-const TCP_CLOSE: u8 = 7;
-/// Offset of `tcpi_segs_in` in `struct tcp_info` (Linux 4.2+).
-const TCPI_SEGS_IN: usize = 140;
-
-/// The candidates (fd, inode) that really are stale. A socket fd whose
-/// inode was in no table may just be newer than the dump (a busy server
-/// accepts and connects all the time) or belong to another network
-/// namespace, so each one is borrowed from its owner with `pidfd_getfd`
-/// (Linux 5.6+, needs ptrace rights over it, as root has) and kept only if
-/// it is still the same socket, a TCP socket in the CLOSE state, and one
-/// that has received packets: a connection the kernel is done with and
-/// the application is not (a socket just created, not yet connected, is
-/// in the CLOSE state too, but has received nothing). An fd closed since
-/// the walk is not stale; candidates that cannot be borrowed (no ptrace
-/// rights, a kernel before 5.6) are kept as they are.
-fn confirm_stale(pid: u32, candidates: Vec<(u32, u32)>) -> Vec<u64> {
-    let inodes = |c: Vec<(u32, u32)>| c.into_iter().map(|(_, i)| u64::from(i)).collect();
-    if candidates.is_empty() {
-        return Vec::new();
-    }
-    let pidfd = rustix::process::Pid::from_raw(pid as i32)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
-    let Some(pidfd) = pidfd else {
-        return inodes(candidates);
-    };
-    let kept = candidates
-        .into_iter()
-        .filter(|&(fd, ino)| {
-            let sock = match rustix::process::pidfd_getfd(
-                &pidfd,
-                fd as i32,
-                rustix::process::PidfdGetfdFlags::empty(),
-            ) {
-                Ok(sock) => sock,
-                // Closed since the walk, or the process is gone.
-                Err(rustix::io::Errno::BADF) | Err(rustix::io::Errno::SRCH) => return false,
-                Err(_) => return true, // cannot check (no ptrace rights, old kernel): keep
-            };
-            let same = rustix::fs::fstat(&sock).is_ok_and(|st| st.st_ino == u64::from(ino));
-            same && match tcp_info_head(&sock) {
-                Some((state, segs_in)) => state == TCP_CLOSE && segs_in != Some(0),
-                None => false, // not a TCP socket
-            }
+/// Of the `candidates` (fd, inode) of `pid` (socket fds whose inode was in
+/// no table when we dumped), the ones that are stale. A busy server
+/// accepts and connects all the time, so most candidates are just newer
+/// than the dump: `live` holds the socket inodes of a second dump, taken
+/// after the fd walk, and a candidate found there is live. One whose fd
+/// was closed or reused since the walk is gone. What is left is held by
+/// the process yet in no table (or in another network namespace's).
+/// Nothing here touches the process or its sockets: links are only read.
+pub fn confirm_stale(
+    proc_root: &Path,
+    pid: u32,
+    candidates: &[(u32, u32)],
+    live: &FxHashSet<u32>,
+) -> Vec<u64> {
+    let fd_dir = proc_root.join(pid.to_string()).join("fd");
+    candidates
+        .iter()
+        .filter(|(_, ino)| !live.contains(ino))
+        .filter(|(fd, ino)| {
+            std::fs::read_link(fd_dir.join(fd.to_string()))
+                .is_ok_and(|l| socket_inode(l.to_string_lossy().as_bytes()) == Some(*ino))
         })
-        .collect();
-    inodes(kept)
-}
-
-/// `tcpi_state` and, when the kernel reports it, `tcpi_segs_in` of a TCP
-/// socket (`TCP_INFO`); None for any other kind of socket.
-fn tcp_info_head(sock: &rustix::fd::OwnedFd) -> Option<(u8, Option<u32>)> {
-    use std::os::fd::AsRawFd;
-    let mut info = [0u8; TCPI_SEGS_IN + 4];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: `info` is writable for `len` bytes and both outlive the call;
-    // the kernel writes at most `len` bytes and stores the length it wrote.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 || len < 1 {
-        return None;
-    }
-    let segs_in = info
-        .get(TCPI_SEGS_IN..TCPI_SEGS_IN + 4)
-        .filter(|_| len as usize >= TCPI_SEGS_IN + 4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    Some((info[0], segs_in))
+        .map(|&(_, ino)| u64::from(ino))
+        .collect()
 }
 
 fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {
@@ -245,66 +197,6 @@ pub fn inode_column(text: &str, col: Option<usize>) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fd_and_inode(fd: &impl std::os::fd::AsRawFd) -> (u32, u32) {
-        let raw = fd.as_raw_fd();
-        let link = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
-        (
-            raw as u32,
-            socket_inode(link.to_string_lossy().as_bytes()).unwrap(),
-        )
-    }
-
-    #[test]
-    fn only_closed_tcp_sockets_are_confirmed_stale() {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let live = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut reset, _) = l.accept().unwrap();
-        // The peer closes with SO_LINGER 0: an RST, and `reset` is CLOSED.
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid fd and a linger struct that outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                live.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
-        drop(live);
-        let mut buf = [0u8; 1];
-        assert!(reset.read(&mut buf).is_err(), "the RST is seen");
-        let still_live = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        // SAFETY: socket() has no memory arguments; a valid fd is owned once.
-        let unconnected = unsafe {
-            use std::os::fd::FromRawFd;
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            assert!(fd >= 0);
-            std::os::fd::OwnedFd::from_raw_fd(fd)
-        };
-        let me = std::process::id();
-        let candidates = vec![
-            fd_and_inode(&reset),
-            fd_and_inode(&still_live),
-            fd_and_inode(&udp),
-            fd_and_inode(&l),
-            fd_and_inode(&unconnected),
-        ];
-        let reset_inode = u64::from(candidates[0].1);
-        // Borrowing our own fds needs no privilege.
-        assert_eq!(confirm_stale(me, candidates.clone()), vec![reset_inode]);
-        // An fd that now holds another socket is not that stale socket.
-        let moved = vec![(candidates[1].0, candidates[0].1)];
-        assert!(confirm_stale(me, moved).is_empty());
-    }
 
     #[test]
     fn recognises_containers_and_units() {

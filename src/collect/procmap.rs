@@ -109,6 +109,26 @@ struct Table {
 /// few processes hold the reported sockets among hundreds of thousands of
 /// others, this reads a small fraction of all fds.
 pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSet<u32>) -> Owners {
+    find_owners_in(proc_root, wanted, likely_uids, Search::Everywhere)
+}
+
+/// How far [`find_owners_in`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// Every process, until every inode is found.
+    Everywhere,
+    /// Only the processes the probe hits: for a few sockets seen in
+    /// passing, not worth reading every fd table on the host for.
+    ProbeHits,
+}
+
+/// [`find_owners`], looking as far as `search` says.
+pub fn find_owners_in(
+    proc_root: &Path,
+    wanted: &HashSet<u32>,
+    likely_uids: &HashSet<u32>,
+    search: Search,
+) -> Owners {
     let mut out = Owners::default();
     out.stats.wanted_sockets = wanted.len();
     if wanted.is_empty() {
@@ -174,7 +194,7 @@ pub fn find_owners(proc_root: &Path, wanted: &HashSet<u32>, likely_uids: &HashSe
         )
     });
     let t1 = std::time::Instant::now();
-    let walked = walk(&root, &mut tables, wanted, &mut out, &mut found_in);
+    let walked = walk(&root, &mut tables, wanted, &mut out, &mut found_in, search);
     super::timing("attribute: walk", t1);
     for (t, w) in tables.iter().zip(&walked) {
         if !t.denied && !matches!(w, Walked::Unreadable) {
@@ -528,7 +548,11 @@ fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> FdDir {
 /// reading: the kernel builds a dentry per entry), otherwise from a list
 /// made now. Other tables are listed and read by one walker each, and
 /// only if wanted inodes are still missing when their turn comes.
-fn plan_items(root: &rustix::fd::OwnedFd, tables: &[Table]) -> (Vec<Item>, Vec<Option<Vec<u32>>>) {
+fn plan_items(
+    root: &rustix::fd::OwnedFd,
+    tables: &[Table],
+    search: Search,
+) -> (Vec<Item>, Vec<Option<Vec<u32>>>) {
     let mut items = Vec::new();
     let mut lists = vec![None; tables.len()];
     for (i, t) in tables.iter().enumerate() {
@@ -536,7 +560,9 @@ fn plan_items(root: &rustix::fd::OwnedFd, tables: &[Table]) -> (Vec<Item>, Vec<O
             continue; // the probe read it all
         }
         if t.hits == 0 {
-            items.push(Item::From { table: i, from: 0 });
+            if search == Search::Everywhere {
+                items.push(Item::From { table: i, from: 0 });
+            }
         } else if t.count > 0 && t.holes == 0 {
             let end = t.count as u32;
             items.extend((0..end).step_by(CHUNK).map(|lo| Item::Numbers {
@@ -575,8 +601,9 @@ fn walk(
     wanted: &HashSet<u32>,
     out: &mut Owners,
     found_in: &mut HashSet<u32>,
+    search: Search,
 ) -> Vec<Walked> {
-    let (items, lists) = plan_items(root, tables);
+    let (items, lists) = plan_items(root, tables, search);
     let w = Walk {
         root,
         tables,
@@ -612,13 +639,14 @@ fn walk(
     let mut vanished = vec![false; tables.len()];
     let mut refused = vec![false; tables.len()];
     for (i, r) in reads {
-        read_items[i] = true;
         let ti = items[i].table();
         match r.failed {
             Some(FdDir::Vanished) => vanished[ti] = true,
             Some(_) => refused[ti] = true,
             None => opened[ti] = true,
         }
+        // An item whose directory could not be opened read nothing.
+        read_items[i] = r.failed.is_none();
         let t = &mut tables[ti];
         claim(t.pid, r.hits, out, found_in);
         t.present += r.present;
@@ -800,9 +828,9 @@ mod tests {
     #[test]
     fn walk_finds_sockets_above_the_fd_count_whether_read_by_number_or_listed() {
         use std::os::fd::AsRawFd;
-        // Sockets opened above 1500 filler fds, then the fillers closed:
+        // Sockets opened above 600 filler fds, then the fillers closed:
         // the table now has far fewer fds (its size) than its highest fd.
-        let fillers: Vec<_> = (0..1500)
+        let fillers: Vec<_> = (0..600)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -851,7 +879,14 @@ mod tests {
             }];
             let mut out = Owners::default();
             let mut found_in = HashSet::new();
-            let walked = walk(&root, &mut tables, &wanted, &mut out, &mut found_in);
+            let walked = walk(
+                &root,
+                &mut tables,
+                &wanted,
+                &mut out,
+                &mut found_in,
+                Search::Everywhere,
+            );
             for (ino, fd) in &want {
                 assert_eq!(out.by_inode.get(ino), Some(&(me, *fd)), "holes {holes}");
             }

@@ -91,6 +91,29 @@ pub fn dump(req: &DumpRequest, capacity: usize, record: Option<Recorder<'_>>) ->
     )
 }
 
+/// The inodes of the sockets the kernel has now in the states of `req`,
+/// without keeping the sockets (a recheck, see `collect::enrich_owners`).
+pub fn socket_inodes(req: &DumpRequest) -> Result<rustc_hash::FxHashSet<u32>> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut collect = |target| {
+        dump_one(
+            target,
+            req,
+            &mut |s: Socket| {
+                if s.inode != 0 {
+                    seen.insert(s.inode);
+                }
+            },
+            &mut |_| {},
+        )
+    };
+    if collect(Target::Both).is_err() {
+        collect(Target::Family(AF_INET))?;
+        collect(Target::Family(AF_INET6))?;
+    }
+    Ok(seen)
+}
+
 fn dump_targets(
     targets: &[Target],
     req: &DumpRequest,

@@ -42,6 +42,9 @@ fn workload() -> (Workload, u16) {
     w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), M_TW);
     w.established(format!("127.0.0.1:{dest}").parse().unwrap(), K_EST);
     wait_for_ss("TIME_WAIT", M_TW as u64);
+    // The closed clients' ends settle in FIN_WAIT2 (not FIN_WAIT1) once
+    // their FIN is acknowledged: wait, so that counts compare exactly.
+    wait_for_ss("FIN_WAIT2", (N_V4 + N_V6) as u64);
     (w, port)
 }
 
@@ -534,9 +537,10 @@ fn scans_during_heavy_churn_stay_consistent() {
 
 /// Not a test on its own: the busy server that
 /// `stale_check_ignores_sockets_opened_after_the_dump` runs as a child
-/// process (with `CWDIAG_BUSY_SERVER` set). It holds `CW` CLOSE_WAIT
-/// sockets, then keeps accepting and holding new connections (dropping
-/// the oldest) for at most 60 s.
+/// process (with `CWDIAG_BUSY_SERVER` set). It holds `BUSY_CW` CLOSE_WAIT
+/// sockets and `BUSY_STALE` reset by the peer, then keeps connecting, accepting and holding new connections
+/// (dropping the oldest, at most `BUSY_PAIRS`, well under a 1024-fd limit)
+/// about every millisecond, for at most 60 s.
 #[test]
 #[ignore = "helper process of stale_check_ignores_sockets_opened_after_the_dump"]
 fn busy_server_helper() {
@@ -548,51 +552,92 @@ fn busy_server_helper() {
     let port = w.listen("127.0.0.1:0");
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     w.close_wait(server, BUSY_CW, false, 0);
+    // Really stale: connections reset by the peer whose fds stay open.
+    let mut reset = Vec::new();
+    for _ in 0..BUSY_STALE {
+        let c = std::net::TcpStream::connect(server).unwrap();
+        let s = w.listeners[0].accept().unwrap().0;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid fd and a linger struct that outlives the call.
+        let rc = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(c); // RST: `s` goes to CLOSE, its fd stays
+        reset.push(s);
+    }
     let mut pairs = std::collections::VecDeque::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut told = false;
     while std::time::Instant::now() < deadline {
         let c = std::net::TcpStream::connect(server).unwrap();
         let s = w.listeners[0].accept().unwrap().0;
-        pairs.push_back((c, s));
-        if pairs.len() > 2000 {
+        pairs.push_back((s, c));
+        if pairs.len() > BUSY_PAIRS {
+            // Server end first: the helper's own ends never sit in
+            // CLOSE_WAIT on the listening port.
             pairs.pop_front();
         }
-        if !told && pairs.len() == 500 {
+        if !told && pairs.len() == BUSY_PAIRS {
             println!("ready {port}");
             std::io::stdout().flush().unwrap();
             told = true;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
 const BUSY_CW: usize = 20;
+const BUSY_STALE: usize = 3;
+const BUSY_PAIRS: usize = 300;
+
+/// Kills and reaps a child process when dropped, even when a test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[test]
 fn stale_check_ignores_sockets_opened_after_the_dump() {
     in_netns("stale_check_ignores_sockets_opened_after_the_dump", || {
         use std::io::BufRead;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "netns::busy_server_helper",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("CWDIAG_BUSY_SERVER", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "netns::busy_server_helper",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("CWDIAG_BUSY_SERVER", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
         let port: u16 = lines
             .by_ref()
             .map_while(Result::ok)
             .find_map(|l| l.strip_prefix("ready ").map(|p| p.parse().unwrap()))
             .expect("the busy server starts");
-        let pid = u64::from(child.id());
+        let pid = u64::from(child.0.id());
         // A server that accepts all the time holds sockets newer than any
-        // dump: they are live, not stale.
+        // dump: they are live, not stale; the reset ones are stale.
         for _ in 0..3 {
             let report = json(&["scan", "--json"]);
             // Connections it is closing at that instant can pass through
@@ -603,11 +648,14 @@ fn stale_check_ignores_sockets_opened_after_the_dump() {
                 .collect();
             assert_eq!(owned, vec![(Some(pid), BUSY_CW as u64)]);
             let p = &report["processes"][pid.to_string()];
-            assert!(p["fd_count"].as_u64().unwrap() > 500, "{p:#}");
-            assert_eq!(p["stale_socket_fds"], 0, "{p:#}");
-            assert!(finding(&report, "stale-socket-fds").is_none(), "{report:#}");
+            assert!(
+                p["fd_count"].as_u64().unwrap() > 2 * BUSY_PAIRS as u64,
+                "{p:#}"
+            );
+            assert_eq!(p["stale_socket_fds"], BUSY_STALE as u64, "{p:#}");
+            let f = finding(&report, "stale-socket-fds").expect("a stale-socket-fds finding");
+            assert_eq!(f["evidence"]["pid"], pid);
+            assert_eq!(f["evidence"]["count"], BUSY_STALE as u64);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     });
 }
