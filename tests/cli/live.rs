@@ -159,8 +159,21 @@ fn a_low_fd_limit_does_not_make_processes_unreadable() {
     let Some((_w, port)) = own_close_wait("127.0.0.1:0") else {
         return;
     };
+    // A listener whose only reference is in flight in a UNIX socket's
+    // queue: reported, but owned by no process, so the walk has to visit
+    // every process on the host.
+    let (tx, _rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    {
+        let orphan = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        send_fd(&tx, &orphan);
+    }
     let unreadable = |r: &serde_json::Value| r["attribution"]["unreadable_processes"].as_u64();
     let normal = json(&["scan", "--json"]);
+    assert!(
+        normal["attribution"]["scanned_processes"].as_u64().unwrap() > 1,
+        "the walk visited every process: {:#}",
+        normal["attribution"]
+    );
     // The walk must not hold a directory fd per process it visits: with 32
     // fds it would fail to open the rest and call them unreadable.
     let out = std::process::Command::new("sh")
@@ -185,4 +198,34 @@ fn a_low_fd_limit_does_not_make_processes_unreadable() {
     );
     let me = u64::from(std::process::id());
     assert_eq!(close_wait_groups(&low, port), vec![(Some(me), 3)]);
+}
+
+/// Sends `fd` over the UNIX socket `tx` (SCM_RIGHTS).
+fn send_fd(tx: &std::os::unix::net::UnixStream, fd: &impl std::os::fd::AsRawFd) {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer in it points into live
+    // buffers (`iov`, `byte`, `control`) that outlive the sendmsg call, and
+    // CMSG_FIRSTHDR/CMSG_DATA stay inside `control`, sized by CMSG_SPACE.
+    let rc = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+        libc::sendmsg(tx.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(rc, 1, "sendmsg: {}", std::io::Error::last_os_error());
 }
