@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 pub(super) fn snapshot(args: SnapshotArgs) -> Result<ExitCode> {
     let mut plan = Plan::new(&[]);
+    // A snapshot keeps everything, tcp_info of ESTABLISHED sockets too.
+    plan.parallel = false;
     if args.all_owners {
         plan.attribute = Attribute::All;
     }

@@ -53,6 +53,10 @@ pub struct Plan {
     pub source: SourceChoice,
     /// Kernel-side port filter (local or peer port), empty for none.
     pub ports: Vec<u16>,
+    /// Dump on both cores, with tcp_info only for the attributed states
+    /// (see `dump_and_attribute`); false keeps one dump with tcp_info for
+    /// every socket (`snapshot` records everything).
+    pub parallel: bool,
 }
 
 impl Plan {
@@ -77,6 +81,7 @@ impl Plan {
             proc_root: PathBuf::from("/proc"),
             source: SourceChoice::Auto,
             ports: Vec::new(),
+            parallel: true,
         }
     }
 }
@@ -136,7 +141,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         ports: plan.ports.clone(),
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
-        if record.is_none() && plan.attribute == Attribute::Default {
+        if record.is_none() && plan.attribute == Attribute::Default && plan.parallel {
             dump_and_attribute(plan, &req, expected)
         } else {
             let d = sockdiag::dump(&req, expected, record)?;

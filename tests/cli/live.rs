@@ -229,3 +229,36 @@ fn send_fd(tx: &std::os::unix::net::UnixStream, fd: &impl std::os::fd::AsRawFd) 
     };
     assert_eq!(rc, 1, "sendmsg: {}", std::io::Error::last_os_error());
 }
+
+#[test]
+fn snapshot_keeps_tcp_info_of_every_full_socket() {
+    let Some((_w, port)) = own_close_wait("127.0.0.1:0") else {
+        return;
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let est_port = l.local_addr().unwrap().port();
+    let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _s = l.accept().unwrap();
+    let snap = json(&["snapshot"]);
+    let mine = |p: u16, state: &str| -> Vec<serde_json::Value> {
+        snap["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == state)
+            .filter(|s| {
+                [&s["local"], &s["peer"]]
+                    .iter()
+                    .any(|e| e.as_str().unwrap().ends_with(&format!(":{p}")))
+            })
+            .cloned()
+            .collect()
+    };
+    let est = mine(est_port, "ESTABLISHED");
+    assert_eq!(est.len(), 2, "both ends: {est:#?}");
+    let cw = mine(port, "CLOSE_WAIT");
+    assert_eq!(cw.len(), 3);
+    for s in est.iter().chain(&cw) {
+        assert!(s["tcp_info"].is_object(), "tcp_info on {s:#}");
+    }
+}
