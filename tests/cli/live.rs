@@ -184,12 +184,7 @@ fn a_low_fd_limit_does_not_make_processes_unreadable() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let low: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let low = json_of(out);
     assert_eq!(
         unreadable(&low),
         unreadable(&normal),

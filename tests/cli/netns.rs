@@ -149,12 +149,7 @@ fn unprivileged_run_sees_the_same_counts_and_says_attribution_is_incomplete() {
             .args(["scan", "--json"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = json_of(out);
         assert_eq!(nonzero_states(&report), ss_counts(&[]));
         assert_eq!(report["attribution"]["complete"], false);
         assert!(

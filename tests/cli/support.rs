@@ -24,6 +24,16 @@ pub fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("valid JSON")
 }
 
+/// The JSON a finished command printed, which must have succeeded.
+pub fn json_of(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
 pub fn is_root() -> bool {
     rustix_uid() == 0
 }
