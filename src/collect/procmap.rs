@@ -255,18 +255,13 @@ fn open_fd_dir(
     pid: u32,
     stats: &mut Attribution,
 ) -> Option<rustix::fd::OwnedFd> {
-    match openat(
-        root,
-        format!("{pid}/fd").as_str(),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    match open_dir(root, pid) {
         Ok(fd) => Some(fd),
-        Err(Errno::NOENT) | Err(Errno::SRCH) => {
+        Err(Closed::Vanished) => {
             stats.vanished_processes += 1;
             None
         }
-        Err(_) => {
+        Err(Closed::Refused) => {
             stats.unreadable_processes += 1;
             if stats.unreadable_pids.len() < LISTED_PIDS {
                 stats.unreadable_pids.push(pid);
@@ -406,14 +401,16 @@ struct ItemRead {
     /// Listed fds left unread once every wanted inode was found.
     unread: Vec<u32>,
     /// The table's directory could not be opened.
-    failed: Option<FdDir>,
+    failed: Option<Closed>,
 }
 
-/// A table's `/proc/PID/fd`, opened by the first walker that needs it.
-enum FdDir {
-    Open(rustix::fd::OwnedFd),
+/// Why a `/proc/PID/fd` could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// The process exited.
     Vanished,
-    Unreadable,
+    /// Permission denied (or any other refusal).
+    Refused,
 }
 
 /// Wanted inodes, each claimed by the first walker that finds it, and how
@@ -489,9 +486,9 @@ impl Walk<'_> {
             let t = &self.tables[item.table()];
             let mut r = ItemRead::default();
             let dir = match open_dir(self.root, t.pid) {
-                FdDir::Open(dir) => dir,
-                failed => {
-                    r.failed = Some(failed);
+                Ok(dir) => dir,
+                Err(closed) => {
+                    r.failed = Some(closed);
                     done.push((i, r));
                     continue;
                 }
@@ -527,17 +524,17 @@ impl Walk<'_> {
     }
 }
 
-fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> FdDir {
-    match openat(
+fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> Result<rustix::fd::OwnedFd, Closed> {
+    openat(
         root,
         format!("{pid}/fd").as_str(),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    ) {
-        Ok(fd) => FdDir::Open(fd),
-        Err(Errno::NOENT) | Err(Errno::SRCH) => FdDir::Vanished,
-        Err(_) => FdDir::Unreadable,
-    }
+    )
+    .map_err(|e| match e {
+        Errno::NOENT | Errno::SRCH => Closed::Vanished,
+        _ => Closed::Refused,
+    })
 }
 
 /// The work items for the tables the probe did not read whole, in
@@ -576,7 +573,7 @@ fn plan_items(
                 from: end,
             });
         } else {
-            let FdDir::Open(dir) = open_dir(root, t.pid) else {
+            let Ok(dir) = open_dir(root, t.pid) else {
                 items.push(Item::From { table: i, from: 0 });
                 continue;
             };
@@ -641,8 +638,8 @@ fn walk(
     for (i, r) in reads {
         let ti = items[i].table();
         match r.failed {
-            Some(FdDir::Vanished) => vanished[ti] = true,
-            Some(_) => refused[ti] = true,
+            Some(Closed::Vanished) => vanished[ti] = true,
+            Some(Closed::Refused) => refused[ti] = true,
             None => opened[ti] = true,
         }
         // An item whose directory could not be opened read nothing.
@@ -683,7 +680,7 @@ fn walk(
                     unread.extend_from_slice(&listed[ti].as_deref().unwrap_or_default()[lo..hi])
                 }
                 Item::From { from, .. } => {
-                    if let FdDir::Open(dir) = open_dir(root, t.pid) {
+                    if let Ok(dir) = open_dir(root, t.pid) {
                         unread.extend(list_from(&dir, from).unwrap_or_default());
                     }
                 }
@@ -851,9 +848,7 @@ mod tests {
         )
         .unwrap();
         let me = std::process::id();
-        let FdDir::Open(dir) = open_dir(&root, me) else {
-            panic!("cannot open my own fd table");
-        };
+        let dir = open_dir(&root, me).expect("my own fd table opens");
         let count = rustix::fs::fstat(&dir).unwrap().st_size as usize;
         if count == 0 {
             eprintln!("SKIPPED: this kernel does not report fd table sizes (Linux < 6.2)");
