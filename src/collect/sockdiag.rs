@@ -79,37 +79,34 @@ impl Target {
 /// kernel that refuses the combined request gets the per-family ones.
 pub fn dump(req: &DumpRequest, capacity: usize, record: Option<Recorder<'_>>) -> Result<Dump> {
     if record.is_none()
-        && let Ok(d) = dump_targets(&[Target::Both], req, capacity, None)
+        && let Ok(d) = dump_targets(&ONE_WALK, req, capacity, None)
     {
         return Ok(d);
     }
-    dump_targets(
-        &[Target::Family(AF_INET), Target::Family(AF_INET6)],
-        req,
-        capacity,
-        record,
-    )
+    dump_targets(&PER_FAMILY, req, capacity, record)
 }
+
+/// Both families in one request, as [`dump`] asks first.
+const ONE_WALK: [Target; 1] = [Target::Both];
+/// One request per family: the fallback, and what recordings hold.
+const PER_FAMILY: [Target; 2] = [Target::Family(AF_INET), Target::Family(AF_INET6)];
 
 /// The inodes of the sockets the kernel has now in the states of `req`,
 /// without keeping the sockets (a recheck, see `collect::enrich_owners`).
 pub fn socket_inodes(req: &DumpRequest) -> Result<rustc_hash::FxHashSet<u32>> {
     let mut seen = rustc_hash::FxHashSet::default();
-    let mut collect = |target| {
-        dump_one(
-            target,
-            req,
-            &mut |s: Socket| {
+    let mut collect = |targets: &[Target]| {
+        targets.iter().try_for_each(|&target| {
+            let mut on_socket = |s: Socket| {
                 if s.inode != 0 {
                     seen.insert(s.inode);
                 }
-            },
-            &mut |_| {},
-        )
+            };
+            dump_one(target, req, &mut on_socket, &mut |_| {}).map(drop)
+        })
     };
-    if collect(Target::Both).is_err() {
-        collect(Target::Family(AF_INET))?;
-        collect(Target::Family(AF_INET6))?;
+    if collect(&ONE_WALK).is_err() {
+        collect(&PER_FAMILY)?;
     }
     Ok(seen)
 }
@@ -423,14 +420,8 @@ mod tests {
             tcp_info: true,
             ports,
         };
-        let both = dump_targets(&[Target::Both], &req, 0, None).unwrap();
-        let each = dump_targets(
-            &[Target::Family(AF_INET), Target::Family(AF_INET6)],
-            &req,
-            0,
-            None,
-        )
-        .unwrap();
+        let both = dump_targets(&ONE_WALK, &req, 0, None).unwrap();
+        let each = dump_targets(&PER_FAMILY, &req, 0, None).unwrap();
         let key = |d: &Dump| {
             let mut v: Vec<_> = d
                 .sockets
