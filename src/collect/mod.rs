@@ -12,7 +12,7 @@ pub mod replay;
 pub mod sockdiag;
 pub mod sysctl;
 
-use crate::classify::attributed_by_default;
+use crate::diag::group::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};

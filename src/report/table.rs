@@ -2,7 +2,7 @@
 //! TIME_WAIT by port or destination, then the findings with their hints.
 
 use super::Style;
-use crate::classify::{Direction, Finding, Group, Owner, Report, Severity};
+use crate::diag::{Direction, Finding, Group, Owner, Report, Severity};
 use crate::model::{SourceKind, TcpState};
 use crate::units::age;
 use anstyle::{AnsiColor, Style as Ansi};

@@ -2,8 +2,8 @@
 //! NDJSON line per sample. Pure.
 
 use super::Style;
-use crate::classify::{Direction, Finding, Report};
-use crate::growth::Series;
+use crate::diag::growth::Series;
+use crate::diag::{Direction, Finding, Report};
 use crate::model::TcpState;
 use crate::units::{age, duration};
 use anstyle::{AnsiColor, Style as Ansi};
@@ -108,7 +108,7 @@ pub fn ndjson_line(
     growth: &[Finding],
 ) -> anyhow::Result<String> {
     let line = Line {
-        schema_version: crate::model::SCHEMA_VERSION,
+        schema_version: crate::diag::report::REPORT_SCHEMA_VERSION,
         sample: n,
         taken_at_ms: r.taken_at_ms,
         states: &r.states,
