@@ -197,12 +197,18 @@ pub fn render_text(o: &Outcome) -> String {
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
-            let series = s
-                .counts
+            // The first count and the last few: bounded however long
+            // the sampling ran.
+            let tail = &s.counts[s.counts.len().saturating_sub(4)..];
+            let shown = tail
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" -> ");
+            let series = match s.counts.first() {
+                Some(first) if s.counts.len() > tail.len() => format!("{first} ... {shown}"),
+                _ => shown,
+            };
             let _ = writeln!(out, "     {:>+6}  {who} port {}: {series}", s.delta, s.port);
         }
         for s in &c.stale {

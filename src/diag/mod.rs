@@ -57,6 +57,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         budget: group::port_budget(&host),
         filter,
     };
+    let (attribution, owner_warning) = view_attribution(snap, &selected);
     let mut findings = rules::run(&ctx);
     sort_findings(&mut findings);
 
@@ -82,16 +83,52 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         states,
         groups,
         findings,
-        attribution: snap.attribution.clone(),
+        attribution,
         sysctls: snap.sysctls.clone(),
         counters: snap.counters.clone(),
         processes,
-        warnings: snap.warnings.clone(),
+        warnings: snap.warnings.iter().cloned().chain(owner_warning).collect(),
         sockets: policy
             .sockets
             .then(|| selected.iter().map(|s| (*s).clone()).collect()),
         growth: None,
     }
+}
+
+/// Attribution of the sockets the filters selected, and the warning for
+/// owners that stayed hidden among them: a filtered view reports only on
+/// what it shows (a LISTEN socket hidden by `--state close-wait` is not
+/// counted).
+fn view_attribution(
+    snap: &Snapshot,
+    selected: &[&Socket],
+) -> (crate::model::Attribution, Option<String>) {
+    let mut a = snap.attribution.clone();
+    if a.wanted_sockets == 0 {
+        return (a, None);
+    }
+    let looked_up = |s: &&&Socket| {
+        matches!(
+            group::owner_of(s, &snap.attribution),
+            Owner::Process | Owner::Unknown
+        )
+    };
+    a.wanted_sockets = selected.iter().filter(looked_up).count();
+    a.found_sockets = selected.iter().filter(|s| s.pid.is_some()).count();
+    let hidden = a.wanted_sockets.saturating_sub(a.found_sockets);
+    a.complete = hidden == 0 || a.unreadable_processes == 0;
+    let warning = (!a.complete).then(|| {
+        let why = if a.as_root {
+            "their fds are closed even to root here"
+        } else {
+            "run as root to see every process"
+        };
+        format!(
+            "{hidden} of {} sockets have no known owner: {} processes could not be inspected ({why})",
+            a.wanted_sockets, a.unreadable_processes
+        )
+    });
+    (a, warning)
 }
 
 /// Most severe first, then the biggest.
@@ -142,6 +179,41 @@ mod tests {
                 Direction::Outbound => assert!(g.peer.is_some()),
             }
         }
+    }
+
+    #[test]
+    fn a_listener_hidden_by_the_filter_raises_no_owner_warning() {
+        let mut snap = testkit::SnapBuilder::new()
+            .close_wait("10.0.0.1:40000", "10.0.0.2:80", 1, Some(5), None)
+            .build();
+        // A listener whose owner could not be read (pid 1's fds, say).
+        let mut l = snap.sockets[0].clone();
+        l.state = TcpState::Listen;
+        l.pid = None;
+        l.inode = 4242;
+        snap.sockets.push(l);
+        snap.attribution.wanted_sockets = 2;
+        snap.attribution.found_sockets = 1;
+        snap.attribution.unreadable_processes = 1;
+        snap.attribution.complete = false;
+        let all = classify(&snap, &Filter::default(), &Policy::default());
+        assert!(!all.attribution.complete);
+        assert_eq!(all.warnings.len(), 1, "{:?}", all.warnings);
+        assert!(all.warnings[0].starts_with("1 of 2 sockets have no known owner"));
+        let cw = Filter {
+            states: vec![TcpState::CloseWait],
+            ..Filter::default()
+        };
+        let view = classify(&snap, &cw, &Policy::default());
+        assert!(view.attribution.complete, "{:?}", view.attribution);
+        assert_eq!(
+            (
+                view.attribution.wanted_sockets,
+                view.attribution.found_sockets
+            ),
+            (1, 1)
+        );
+        assert!(view.warnings.is_empty(), "{:?}", view.warnings);
     }
 
     #[test]

@@ -247,6 +247,8 @@ struct Attribution {
     vanished_processes: u64,
     #[serde(default)]
     unreadable_pids: Vec<u32>,
+    #[serde(default)]
+    as_root: bool,
 }
 
 const STATES: [&str; 11] = [

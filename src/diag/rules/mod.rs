@@ -397,6 +397,22 @@ mod tests {
         }
     }
 
+    /// The README's rule table is the registry's: a rule cannot be added,
+    /// renamed or dropped without the README following.
+    #[test]
+    fn readme_rule_table_is_the_registry() {
+        let readme = include_str!("../../../README.md");
+        let begin = "<!-- rules:begin -->\n";
+        let start = readme.find(begin).expect("rules:begin marker") + begin.len();
+        let end = readme.find("<!-- rules:end -->").expect("rules:end marker");
+        assert_eq!(
+            &readme[start..end],
+            markdown_table(),
+            "README rule table is out of date; it should read:\n{}",
+            markdown_table()
+        );
+    }
+
     #[test]
     fn ids_are_unique_kebab_case_and_parse_back() {
         let mut ids: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
