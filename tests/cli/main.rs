@@ -7,6 +7,7 @@ mod namespaces;
 mod netns;
 mod prometheus;
 mod readme;
+mod realworld;
 mod replay;
 mod schema;
 mod support;

@@ -66,8 +66,9 @@ pub fn words(
                 .map(|s| format!(" ({})", s.name()))
                 .unwrap_or_default();
             let summary = format!(
-                "{} to {dest}{svc} held by {who}: the server closed them{idle}{goodbye}; never read since",
+                "{} to {dest}{svc} held by {who}: the server closed {}{idle}{goodbye}; never read since",
                 plural(e.count, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
+                if e.count == 1 { "it" } else { "them" },
             );
             let closer = match service {
                 Some(s) => format!("{}.", s.idle_close_setting()),
@@ -76,8 +77,8 @@ pub fn words(
             let pid = e.pid.map(|p| format!(" --pid {p}")).unwrap_or_default();
             let verdict = if e.count <= p.pool_bound {
                 format!(
-                    "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} sockets fit a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
-                    e.count
+                    "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
+                    plural(e.count, "socket fits", "sockets fit")
                 )
             } else {
                 format!(
