@@ -912,16 +912,25 @@ const WORKERS: usize = 2;
 
 #[test]
 fn saturated_gunicorn_names_master_and_busy_workers() {
-    let Some(gunicorn) = program("gunicorn", &[]) else {
-        skip("gunicorn is not installed (PyPI package gunicorn)");
-        return;
+    // The gunicorn script, or the module when pip put no script on PATH.
+    let mut gunicorn = match program("gunicorn", &[]) {
+        Some(g) => Command::new(g),
+        None if python_has("gunicorn") => {
+            let mut c = Command::new("python3");
+            c.args(["-m", "gunicorn"]);
+            c
+        }
+        None => {
+            skip("gunicorn is not installed (PyPI package gunicorn)");
+            return;
+        }
     };
     in_netns("gunicorn", move || {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("slow.py"), SLOW_APP).unwrap();
         let mut server = Proc::spawn(
             "gunicorn",
-            Command::new(gunicorn)
+            gunicorn
                 .arg("--chdir")
                 .arg(dir.path())
                 .args(["-w", &WORKERS.to_string(), "-k", "sync", "-t", "120"])
