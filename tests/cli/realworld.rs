@@ -427,6 +427,72 @@ fn redis_py_pool_timed_out_by_redis_is_an_idle_pool_at_info() {
     });
 }
 
+/// The leak look-alike: a new client (with its own pool) per request,
+/// kept and never closed, as code that builds `redis.Redis()` inside a
+/// loop and stores it does.
+const REDIS_PY_LEAK: &str = r#"
+import sys, time, redis
+n = int(sys.argv[1])
+deadline = time.time() + 15
+while True:
+    try:
+        redis.Redis(host="127.0.0.1", port=6379).ping()
+        break
+    except redis.ConnectionError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.05)
+leaked = []
+for _ in range(n):
+    r = redis.Redis(host="127.0.0.1", port=6379)
+    r.ping()
+    leaked.append(r)
+print("ready", flush=True)
+time.sleep(120)
+"#;
+
+#[test]
+fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
+    let Some(redis) = program("redis-server", &["/usr/bin", "/usr/sbin"]) else {
+        skip("redis-server is not installed (Debian package redis-server)");
+        return;
+    };
+    if !python_has("redis") {
+        skip("python3 cannot import redis (PyPI package redis)");
+        return;
+    }
+    in_netns("redis leak", move || {
+        const LEAKED: usize = 150;
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Proc::spawn(
+            "redis-server",
+            Command::new(redis)
+                .args(["--port", "6379", "--bind", "127.0.0.1", "--timeout", "1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir.path()),
+            libc::SIGTERM,
+        );
+        wait_listening("redis-server", 6379, &mut server);
+        let mut client = Proc::spawn(
+            "redis-py leak",
+            Command::new("python3").args(["-u", "-c", REDIS_PY_LEAK, &LEAKED.to_string()]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(30));
+        wait_for_ss("CLOSE_WAIT", 6379, LEAKED as u64);
+        let report = json(&["scan", "--json"]);
+        show("redis leak", &report);
+        let f = never_read_finding(&report, 6379, client.pid(), LEAKED);
+        let hint = f["hint"].as_str().unwrap();
+        assert_eq!(f["severity"], "critical", "{f:#}");
+        assert!(hint.contains("more than a pool keeps"), "{hint}");
+        assert!(hint.contains("close every client"), "{hint}");
+        // Pool advice (a server timeout of 0) would hide the leak.
+        assert!(!hint.contains("timeout at 0"), "{hint}");
+    });
+}
+
 // ----------------------------------------------------------- PostgreSQL
 
 /// initdb as the `postgres` user into `dir/data`, then the server on

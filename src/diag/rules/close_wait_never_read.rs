@@ -86,7 +86,10 @@ pub fn words(
                     e.count
                 )
             };
+            // Beyond any pool, idle-eviction settings would only hide the
+            // leak (the server's idle timeout is what makes it visible).
             let fix = match client_fix(service, runtime) {
+                _ if e.count > p.pool_bound => "Fix: close every client, connection and response the code opens, and share one pool per destination instead of creating one per request.".to_string(),
                 Some(f) => format!("Fix: {f}."),
                 None => "Fix: evict idle connections sooner than the server's idle timeout (an idle timeout or maximum lifetime in the pool), and close every connection and response the code opens.".to_string(),
             };
@@ -215,6 +218,12 @@ mod tests {
         let leak = &findings_of(RuleId::CloseWaitNeverRead, &c[2])[0];
         assert!(
             leak.hint.contains("more than a pool keeps"),
+            "{}",
+            leak.hint
+        );
+        // Eviction settings would hide a leak, not fix it.
+        assert!(
+            leak.hint.contains("close every client") && !leak.hint.contains("evict"),
             "{}",
             leak.hint
         );
