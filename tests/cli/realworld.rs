@@ -1037,8 +1037,22 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
             }
         }
         wait_for_ss("CLOSE_WAIT", 8000, GAVE_UP as u64);
+        // A plain scan does not look up ESTABLISHED owners, yet must not
+        // call the saturated pool a dead accept loop.
+        let plain = json(&["scan", "--json"]);
+        show("gunicorn (plain)", &plain);
+        let fs = findings(&plain, "accept-queue-not-drained");
+        assert_eq!(fs.len(), 1, "{plain:#}");
+        let (e, hint) = (&fs[0]["evidence"], fs[0]["hint"].as_str().unwrap());
+        assert_eq!(fs[0]["severity"], "critical", "{plain:#}");
+        assert_eq!(e["accepted_not_resolved"], WORKERS as u64, "{e:#}");
+        assert!(
+            hint.contains("saturated") && hint.contains("--sockets"),
+            "{hint}"
+        );
+        assert!(!hint.contains("Nothing is accepting"), "{hint}");
         let report = json(&["scan", "--json", "--sockets"]);
-        show("gunicorn", &report);
+        show("gunicorn (--sockets)", &report);
         let fs = findings(&report, "accept-queue-not-drained");
         assert_eq!(fs.len(), 1, "{report:#}");
         let f = fs[0];
@@ -1078,6 +1092,7 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
         let mut want: Vec<u64> = workers.iter().map(|&w| u64::from(w)).collect();
         want.sort_unstable();
         assert_eq!(busy_sorted, want, "the busy workers: {f:#}");
+        assert_eq!(e["accepted_not_resolved"], 0, "{f:#}");
         let hint = f["hint"].as_str().unwrap();
         assert!(hint.contains("saturated"), "{hint}");
         eprintln!(

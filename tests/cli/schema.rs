@@ -151,6 +151,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "unaccepted_close_wait",
             "listeners",
             "connection_holders",
+            "accepted_not_resolved",
             "listen_overflows",
             "listen_drops",
         ],

@@ -4,9 +4,11 @@
 //! accept queue and Send-Q its backlog.
 
 use super::{Ctx, Doc, Evidence, RuleId};
+use crate::diag::group::owner_of;
 use crate::diag::host::Counter;
+use crate::diag::report::Owner;
 use crate::diag::report::{Finding, Severity};
-use crate::diag::words::who;
+use crate::diag::words::{plural, who};
 use crate::model::TcpState;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,6 +54,9 @@ pub struct AcceptQueueEvidence {
     pub listeners: Vec<ListenerEvidence>,
     /// Processes holding accepted connections on the port.
     pub connection_holders: Vec<HolderEvidence>,
+    /// Accepted connections on the port whose holder was not looked up
+    /// (ESTABLISHED without --sockets): requests in progress.
+    pub accepted_not_resolved: usize,
     /// TcpExt ListenOverflows / ListenDrops since boot.
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
@@ -69,6 +74,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     }
     let mut per_port: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
     let mut holders: BTreeMap<u16, BTreeMap<u32, usize>> = BTreeMap::new();
+    let mut not_resolved: BTreeMap<u16, usize> = BTreeMap::new();
     for s in ctx.selected {
         let port = s.local.port();
         if s.state == TcpState::Listen || !listeners.contains_key(&port) {
@@ -83,6 +89,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             }
         } else if let Some(pid) = s.pid {
             *holders.entry(port).or_default().entry(pid).or_default() += 1;
+        } else if s.inode != 0 && owner_of(s, &ctx.snap.attribution) == Owner::NotResolved {
+            *not_resolved.entry(port).or_default() += 1;
         }
     }
     let overflows = ctx.host.counter(Counter::ListenOverflows);
@@ -146,7 +154,16 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
                 _ => String::new(),
             };
-            let advice = if connection_holders.is_empty() {
+            let accepted_not_resolved = not_resolved.get(&port).copied().unwrap_or(0);
+            let advice = if connection_holders.is_empty() && accepted_not_resolved > 0 {
+                // A pre-fork server's busy workers hold ESTABLISHED
+                // connections, which are only resolved with --sockets.
+                format!(
+                    "{} on the port {} in progress (`cwdiag scan --sockets --port {port}` names the processes holding them): if every worker holds one, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.",
+                    plural(accepted_not_resolved, "accepted connection", "accepted connections"),
+                    if accepted_not_resolved == 1 { "is" } else { "are" },
+                )
+            } else if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
             } else {
                 "If every worker holds a connection in progress, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
@@ -169,6 +186,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     unaccepted_close_wait: cw,
                     listeners,
                     connection_holders,
+                    accepted_not_resolved,
                     listen_overflows: overflows,
                     listen_drops: drops,
                 }),
@@ -204,11 +222,29 @@ pub fn cases() -> Vec<super::cases::Case> {
     for i in 0..2 {
         busy_ok = busy_ok.established("10.0.0.1:80", &format!("10.3.0.{i}:54000"), None);
     }
+    // The same server scanned without --sockets: the busy worker's
+    // connection is ESTABLISHED, so its holder is not looked up.
+    let mut unresolved = SnapBuilder::new()
+        .listen("0.0.0.0:8000", Some(50), 3, 5)
+        .process(50, "gunicorn", None, None)
+        .established("10.0.0.1:8000", "10.2.0.1:51000", Some(51));
+    for i in 0..3 {
+        unresolved = unresolved.established("10.0.0.1:8000", &format!("10.2.1.{i}:52000"), None);
+    }
+    let mut unresolved = unresolved.build();
+    for s in unresolved.sockets.iter_mut().filter(|s| s.pid == Some(51)) {
+        s.pid = None;
+    }
     vec![
         fires(
             "pre-fork server with a saturated worker",
             prefork.build(),
             Severity::Critical,
+        ),
+        fires(
+            "saturated pre-fork server scanned without --sockets",
+            unresolved,
+            Severity::Warning,
         ),
         silent(
             "two connections between handshake and accept()",
@@ -234,5 +270,18 @@ mod tests {
         assert!(f.hint.contains("gunicorn (pid 51) 1"), "{}", f.hint);
         assert!(f.hint.contains("saturated"), "{}", f.hint);
         assert!(f.summary.contains("gunicorn (pid 50)"), "{}", f.summary);
+    }
+
+    #[test]
+    fn busy_workers_not_looked_up_are_still_in_progress_not_a_dead_accept_loop() {
+        let f = &findings_of(RuleId::AcceptQueueNotDrained, &cases()[1])[0];
+        let Evidence::AcceptQueue(e) = &f.evidence else {
+            panic!("{f:?}")
+        };
+        assert_eq!(e.accepted_not_resolved, 1);
+        assert!(e.connection_holders.is_empty());
+        assert!(f.hint.contains("saturated"), "{}", f.hint);
+        assert!(f.hint.contains("--sockets --port 8000"), "{}", f.hint);
+        assert!(!f.hint.contains("Nothing is accepting"), "{}", f.hint);
     }
 }
