@@ -5,7 +5,7 @@
 
 use super::{Ctx, Evidence, RuleId};
 use crate::diag::group::{TimeWaitClock, direction, round3};
-use crate::diag::report::{Direction, Finding, Severity};
+use crate::diag::report::{Direction, Finding, Severity, TIME_WAIT_LEN_S};
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -64,10 +64,22 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 port_ratio: ratio,
             };
             let (rule_id, severity, summary, hint) = if outbound {
-                let severity = if ratio.is_some_and(|r| r >= ctx.policy.port_ratio_crit) {
+                // Critical when the ports held now near the budget; a
+                // warning also when the recent close rate would hold half
+                // of it after a whole TIME_WAIT length. Churn well inside
+                // the budget is worth knowing, not a page.
+                let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
+                let steady = (ctx.budget > 0)
+                    .then(|| rate * f64::from(TIME_WAIT_LEN_S) / f64::from(ctx.budget));
+                let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
+                let severity = if at(ratio, ctx.policy.port_ratio_crit) {
                     Severity::Critical
-                } else {
+                } else if at(ratio, ctx.policy.port_ratio_warn)
+                    || at(steady, ctx.policy.port_ratio_warn)
+                {
                     Severity::Warning
+                } else {
+                    Severity::Info
                 };
                 let (s, h) = super::time_wait_client_churn::words(&e, ctx);
                 (RuleId::TimeWaitClientChurn, severity, s, h)

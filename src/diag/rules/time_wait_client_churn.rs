@@ -51,8 +51,20 @@ pub fn cases() -> Vec<super::cases::Case> {
     let steady = SnapBuilder::new()
         .time_waits("10.0.0.1", "10.0.0.9:8080", 300, 60_000)
         .build();
+    // A script connecting to its database per query: 1200 closes over
+    // 15 s (80/s), a sixth of what the port budget sustains.
+    let modest = SnapBuilder::new()
+        .time_waits("10.0.0.1", "10.0.0.8:5432", 1200, 15_000)
+        .build();
+    // 1200 closes in 2 s: at that rate the budget runs out (critical
+    // only once the ports held near it).
+    let fast = SnapBuilder::new()
+        .time_waits("10.0.0.1", "10.0.0.8:5432", 1200, 2_000)
+        .build();
     vec![
         fires("3000 closes in 9 s to one server", burst, Severity::Warning),
+        fires("80 closes/s to one database", modest, Severity::Info),
+        fires("600 closes/s to one database", fast, Severity::Warning),
         silent("5 closes/s to one server", steady),
     ]
 }
