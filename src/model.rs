@@ -318,6 +318,10 @@ pub struct Process {
     pub stale_socket_fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_socket_inodes: Vec<u64>,
+    /// Runtime recognised from the executable itself (`Go`, from its
+    /// build-ID note), for owners of CLOSE_WAIT sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Process {
@@ -331,6 +335,7 @@ impl Process {
             container: None,
             stale_socket_fds: None,
             stale_socket_inodes: Vec::new(),
+            runtime: None,
         }
     }
 }

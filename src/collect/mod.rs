@@ -10,6 +10,7 @@ pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
+pub mod runtime;
 pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
@@ -275,6 +276,9 @@ fn enrich_owners(
     for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            if runtime::is_go(&plan.proc_root, pid) {
+                p.runtime = Some("Go".to_string());
+            }
             candidates.push((pid, c));
         }
     }
