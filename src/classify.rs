@@ -287,15 +287,11 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         .filter(|s| s.state == TcpState::Listen)
         .map(|s| s.local.port())
         .collect();
-    let comm_of = |s: &Socket| {
-        s.pid
-            .and_then(|p| snap.processes.get(&p))
-            .map(|p| p.comm.as_str())
-    };
+    let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
     let selected: Vec<&Socket> = snap
         .sockets
         .iter()
-        .filter(|s| filter.matches(s, comm_of(s)))
+        .filter(|s| filter.matches(s, process_of(s)))
         .collect();
 
     let mut states: BTreeMap<TcpState, usize> = TcpState::ALL.iter().map(|&s| (s, 0)).collect();

@@ -1,7 +1,7 @@
 //! Socket filters shared by every command: state, port, pid, comm, peer,
 //! family. Pure: they look at a socket and the owner the snapshot gives it.
 
-use crate::model::{Socket, TcpState};
+use crate::model::{Process, Socket, TcpState};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
@@ -48,13 +48,65 @@ impl FromStr for Family {
     }
 }
 
+/// `--comm NAME`: a process name, matched exactly against the kernel's
+/// comm, the executable's name (`/proc/PID/exe`) and argv[0]'s name; or,
+/// when it holds `*` (any characters) or `?` (one character), a pattern
+/// matched against the same names.
+#[derive(Debug, Clone)]
+pub struct CommPattern {
+    text: String,
+    glob: Option<wildmatch::WildMatch>,
+}
+
+impl CommPattern {
+    /// What the user typed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Does one of `p`'s names (see [`Process::names`]) match?
+    pub fn matches(&self, p: &Process) -> bool {
+        p.names().into_iter().any(|n| self.matches_name(n))
+    }
+
+    pub fn matches_name(&self, name: &str) -> bool {
+        match &self.glob {
+            Some(g) => g.matches(name),
+            None => name == self.text,
+        }
+    }
+}
+
+impl PartialEq for CommPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl FromStr for CommPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(
+                "empty process name: expected e.g. --comm nginx or --comm 'billing-*'".into(),
+            );
+        }
+        let glob = s.contains(['*', '?']).then(|| wildmatch::WildMatch::new(s));
+        Ok(CommPattern {
+            text: s.to_string(),
+            glob,
+        })
+    }
+}
+
 /// Which sockets a command looks at. Empty lists match everything.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub states: Vec<TcpState>,
     pub ports: Vec<u16>,
     pub pids: Vec<u32>,
-    pub comms: Vec<String>,
+    pub comms: Vec<CommPattern>,
     pub peer: Option<PeerFilter>,
     pub family: Option<Family>,
 }
@@ -66,14 +118,21 @@ impl Filter {
         !self.pids.is_empty() || !self.comms.is_empty()
     }
 
-    /// Does `s` (owned by `comm`, if known) pass?
-    pub fn matches(&self, s: &Socket, comm: Option<&str>) -> bool {
+    /// Does `p` pass the process selectors (`--pid`, `--comm`)?
+    pub fn selects_process(&self, pid: u32, p: &Process) -> bool {
+        (self.pids.is_empty() || self.pids.contains(&pid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c.matches(p)))
+    }
+
+    /// Does `s` (owned by `owner`, if known) pass?
+    pub fn matches(&self, s: &Socket, owner: Option<&Process>) -> bool {
         (self.states.is_empty() || self.states.contains(&s.state))
             && (self.ports.is_empty()
                 || self.ports.contains(&s.local.port())
                 || self.ports.contains(&s.peer.port()))
             && (self.pids.is_empty() || s.pid.is_some_and(|p| self.pids.contains(&p)))
-            && (self.comms.is_empty() || comm.is_some_and(|c| self.comms.iter().any(|w| w == c)))
+            && (self.comms.is_empty()
+                || owner.is_some_and(|p| self.comms.iter().any(|c| c.matches(p))))
             && self.peer.as_ref().is_none_or(|p| {
                 same_ip(p.ip, s.peer.ip()) && p.port.is_none_or(|port| port == s.peer.port())
             })
@@ -104,6 +163,57 @@ mod tests {
         assert_eq!("[::1]:80".parse::<PeerFilter>().unwrap().port, Some(80));
         assert_eq!("::1".parse::<PeerFilter>().unwrap().port, None);
         assert!("nope".parse::<PeerFilter>().is_err());
+    }
+
+    fn worker() -> Process {
+        let mut p = Process::named("billing-sync-wo");
+        p.exe = Some("/opt/billing/billing-sync-worker".into());
+        p.cmdline = Some(vec!["/opt/billing/billing-sync-worker".into(), "-q".into()]);
+        p
+    }
+
+    #[test]
+    fn comm_matches_comm_exe_and_argv0_exactly() {
+        let p = worker();
+        for yes in [
+            "billing-sync-wo",
+            "billing-sync-worker",
+            "billing-*",
+            "billing-sync-w?rker",
+            "*",
+        ] {
+            assert!(yes.parse::<CommPattern>().unwrap().matches(&p), "{yes}");
+        }
+        // Exact, not a prefix or substring; a glob must match a whole name.
+        for no in [
+            "billing",
+            "billing-sync-work",
+            "sync",
+            "*-sync",
+            "billing-sync-worker2",
+        ] {
+            assert!(!no.parse::<CommPattern>().unwrap().matches(&p), "{no}");
+        }
+        // argv[0] alone (exe unreadable): still matched.
+        let mut q = Process::named("billing-sync-wo");
+        q.cmdline = Some(vec!["./billing-sync-worker".into()]);
+        assert!(
+            "billing-sync-worker"
+                .parse::<CommPattern>()
+                .unwrap()
+                .matches(&q)
+        );
+        // A python service: the interpreter's names, not the script's.
+        let mut py = Process::named("python3");
+        py.exe = Some("/usr/bin/python3.11".into());
+        py.cmdline = Some(vec!["python3".into(), "worker.py".into()]);
+        assert!("python3.11".parse::<CommPattern>().unwrap().matches(&py));
+        assert!(!"worker.py".parse::<CommPattern>().unwrap().matches(&py));
+    }
+
+    #[test]
+    fn comm_patterns_reject_empty_names() {
+        assert!("".parse::<CommPattern>().is_err());
     }
 
     #[test]

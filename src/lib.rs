@@ -14,6 +14,7 @@ pub mod growth;
 pub mod hints;
 pub mod model;
 pub mod output;
+pub mod procname;
 pub mod report;
 pub mod rules;
 pub mod serve;

@@ -42,15 +42,11 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
         .snapshots
         .first()
         .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-    let comm = |s: &crate::model::Socket| {
-        s.pid
-            .and_then(|p| snap.processes.get(&p))
-            .map(|p| p.comm.as_str())
-    };
+    let process_of = |s: &crate::model::Socket| s.pid.and_then(|p| snap.processes.get(&p));
     let chosen: Vec<&crate::model::Socket> = snap
         .sockets
         .iter()
-        .filter(|s| s.state != TcpState::Listen && filter.matches(s, comm(s)))
+        .filter(|s| s.state != TcpState::Listen && filter.matches(s, process_of(s)))
         .collect();
     let mut out = report::kill::list(&chosen, &snap.processes);
     let mut code = ExitCode::SUCCESS;
