@@ -57,6 +57,10 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
+    /// Display names of the report's owners (`Process::display_name`),
+    /// for the text; not part of the JSON.
+    #[serde(skip)]
+    pub names: std::collections::BTreeMap<u32, String>,
 }
 
 /// Evaluates `limits` on the last report; growth limits on `series`
@@ -132,6 +136,11 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
         checks,
         attribution: r.attribution.clone(),
         warnings: r.warnings.clone(),
+        names: r
+            .processes
+            .iter()
+            .map(|(pid, p)| (*pid, p.display_name()))
+            .collect(),
     }
 }
 
@@ -153,7 +162,7 @@ pub fn render_text(o: &Outcome) -> String {
         );
         for s in &c.growing {
             let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -167,7 +176,7 @@ pub fn render_text(o: &Outcome) -> String {
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };

@@ -144,6 +144,74 @@ impl Filter {
     }
 }
 
+/// Which process selectors (`--pid`, `--comm`) name some process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Selector values no process matches, as typed: `--comm nosuchproc`,
+    /// `--pid 4242`.
+    pub unmatched: Vec<String>,
+    /// Some process passes every process selector at once.
+    pub together: bool,
+}
+
+impl Filter {
+    /// Which selectors the `processes` (pid and names) match; stops
+    /// reading them once every selector has matched.
+    pub fn selection(&self, processes: impl IntoIterator<Item = (u32, Process)>) -> Selection {
+        let mut pid_seen = vec![false; self.pids.len()];
+        let mut comm_seen = vec![false; self.comms.len()];
+        let mut together = false;
+        for (pid, p) in processes {
+            for (seen, want) in pid_seen.iter_mut().zip(&self.pids) {
+                *seen |= *want == pid;
+            }
+            for (seen, c) in comm_seen.iter_mut().zip(&self.comms) {
+                *seen = *seen || c.matches(&p);
+            }
+            together = together || self.selects_process(pid, &p);
+            if together && pid_seen.iter().chain(&comm_seen).all(|s| *s) {
+                break;
+            }
+        }
+        let mut unmatched: Vec<String> = Vec::new();
+        for (seen, pid) in pid_seen.iter().zip(&self.pids) {
+            if !seen {
+                unmatched.push(format!("--pid {pid}"));
+            }
+        }
+        for (seen, c) in comm_seen.iter().zip(&self.comms) {
+            if !seen {
+                unmatched.push(format!("--comm {}", crate::procname::printable(c.as_str())));
+            }
+        }
+        Selection {
+            unmatched,
+            together,
+        }
+    }
+}
+
+impl Selection {
+    /// One line saying what matched nothing (`what` names where it was
+    /// looked for: "running process"), or `None` when all is well.
+    pub fn warning(&self, f: &Filter, what: &str) -> Option<String> {
+        if !self.unmatched.is_empty() {
+            let verb = if self.unmatched.len() == 1 {
+                "matches"
+            } else {
+                "match"
+            };
+            return Some(format!("{} {verb} no {what}", self.unmatched.join(", ")));
+        }
+        if !self.together && f.needs_owner() {
+            return Some(format!(
+                "no {what} matches --pid and --comm together (each matches another process)"
+            ));
+        }
+        None
+    }
+}
+
 /// Compares addresses, treating `::ffff:a.b.c.d` as `a.b.c.d`.
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     a.to_canonical() == b.to_canonical()
@@ -209,6 +277,53 @@ mod tests {
         py.cmdline = Some(vec!["python3".into(), "worker.py".into()]);
         assert!("python3.11".parse::<CommPattern>().unwrap().matches(&py));
         assert!(!"worker.py".parse::<CommPattern>().unwrap().matches(&py));
+    }
+
+    #[test]
+    fn selection_says_which_selectors_match_no_process() {
+        let procs = || vec![(10, worker()), (11, Process::named("sshd"))];
+        let f = |pids: &[u32], comms: &[&str]| Filter {
+            pids: pids.to_vec(),
+            comms: comms.iter().map(|c| c.parse().unwrap()).collect(),
+            ..Filter::default()
+        };
+        let all_fine = f(&[10], &["billing-sync-worker"]);
+        let s = all_fine.selection(procs());
+        assert_eq!(s.warning(&all_fine, "running process"), None, "{s:?}");
+        // A healthy look-alike: the process exists (socket or not): silent.
+        let sshd = f(&[], &["sshd"]);
+        assert_eq!(
+            sshd.selection(procs()).warning(&sshd, "running process"),
+            None
+        );
+        let typo = f(&[], &["billing-sync-wrker", "sshd"]);
+        assert_eq!(
+            typo.selection(procs())
+                .warning(&typo, "running process")
+                .unwrap(),
+            "--comm billing-sync-wrker matches no running process"
+        );
+        let gone = f(&[4242], &["nosuch"]);
+        assert_eq!(
+            gone.selection(procs())
+                .warning(&gone, "running process")
+                .unwrap(),
+            "--pid 4242, --comm nosuch match no running process"
+        );
+        let apart = f(&[11], &["billing-*"]);
+        let s = apart.selection(procs());
+        assert!(s.unmatched.is_empty() && !s.together);
+        assert!(
+            s.warning(&apart, "running process")
+                .unwrap()
+                .contains("together")
+        );
+        // Nothing selected by process: nothing to say.
+        let none = Filter::default();
+        assert_eq!(
+            none.selection(Vec::new()).warning(&none, "running process"),
+            None
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! Prometheus text.
 
 use super::{
-    collect_all, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample, style,
+    collect_selected, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample,
+    style,
 };
 use crate::classify::{self, Policy};
 use crate::cli::{ColorChoice, Format, ScanArgs};
@@ -37,7 +38,7 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         last.growth = Some(series);
         (vec![last], c)
     } else {
-        let c = collect_all(&args.source, &plan, args.record.as_deref())?;
+        let c = collect_selected(&args.source, &plan, args.record.as_deref(), &filter)?;
         let t = std::time::Instant::now();
         let reports = c
             .snapshots

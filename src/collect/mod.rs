@@ -10,6 +10,7 @@ pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
+pub mod selection;
 pub mod sockdiag;
 pub mod sysctl;
 

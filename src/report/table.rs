@@ -25,7 +25,7 @@ pub fn render(r: &Report, st: &Style) -> String {
         .collect();
     if !cw.is_empty() {
         out.push_str("\nCLOSE_WAIT by process and port\n");
-        out.push_str(&close_wait_table(&cw, st));
+        out.push_str(&close_wait_table(&cw, r, st));
     }
     let tw: Vec<&Group> = r
         .groups
@@ -115,11 +115,28 @@ fn place(g: &Group) -> String {
     }
 }
 
-fn owner_cells(g: &Group) -> (String, String) {
+/// Characters of a command line shown in a table cell.
+pub const COMMAND_WIDTH: usize = 40;
+
+/// The owner's short command line (see `Process::short_command`), or its
+/// escaped comm when the report does not list it.
+pub fn process_cell(
+    pid: Option<u32>,
+    comm: Option<&str>,
+    procs: &std::collections::BTreeMap<u32, crate::model::Process>,
+    width: usize,
+) -> String {
+    match pid.and_then(|p| procs.get(&p)) {
+        Some(p) => p.short_command(width),
+        None => comm.map(crate::procname::printable).unwrap_or_default(),
+    }
+}
+
+fn owner_cells(g: &Group, r: &Report) -> (String, String) {
     match g.owner {
         Owner::Process => (
             g.pid.map(|p| p.to_string()).unwrap_or_default(),
-            g.comm.clone().unwrap_or_default(),
+            process_cell(g.pid, g.comm.as_deref(), &r.processes, COMMAND_WIDTH),
         ),
         Owner::None => ("-".into(), "(no owner: not accepted)".into()),
         Owner::Unknown => ("?".into(), "(owner unreadable)".into()),
@@ -146,14 +163,21 @@ fn limit<'a>(groups: &'a [&'a Group], st: &Style) -> &'a [&'a Group] {
     }
 }
 
-fn close_wait_table(groups: &[&Group], st: &Style) -> String {
+fn close_wait_table(groups: &[&Group], r: &Report, st: &Style) -> String {
     let mut t = new_table(
         st,
-        &["PID", "COMM", "WHERE", "COUNT", "RECV-Q 0/1/>1", "OLDEST"],
+        &[
+            "PID",
+            "PROCESS",
+            "WHERE",
+            "COUNT",
+            "RECV-Q 0/1/>1",
+            "OLDEST",
+        ],
     );
     let shown = limit(groups, st);
     for g in shown {
-        let (pid, comm) = owner_cells(g);
+        let (pid, comm) = owner_cells(g, r);
         t.add_row(vec![
             Cell::new(pid),
             Cell::new(comm),

@@ -39,7 +39,7 @@ pub fn render(
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(st.width)
         .set_header([
-            "STATE", "PID", "COMM", "WHERE", "NOW", "DELTA", "/MIN", "OLDEST",
+            "STATE", "PID", "PROCESS", "WHERE", "NOW", "DELTA", "/MIN", "OLDEST",
         ]);
     let shown = if st.top == 0 {
         series.len()
@@ -66,7 +66,12 @@ pub fn render(
         t.add_row(vec![
             Cell::new(s.state.name()),
             Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::new(s.comm.clone().unwrap_or_default()),
+            Cell::new(super::table::process_cell(
+                s.pid,
+                s.comm.as_deref(),
+                &r.processes,
+                30,
+            )),
             Cell::new(place),
             Cell::new(now).set_alignment(CellAlignment::Right),
             delta_cell.set_alignment(CellAlignment::Right),
