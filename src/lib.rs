@@ -18,4 +18,6 @@ pub mod procname;
 pub mod report;
 pub mod rules;
 pub mod serve;
+#[cfg(test)]
+mod testutil;
 pub mod units;

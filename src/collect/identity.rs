@@ -265,9 +265,9 @@ mod tests {
         assert_eq!(id.exe.as_deref(), exe.to_str());
         let argv: Vec<String> = std::env::args().collect();
         assert_eq!(id.cmdline.as_ref(), Some(&argv));
-        // SAFETY: geteuid and getppid cannot fail.
-        let (euid, ppid) = unsafe { (libc::geteuid(), libc::getppid()) };
-        assert_eq!((id.uid, id.ppid), (Some(euid), Some(ppid as u32)));
+        let euid = rustix::process::geteuid().as_raw();
+        let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
+        assert_eq!((id.uid, id.ppid), (Some(euid), ppid));
         let started = id.started_at_ms.expect("start time");
         let now = crate::collect::now_ms();
         assert!(

@@ -7,6 +7,7 @@ use crate::support::*;
 use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const NAME: &str = "billing-sync-worker";
 const LEAKED: usize = 3;
@@ -78,7 +79,7 @@ fn start_worker() -> Worker {
         "the helper accepts"
     );
     drop(clients);
-    wait_for_ss("CLOSE_WAIT", LEAKED as u64);
+    wait_for_ss("CLOSE_WAIT", port, LEAKED as u64);
     Worker {
         child,
         port,
@@ -233,16 +234,14 @@ fn a_long_binary_name_is_matched_named_and_identified() {
 fn selectors_that_match_no_process_say_so() {
     in_netns("selectors_that_match_no_process_say_so", || {
         let _w = start_worker();
-        let exited = {
+        // A pid that is not running: one of a child that exited (tried
+        // again in the unlikely case that it was handed out again at once).
+        let exited = poll("an exited pid not reused", Duration::from_secs(10), || {
             let mut c = Command::new("true").spawn().unwrap();
             let pid = c.id();
             c.wait().unwrap();
-            pid
-        };
-        if std::path::Path::new(&format!("/proc/{exited}")).exists() {
-            skip("the pid of an exited process was reused at once");
-            return;
-        }
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+        });
         let exited = exited.to_string();
         for (flag, value) in [("--comm", "nosuchproc"), ("--pid", exited.as_str())] {
             let line = format!("{flag} {value} matches no running process");
