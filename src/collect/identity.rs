@@ -71,7 +71,7 @@ pub fn within<T: Send + 'static>(
 pub fn identify(proc_root: &Path, pids: Vec<u32>) -> Option<Vec<(u32, Identity)>> {
     let root: PathBuf = proc_root.to_path_buf();
     within(DEADLINE, move || {
-        let Ok(dir) = open_dir(CWD, &root) else {
+        let Ok(dir) = open_root(&root) else {
             return Vec::new();
         };
         let clock = Clock::read(&dir);
@@ -179,6 +179,16 @@ pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
         args.pop();
     }
     args
+}
+
+/// Opens the proc root the user chose (which may be a symlink).
+pub fn open_root(root: &Path) -> rustix::io::Result<OwnedFd> {
+    openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Opens a directory relative to `at`, without following a symlink.

@@ -3,10 +3,10 @@
 //! a process that exists but holds no socket stays silent while a typo or
 //! an exited pid is reported.
 
-use super::identity::{self, open_dir, read_capped, read_exe, split_cmdline};
+use super::identity::{self, open_dir, open_root, read_capped, read_exe, split_cmdline};
 use crate::filter::{Filter, Selection};
 use crate::model::{CMDLINE_MAX, Process};
-use rustix::fs::{CWD, Dir};
+use rustix::fs::Dir;
 use std::path::Path;
 
 /// The selection `filter` makes among the processes under `proc_root`;
@@ -17,7 +17,7 @@ pub fn check(proc_root: &Path, filter: &Filter) -> Option<Selection> {
     }
     let (root, filter) = (proc_root.to_path_buf(), filter.clone());
     identity::within(identity::DEADLINE, move || {
-        let dir = open_dir(CWD, &root).ok()?;
+        let dir = open_root(&root).ok()?;
         let names = !filter.comms.is_empty();
         let pids = list_pids(&dir);
         Some(filter.selection(pids.into_iter().map(|pid| {
