@@ -220,6 +220,19 @@ fn a_long_binary_name_is_matched_named_and_identified() {
         assert_eq!(p["started_at_ms"], started_at_ms(pid), "{p:#}");
         assert_eq!(status_field(pid, "PPid:"), std::process::id().to_string());
 
+        // watch shows it by name too.
+        let out = cwdiag()
+            .args(["watch", "--count", "1", "--comm", NAME])
+            .env("COLUMNS", "160")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        let row = out
+            .lines()
+            .find(|l| l.contains(&format!(" {pid} ")))
+            .unwrap_or_else(|| panic!("a watch row for pid {pid}:\n{out}"));
+        assert!(row.contains(NAME), "{row}");
+
         // kill's dry run names it too.
         let (code, out, _) = assert_run(&["kill", "--state", "close-wait", "--comm", NAME]);
         assert_eq!(code, Some(0), "{out}");
@@ -314,6 +327,46 @@ fn selectors_that_match_no_process_say_so() {
         ]);
         assert_eq!(code, Some(2), "{out}{err}");
         assert!(err.contains("together"), "{err}");
+    });
+}
+
+#[test]
+fn serve_logs_a_selector_that_matches_no_process() {
+    in_netns("serve_logs_a_selector_that_matches_no_process", || {
+        use std::io::Read;
+        // A free port in this fresh namespace.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut serve = KillOnDrop(
+            cwdiag()
+                .args(["serve", "--listen", &listen, "--comm", "nosuchproc"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let body = poll("serve answers", Duration::from_secs(10), || {
+            let mut c = std::net::TcpStream::connect(&listen).ok()?;
+            c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+            let mut body = String::new();
+            c.read_to_string(&mut body).ok()?;
+            Some(body)
+        });
+        assert!(body.contains("cwdiag_"), "{body}");
+        let stderr = std::io::BufReader::new(serve.0.stderr.take().unwrap());
+        let line = stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("warning"))
+            .expect("a warning on stderr");
+        assert_eq!(
+            line,
+            "cwdiag serve: warning: --comm nosuchproc matches no running process"
+        );
     });
 }
 
