@@ -14,7 +14,7 @@ pub mod selection;
 pub mod sockdiag;
 pub mod sysctl;
 
-use crate::classify::attributed_by_default;
+use crate::diag::group::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -375,21 +375,11 @@ fn apply_owners(
             s.fd = Some(fd);
         }
     }
-    if !owners.stats.complete {
-        let why = if rustix::process::geteuid().is_root() {
-            "their fds are closed even to root here"
-        } else {
-            "run as root to see every process"
-        };
-        snap.warnings.push(format!(
-            "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
-            owners.stats.wanted_sockets - owners.stats.found_sockets,
-            owners.stats.wanted_sockets,
-            owners.stats.unreadable_processes
-        ));
-    }
+    // The "no known owner" warning is the report's, worded for the
+    // filtered view (diag::classify); the snapshot carries the numbers.
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
+    snap.attribution.as_root = rustix::process::geteuid().is_root();
     owners.tables
 }
 

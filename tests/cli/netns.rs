@@ -233,15 +233,15 @@ fn recv_q_patterns_accept_queue_and_ages_are_diagnosed() {
             );
         }
         assert_eq!(
-            finding(&r, "close-wait-unread-data").unwrap()["evidence"]["recv_q_bytes"],
-            3 * 101
+            finding(&r, "close-wait-unread-data").unwrap()["evidence"]["unread_bytes"],
+            3 * 100
         );
         let aq = finding(&r, "accept-queue-not-drained").expect("accept-queue finding");
         assert_eq!(aq["evidence"]["port"], lazy);
-        assert_eq!(aq["evidence"]["pid"], me);
         assert_eq!(aq["evidence"]["unaccepted_established"], 2);
         assert_eq!(aq["evidence"]["unaccepted_close_wait"], 3);
-        assert_eq!(aq["evidence"]["accept_queue"], 5);
+        assert_eq!(aq["evidence"]["listeners"][0]["accept_queue"], 5);
+        assert_eq!(aq["evidence"]["listeners"][0]["pid"], me);
         // The never-accepted CLOSE_WAIT sockets are not blamed on a process.
         assert!(
             r["findings"]
@@ -275,7 +275,7 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
         assert!((0.79..=0.81).contains(&ratio), "ratio {ratio}");
         assert_eq!(f["severity"], "critical");
         assert!(f["summary"].as_str().unwrap().contains("80 %"), "{f:#}");
-        assert_eq!(f["evidence"]["peers"][0], format!("127.0.0.1:{dest}"));
+        assert_eq!(f["evidence"]["peer"], format!("127.0.0.1:{dest}"));
         let tw = r["groups"]
             .as_array()
             .unwrap()
