@@ -52,7 +52,13 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
         Format::Json => json_output(&reports, &c.warnings, c.multi)?,
-        Format::Prometheus => prometheus(&reports, args.top_k, Some(started.elapsed()), 0),
+        Format::Prometheus => {
+            // The exposition has no place for warnings: say it on stderr.
+            for line in &c.selection {
+                eprintln!("cwdiag: warning: {line}");
+            }
+            prometheus(&reports, args.top_k, Some(started.elapsed()), 0)
+        }
         Format::Table => {
             let st = style(color, args.top, !args.no_header);
             per_namespace_text(

@@ -310,6 +310,9 @@ fn selectors_that_match_no_process_say_so() {
                     .any(|w| *w == *line),
                 "{v:#}"
             );
+            let (code, _, err) = assert_run(&["scan", "--format", "prometheus", flag, value]);
+            assert_eq!(code, Some(0));
+            assert_eq!(err.trim_end(), format!("cwdiag: warning: {line}"));
             let (_, out, _) = assert_run(&["kill", "--state", "close-wait", flag, value]);
             assert!(out.contains(&format!("warning: {line}")), "{out}");
             assert!(out.contains("no socket matches the selection"), "{out}");
