@@ -225,7 +225,7 @@ pub fn render_text(o: &Outcome) -> String {
                 out,
                 "     {:>6}  {}",
                 s.count,
-                super::words::who(Some(s.pid), Some(&s.comm))
+                super::words::who(Some(s.pid), Some(o.names.get(&s.pid).unwrap_or(&s.comm)))
             );
         }
         for g in &c.offenders {
