@@ -179,27 +179,9 @@ impl Process {
     /// control characters are escaped. The JSON has the whole command
     /// line.
     pub fn short_command(&self, max: usize) -> String {
-        let name = self.display_name();
-        let Some(argv) = self.cmdline.as_deref().filter(|a| !a.is_empty()) else {
-            return cut(&name, max);
-        };
-        if argv.len() == 1 && argv[0].contains(' ') {
-            return cut(&printable(&argv[0]), max);
-        }
-        let args = &argv[1..];
-        let runtime = [
-            self.exe.as_deref().map(basename),
-            Some(basename(&argv[0])),
-            Some(self.comm.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(runtime_of);
-        let from = runtime
-            .and_then(|r| r.program_index(args))
-            .unwrap_or_default();
+        let (name, args) = self.command_parts();
         let mut line = name;
-        for a in &args[from..] {
+        for a in args {
             if line.chars().count() > max {
                 break;
             }
@@ -208,7 +190,60 @@ impl Process {
         }
         cut(&line, max)
     }
+
+    /// A name for one-line text (findings, `assert`): the display name,
+    /// and for a runtime what it runs (`java -jar billing.jar`, `python3
+    /// -m celery`, `node server.js`), at most 60 characters. Control
+    /// characters are escaped.
+    pub fn label(&self) -> String {
+        let (mut line, args) = self.command_parts();
+        if self.runtime().is_some() {
+            let n = match args.first() {
+                Some(flag) if flag.starts_with('-') => 2,
+                Some(_) => 1,
+                None => 0,
+            };
+            for a in args.iter().take(n) {
+                line.push(' ');
+                line.push_str(&printable(a));
+            }
+        }
+        cut(&line, LABEL_MAX)
+    }
+
+    fn runtime(&self) -> Option<Runtime> {
+        let argv0 = self.argv0().map(basename);
+        [
+            self.exe.as_deref().map(basename),
+            argv0,
+            Some(self.comm.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(runtime_of)
+    }
+
+    /// The name to show first and the arguments after it: from the
+    /// program a runtime runs on, all of them otherwise. A title written
+    /// over the arguments (`nginx: worker process`) is the name.
+    fn command_parts(&self) -> (String, &[String]) {
+        let Some(argv) = self.cmdline.as_deref().filter(|a| !a.is_empty()) else {
+            return (self.display_name(), &[]);
+        };
+        if argv.len() == 1 && argv[0].contains(' ') {
+            return (printable(&argv[0]), &[]);
+        }
+        let args = &argv[1..];
+        let from = self
+            .runtime()
+            .and_then(|r| r.program_index(args))
+            .unwrap_or_default();
+        (self.display_name(), &args[from..])
+    }
 }
+
+/// Characters of [`Process::label`] at most.
+pub const LABEL_MAX: usize = 60;
 
 /// `s` cut to `max` characters, the last one replaced by `…` when cut.
 fn cut(s: &str, max: usize) -> String {
@@ -339,6 +374,54 @@ mod tests {
         for (comm, argv, want) in cases {
             let p = process(comm, None, argv);
             assert_eq!(p.short_command(60), *want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn labels_name_what_a_runtime_runs() {
+        let cases: &[(&str, Option<&str>, &[&str], &str)] = &[
+            (
+                "java",
+                None,
+                &["java", "-Xmx1g", "-jar", "billing.jar", "--port", "1"],
+                "java -jar billing.jar",
+            ),
+            (
+                "python3",
+                None,
+                &["python3", "-u", "worker.py", "-v"],
+                "python3 worker.py",
+            ),
+            (
+                "python3",
+                None,
+                &["python3", "-m", "celery", "worker"],
+                "python3 -m celery",
+            ),
+            (
+                "node",
+                None,
+                &["node", "server.js", "--x"],
+                "node server.js",
+            ),
+            ("java", None, &["java"], "java"),
+            // Not a runtime: its name alone.
+            (
+                "billing-sync-wo",
+                Some("/opt/billing-sync-worker"),
+                &["billing-sync-worker", "-q"],
+                "billing-sync-worker",
+            ),
+            (
+                "nginx",
+                None,
+                &["nginx: master process /usr/sbin/nginx"],
+                "nginx: master process /usr/sbin/nginx",
+            ),
+            ("sshd", None, &[], "sshd"),
+        ];
+        for (comm, exe, argv, want) in cases {
+            assert_eq!(process(comm, *exe, argv).label(), *want, "{argv:?}");
         }
     }
 

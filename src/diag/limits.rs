@@ -71,7 +71,7 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
-    /// Display names of the report's owners (`Process::display_name`),
+    /// Names of the report's owners (`Process::label`),
     /// for the text; not part of the JSON.
     #[serde(skip)]
     pub names: std::collections::BTreeMap<u32, String>,
@@ -179,7 +179,7 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
         names: r
             .processes
             .iter()
-            .map(|(pid, p)| (*pid, p.display_name()))
+            .map(|(pid, p)| (*pid, p.label()))
             .collect(),
     }
 }
