@@ -12,6 +12,7 @@ pub mod procnet;
 pub mod replay;
 pub mod selection;
 pub mod sockdiag;
+pub mod stale;
 pub mod sysctl;
 
 use crate::diag::group::attributed_by_default;
@@ -59,6 +60,9 @@ pub struct Plan {
     /// (see `dump_and_attribute`); false keeps one dump with tcp_info for
     /// every socket (`snapshot` records everything).
     pub parallel: bool,
+    /// Look for stale socket fds in every process of the namespace, not
+    /// only when the kernel's counters show unhashed TCP sockets.
+    pub sweep_stale: bool,
 }
 
 impl Plan {
@@ -84,6 +88,7 @@ impl Plan {
             source: SourceChoice::Auto,
             ports: Vec::new(),
             parallel: true,
+            sweep_stale: false,
         }
     }
 }
@@ -243,12 +248,19 @@ fn enrich_owners(
         .filter(|s| s.state == TcpState::CloseWait)
         .filter_map(|s| s.pid)
         .collect();
-    if pids.is_empty() {
-        return;
-    }
     // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
+    // Beyond the CLOSE_WAIT owners, every process is searched when the
+    // kernel counts TCP sockets in no table (or when asked to).
+    let sweep = complete_dump
+        && snap.source.kind == SourceKind::Netlink
+        && (plan.sweep_stale
+            || stale::unhashed_tcp_sockets(&plan.proc_root)
+                .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    if pids.is_empty() && !sweep {
+        return;
+    }
     let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
         let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
         k.extend(
@@ -260,14 +272,28 @@ fn enrich_owners(
         k
     });
     let mut candidates = Vec::new();
-    for pid in pids {
+    for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
             candidates.push((pid, c));
         }
     }
-    if known.is_none() {
+    let Some(known_set) = known.as_ref() else {
         return;
+    };
+    let mut added = Vec::new();
+    if sweep {
+        let t = std::time::Instant::now();
+        if let Some(ns) = stale::current_netns(&plan.proc_root) {
+            for c in stale::sweep(&plan.proc_root, ns, known_set, &pids) {
+                snap.processes
+                    .entry(c.pid)
+                    .or_insert_with(|| crate::model::Process::named(c.comm));
+                added.push(c.pid);
+                candidates.push((c.pid, c.fds));
+            }
+        }
+        timing("stale-fd sweep", t);
     }
     // Socket fds in no table are mostly sockets newer than the dump (a busy
     // server accepts all the time): check them against a second look at
@@ -290,6 +316,17 @@ fn enrich_owners(
             };
             p.stale_socket_fds = Some(stale.len());
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
+        }
+    }
+    // Processes read only for the sweep stay in the snapshot only when
+    // they hold stale fds.
+    for pid in added {
+        if snap
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.stale_socket_fds == Some(0))
+        {
+            snap.processes.remove(&pid);
         }
     }
 }

@@ -673,3 +673,93 @@ fn stale_check_ignores_sockets_opened_after_the_dump() {
         }
     });
 }
+
+/// A client process holding `n` connections to 127.0.0.1:`port`, started
+/// in the calling thread's namespace; prints its pid when connected.
+fn python_client(port: u16, n: usize) -> std::process::Child {
+    use std::io::BufRead;
+    let script = format!(
+        "import socket, sys, time\n\
+         keep = [socket.create_connection(('127.0.0.1', {port})) for _ in range({n})]\n\
+         print('ready', flush=True)\n\
+         time.sleep(60)\n"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    let out = child.stdout.take().unwrap();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[test]
+fn stale_fds_of_reset_connections_are_found_in_any_process() {
+    in_netns("stale sweep", || {
+        // The server resets every connection (SO_LINGER {1,0} close): the
+        // client's sockets go CLOSE and leave every table, while the
+        // client keeps their fds. It holds no CLOSE_WAIT socket at all.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = python_client(port, 30);
+        for _ in 0..30 {
+            let (a, _) = listener.accept().unwrap();
+            linger_zero(&a);
+            drop(a);
+        }
+        let pid = u64::from(client.id());
+        let r = poll(
+            "the resets to land",
+            std::time::Duration::from_secs(10),
+            || {
+                let r = json(&["scan", "--json"]);
+                finding(&r, "stale-socket-fds")
+                    .is_some_and(|f| f["evidence"]["count"] == 30)
+                    .then_some(r)
+            },
+        );
+        let f = finding(&r, "stale-socket-fds").unwrap();
+        assert_eq!(f["evidence"]["pid"], pid, "{f:#}");
+        assert_eq!(r["states"]["CLOSE_WAIT"], 0);
+        let out = run(&["assert", "--max-stale-socket-fds", "0"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("(pid {pid})")), "{text}");
+        assert_eq!(
+            run(&["assert", "--max-stale-socket-fds", "30"])
+                .status
+                .code(),
+            Some(0)
+        );
+        let _ = client.kill();
+        let _ = client.wait();
+
+        // The healthy look-alike: 30 live connections, nothing stale.
+        let mut healthy = python_client(port, 30);
+        let accepted: Vec<_> = (0..30).map(|_| listener.accept().unwrap().0).collect();
+        let r = json(&["scan", "--json"]);
+        assert!(finding(&r, "stale-socket-fds").is_none(), "{r:#}");
+        assert_eq!(
+            run(&["assert", "--max-stale-socket-fds", "0"])
+                .status
+                .code(),
+            Some(0)
+        );
+        drop(accepted);
+        let _ = healthy.kill();
+        let _ = healthy.wait();
+    });
+}
+
+/// Sets SO_LINGER {1, 0} so that dropping the stream sends an RST.
+fn linger_zero(s: &std::net::TcpStream) {
+    rustix::net::sockopt::set_socket_linger(s, Some(std::time::Duration::ZERO)).unwrap();
+}
