@@ -213,14 +213,15 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
-    let t = std::time::Instant::now();
-    identify_owners(&mut snap, &plan.proc_root);
-    timing("identify owners", t);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
         enrich_owners(&mut snap, plan, &tables);
     }
     timing("enrich", t2);
+    // Last, so that holders of stale fds the enrichment added are named too.
+    let t = std::time::Instant::now();
+    identify_owners(&mut snap, &plan.proc_root);
+    timing("identify owners", t);
     Ok(snap)
 }
 
