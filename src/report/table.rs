@@ -13,6 +13,7 @@ pub fn render(r: &Report, st: &Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", super::wrap(&headline(r), st.width, "  "));
     for w in &r.warnings {
+        let w = crate::procname::printable(w);
         let line = super::wrap(&format!("warning: {w}"), st.width, "  ");
         let _ = writeln!(out, "{}", paint(st, warn_style(), &line));
     }
@@ -247,8 +248,58 @@ fn findings(fs: &[Finding], st: &Style) -> String {
             &format!("[{}]", f.severity.label()),
         );
         let _ = writeln!(out, "{label} {}", f.rule_id);
-        let _ = writeln!(out, "{}", textwrap::fill(&f.summary, &body));
-        let _ = writeln!(out, "{}", textwrap::fill(&f.hint, &hint));
+        // Findings quote process names: escape what could drive the terminal.
+        let summary = crate::procname::printable(&f.summary);
+        let _ = writeln!(out, "{}", textwrap::fill(&summary, &body));
+        let _ = writeln!(
+            out,
+            "{}",
+            textwrap::fill(&crate::procname::printable(&f.hint), &hint)
+        );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::testkit::SnapBuilder;
+
+    #[test]
+    fn owners_show_their_full_name_and_command_escaped() {
+        let mut snap = SnapBuilder::new()
+            .listen("10.0.0.1:8080", Some(7), 0, 128)
+            .close_wait("10.0.0.1:8080", "10.0.0.9:40000", 1, Some(7), None)
+            .close_wait("10.0.0.1:8080", "10.0.0.9:40001", 1, Some(8), None)
+            .process(7, "billing-sync-wo", None, None)
+            .process(8, "evil\u{1b}[2J", None, None)
+            .build();
+        let p = snap.processes.get_mut(&7).unwrap();
+        p.exe = Some("/opt/billing/billing-sync-worker".into());
+        p.cmdline = Some(vec!["/opt/billing/billing-sync-worker".into(), "-q".into()]);
+        let r = crate::diag::classify(
+            &snap,
+            &crate::filter::Filter::default(),
+            &crate::diag::Policy::default(),
+        );
+        let st = Style {
+            color: false,
+            width: 120,
+            top: 0,
+            header: true,
+        };
+        let text = render(&r, &st);
+        let row = |pid: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("│ {pid} ")))
+                .unwrap_or_else(|| panic!("row {pid}:\n{text}"))
+                .to_string()
+        };
+        assert!(row("7").contains("billing-sync-worker -q"), "{text}");
+        assert!(row("8").contains("evil\\u{1b}[2J"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "no raw escape reaches the terminal"
+        );
+    }
 }

@@ -38,7 +38,11 @@ pub fn render(
         let _ = writeln!(
             out,
             "{}",
-            super::wrap(&format!("warning: {w}"), st.width, "  ")
+            super::wrap(
+                &format!("warning: {}", crate::procname::printable(w)),
+                st.width,
+                "  "
+            )
         );
     }
     let mut t = Table::new();
@@ -96,7 +100,12 @@ pub fn render(
         );
     }
     for f in growth {
-        let line = format!("[{}] {}: {}", f.severity.label(), f.rule_id, f.summary);
+        let line = format!(
+            "[{}] {}: {}",
+            f.severity.label(),
+            f.rule_id,
+            crate::procname::printable(&f.summary)
+        );
         let _ = writeln!(out, "{}", super::wrap(&line, st.width, "  "));
     }
     out
