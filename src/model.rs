@@ -448,6 +448,11 @@ pub struct Snapshot {
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,
     pub attribution: Attribution,
+    /// Listener inode -> the other processes holding that listening
+    /// socket (a pre-fork server's workers), for listeners with children
+    /// nobody accepted. The socket's own `pid` is the first holder found.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listener_holders: BTreeMap<u32, Vec<u32>>,
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,

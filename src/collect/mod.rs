@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod holders;
 pub mod identity;
 pub mod netns;
 pub mod procinfo;
@@ -203,6 +204,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
         counters,
         warnings,
@@ -212,6 +214,9 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     let owners =
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
+    if plan.attribute != Attribute::Nothing {
+        holders::find(&mut snap, &plan.proc_root);
+    }
     timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
