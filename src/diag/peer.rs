@@ -146,7 +146,7 @@ impl Runtime {
         p.runtime
             .as_deref()
             .and_then(Runtime::parse)
-            .or_else(|| Runtime::detect([p.comm.as_str()]))
+            .or_else(|| Runtime::detect(p.names()))
     }
 
     pub fn name(self) -> &'static str {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 /// Runs `body` on a thread that lives in a fresh network namespace.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
     if !is_root() {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
@@ -616,7 +616,7 @@ const BUSY_STALE: usize = 3;
 const BUSY_PAIRS: usize = 300;
 
 /// Kills and reaps a child process when dropped, even when a test fails.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
