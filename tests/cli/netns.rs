@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 /// Runs `body` on a thread that lives in a fresh network namespace.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
     if !is_root() {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
@@ -616,7 +616,7 @@ const BUSY_STALE: usize = 3;
 const BUSY_PAIRS: usize = 300;
 
 /// Kills and reaps a child process when dropped, even when a test fails.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -762,4 +762,82 @@ fn stale_fds_of_reset_connections_are_found_in_any_process() {
 /// Sets SO_LINGER {1, 0} so that dropping the stream sends an RST.
 fn linger_zero(s: &std::net::TcpStream) {
     rustix::net::sockopt::set_socket_linger(s, Some(std::time::Duration::ZERO)).unwrap();
+}
+
+#[test]
+fn a_prefork_server_is_named_whole_master_and_busy_workers() {
+    in_netns("prefork", || {
+        use std::io::BufRead;
+        // A master that listens and forks two workers; each worker
+        // accepts one connection and then hangs in a slow handler.
+        let script = "import os, socket, sys, time\n\
+            l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(16)\n\
+            kids = []\n\
+            for _ in range(2):\n\
+            \x20   pid = os.fork()\n\
+            \x20   if pid == 0:\n\
+            \x20       c, _ = l.accept(); time.sleep(60); os._exit(0)\n\
+            \x20   kids.append(pid)\n\
+            print(l.getsockname()[1], *kids, flush=True)\n\
+            time.sleep(60)\n";
+        let mut master = Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(master.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let nums: Vec<u32> = line
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let (port, workers) = (nums[0] as u16, &nums[1..]);
+        // Two clients keep the workers busy; five more wait in the queue,
+        // three of which give up.
+        let mut clients: Vec<_> = (0..7)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        clients.truncate(4);
+        wait_for_ss("CLOSE_WAIT", port, 3);
+        let r = poll(
+            "both workers to hold a connection",
+            std::time::Duration::from_secs(10),
+            || {
+                let r = json(&["scan", "--json"]);
+                let f = finding(&r, "accept-queue-not-drained")?;
+                (f["evidence"]["connection_holders"].as_array()?.len() == 2).then_some(r)
+            },
+        );
+        let f = finding(&r, "accept-queue-not-drained").unwrap();
+        let mut holders: Vec<u64> = f["evidence"]["listeners"][0]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        holders.sort_unstable();
+        let mut want: Vec<u64> = workers.iter().map(|&p| u64::from(p)).collect();
+        want.push(u64::from(master.id()));
+        want.sort_unstable();
+        assert_eq!(holders, want, "{f:#}");
+        let busy: Vec<u64> = f["evidence"]["connection_holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["pid"].as_u64().unwrap())
+            .collect();
+        for w in workers {
+            assert!(busy.contains(&u64::from(*w)), "{f:#}");
+        }
+        assert_eq!(f["evidence"]["unaccepted_close_wait"], 3);
+        assert!(f["hint"].as_str().unwrap().contains("saturated"), "{f:#}");
+        drop(clients);
+        for w in workers {
+            let _ = Command::new("kill").arg(w.to_string()).status();
+        }
+        let _ = master.kill();
+        let _ = master.wait();
+    });
 }

@@ -4,11 +4,9 @@
 //! accept queue and Send-Q its backlog.
 
 use super::{Ctx, Doc, Evidence, RuleId};
-use crate::diag::group::owner_of;
 use crate::diag::host::Counter;
-use crate::diag::report::Owner;
 use crate::diag::report::{Finding, Severity};
-use crate::diag::words::{plural, who};
+use crate::diag::words::who;
 use crate::model::TcpState;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,6 +25,9 @@ pub struct ListenerEvidence {
     pub local: String,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Every process holding this listening socket (a pre-fork master
+    /// and its workers share one), `pid` first.
+    pub holders: Vec<u32>,
     /// Recv-Q of the listener: connections waiting for accept().
     pub accept_queue: u32,
     /// Send-Q of the listener: the backlog.
@@ -54,9 +55,6 @@ pub struct AcceptQueueEvidence {
     pub listeners: Vec<ListenerEvidence>,
     /// Processes holding accepted connections on the port.
     pub connection_holders: Vec<HolderEvidence>,
-    /// Accepted connections on the port whose holder was not looked up
-    /// (ESTABLISHED without --sockets): requests in progress.
-    pub accepted_not_resolved: usize,
     /// TcpExt ListenOverflows / ListenDrops since boot.
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
@@ -74,7 +72,6 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     }
     let mut per_port: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
     let mut holders: BTreeMap<u16, BTreeMap<u32, usize>> = BTreeMap::new();
-    let mut not_resolved: BTreeMap<u16, usize> = BTreeMap::new();
     for s in ctx.selected {
         let port = s.local.port();
         if s.state == TcpState::Listen || !listeners.contains_key(&port) {
@@ -89,8 +86,6 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             }
         } else if let Some(pid) = s.pid {
             *holders.entry(port).or_default().entry(pid).or_default() += 1;
-        } else if s.inode != 0 && owner_of(s, &ctx.snap.attribution) == Owner::NotResolved {
-            *not_resolved.entry(port).or_default() += 1;
         }
     }
     let overflows = ctx.host.counter(Counter::ListenOverflows);
@@ -121,6 +116,18 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     local: l.local.to_string(),
                     pid: l.pid,
                     comm: comm(l.pid),
+                    holders: l
+                        .pid
+                        .into_iter()
+                        .chain(
+                            ctx.snap
+                                .listener_holders
+                                .get(&l.inode)
+                                .into_iter()
+                                .flatten()
+                                .copied(),
+                        )
+                        .collect(),
                     accept_queue: l.recv_q,
                     backlog: l.send_q,
                 })
@@ -135,18 +142,36 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     connections,
                 })
                 .collect();
-            let mut names: Vec<String> = listeners
+            let mut holder_pids: Vec<u32> =
+                listeners.iter().flat_map(|l| l.holders.iter().copied()).collect();
+            holder_pids.sort_unstable();
+            holder_pids.dedup();
+            let names: Vec<String> = holder_pids
                 .iter()
-                .map(|l| who(l.pid, l.comm.as_deref()).to_string())
+                .map(|&p| who(Some(p), ctx.label(Some(p)).as_deref()).to_string())
                 .collect();
-            names.dedup();
-            let held_by = names.join(", ");
+            let held_by = match names.as_slice() {
+                [] => "no readable process".to_string(),
+                [a, b, c, rest @ ..] if !rest.is_empty() => {
+                    format!("{a}, {b}, {c} and {} more", rest.len())
+                }
+                all => all.join(", "),
+            };
+            // Holders of the listener that hold no accepted connection:
+            // idle workers (or the master, which only forks).
+            let idle = holder_pids
+                .iter()
+                .filter(|p| !connection_holders.iter().any(|h| h.pid == **p))
+                .count();
             let busy = if connection_holders.is_empty() {
                 String::new()
             } else {
                 let list: Vec<String> = connection_holders
                     .iter()
-                    .map(|h| format!("{} {}", who(Some(h.pid), h.comm.as_deref()), h.connections))
+                    .map(|h| {
+                        let name = ctx.label(Some(h.pid));
+                        format!("{} {}", who(Some(h.pid), name.as_deref()), h.connections)
+                    })
                     .collect();
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
@@ -154,19 +179,19 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
                 _ => String::new(),
             };
-            let accepted_not_resolved = not_resolved.get(&port).copied().unwrap_or(0);
-            let advice = if connection_holders.is_empty() && accepted_not_resolved > 0 {
-                // A pre-fork server's busy workers hold ESTABLISHED
-                // connections, which are only resolved with --sockets.
-                format!(
-                    "{} on the port {} in progress (`cwdiag scan --sockets --port {port}` names the processes holding them): if every worker holds one, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.",
-                    plural(accepted_not_resolved, "accepted connection", "accepted connections"),
-                    if accepted_not_resolved == 1 { "is" } else { "are" },
-                )
-            } else if connection_holders.is_empty() {
+            let advice = if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
+            } else if idle <= 1 {
+                format!(
+                    "{} of the {} processes holding the listener hold a connection in progress: the worker pool is saturated. Free the workers (timeouts on downstream calls, bounded handler time) or add workers.",
+                    holder_pids.len() - idle,
+                    holder_pids.len()
+                )
             } else {
-                "If every worker holds a connection in progress, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
+                format!(
+                    "{idle} of the {} processes holding the listener hold no connection yet nothing accepts: check that their accept loops run and are not blocked (a thread dump shows where they wait).",
+                    holder_pids.len()
+                )
             };
             Some(Finding {
                 rule_id: RuleId::AcceptQueueNotDrained,
@@ -186,7 +211,6 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     unaccepted_close_wait: cw,
                     listeners,
                     connection_holders,
-                    accepted_not_resolved,
                     listen_overflows: overflows,
                     listen_drops: drops,
                 }),
@@ -222,29 +246,15 @@ pub fn cases() -> Vec<super::cases::Case> {
     for i in 0..2 {
         busy_ok = busy_ok.established("10.0.0.1:80", &format!("10.3.0.{i}:54000"), None);
     }
-    // The same server scanned without --sockets: the busy worker's
-    // connection is ESTABLISHED, so its holder is not looked up.
-    let mut unresolved = SnapBuilder::new()
-        .listen("0.0.0.0:8000", Some(50), 3, 5)
-        .process(50, "gunicorn", None, None)
-        .established("10.0.0.1:8000", "10.2.0.1:51000", Some(51));
-    for i in 0..3 {
-        unresolved = unresolved.established("10.0.0.1:8000", &format!("10.2.1.{i}:52000"), None);
-    }
-    let mut unresolved = unresolved.build();
-    for s in unresolved.sockets.iter_mut().filter(|s| s.pid == Some(51)) {
-        s.pid = None;
-    }
+    // The worker inherited the master's listener.
+    let mut prefork = prefork.build();
+    let inode = prefork.sockets[0].inode;
+    prefork.listener_holders.insert(inode, vec![51]);
     vec![
         fires(
             "pre-fork server with a saturated worker",
-            prefork.build(),
+            prefork,
             Severity::Critical,
-        ),
-        fires(
-            "saturated pre-fork server scanned without --sockets",
-            unresolved,
-            Severity::Warning,
         ),
         silent(
             "two connections between handshake and accept()",
@@ -269,19 +279,13 @@ mod tests {
         assert_eq!(e.connection_holders[0].pid, 51);
         assert!(f.hint.contains("gunicorn (pid 51) 1"), "{}", f.hint);
         assert!(f.hint.contains("saturated"), "{}", f.hint);
-        assert!(f.summary.contains("gunicorn (pid 50)"), "{}", f.summary);
-    }
-
-    #[test]
-    fn busy_workers_not_looked_up_are_still_in_progress_not_a_dead_accept_loop() {
-        let f = &findings_of(RuleId::AcceptQueueNotDrained, &cases()[1])[0];
-        let Evidence::AcceptQueue(e) = &f.evidence else {
-            panic!("{f:?}")
-        };
-        assert_eq!(e.accepted_not_resolved, 1);
-        assert!(e.connection_holders.is_empty());
-        assert!(f.hint.contains("saturated"), "{}", f.hint);
-        assert!(f.hint.contains("--sockets --port 8000"), "{}", f.hint);
-        assert!(!f.hint.contains("Nothing is accepting"), "{}", f.hint);
+        assert!(f.hint.contains("1 of the 2 processes"), "{}", f.hint);
+        assert!(
+            f.summary
+                .contains("held by gunicorn (pid 50), gunicorn (pid 51)"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(e.listeners[0].holders, vec![50, 51]);
     }
 }
