@@ -708,8 +708,7 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         // the default tcp_tw_reuse=2, which a remote database would not
         // see; 0 (this namespace only) keeps every client TIME_WAIT.
         std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").expect("set tcp_tw_reuse");
-        // Above --time-wait-warn (1000), so that the churn is reported.
-        const N: usize = 1050;
+        const N: usize = 400;
         let mut client = Proc::spawn(
             "psycopg2 churn",
             Command::new("python3").args([
@@ -730,21 +729,12 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         );
         // psycopg2 sends Terminate and closes; the backend exits on it,
         // so either side may close first: TIME_WAIT on the client's or
-        // the server's end of every session.
-        // As under ab, a new SYN may take over a server-side TIME_WAIT
-        // on the same 4-tuple.
+        // the server's end of every session. As under ab, a new SYN may
+        // take over a server-side TIME_WAIT on the same 4-tuple.
         let on_port = |s: &SsLine| s.local_port == 5432 || s.peer_port == 5432;
         let count = || ss_tan("TIME-WAIT").iter().filter(|s| on_port(s)).count() as u64;
         let (report, tw) = scan_settled("psycopg2 TIME_WAIT", N as u64 * 9 / 10, count);
-        let delay = done_at.elapsed().as_secs_f64();
         show("postgres churn", &report);
-        let client_side = ss_tan("TIME-WAIT")
-            .iter()
-            .filter(|s| s.peer_port == 5432)
-            .count();
-        eprintln!(
-            "postgres churn: ss TIME-WAIT {tw}, client side {client_side}, {N} sessions in {took:.1}s"
-        );
         let groups: u64 = report["groups"]
             .as_array()
             .unwrap()
@@ -755,8 +745,23 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         assert_eq!(groups, tw, "{report:#}");
         assert_eq!(report["states"]["CLOSE_WAIT"], 0);
         assert_no_alarm(&report);
-        // The churn is reported, at INFO: ~80 closes/s hold a few % of
-        // the ports towards the server; its rate is the real one.
+        // With the TIME_WAIT threshold below the session count (as for a
+        // small host) the churn is reported, at INFO: tens of closes/s
+        // hold a few % of the ports towards the server, and its rate is
+        // the real one. (Reaching the default 1000 takes longer than a
+        // loaded CI host keeps the first TIME_WAIT: 60 s.)
+        let low_threshold = (N / 2).to_string();
+        let report = json(&["scan", "--json", "--time-wait-warn", &low_threshold]);
+        let delay = done_at.elapsed().as_secs_f64();
+        show("postgres churn (low threshold)", &report);
+        let client_side = ss_tan("TIME-WAIT")
+            .iter()
+            .filter(|s| s.peer_port == 5432)
+            .count();
+        eprintln!(
+            "postgres churn: ss TIME-WAIT {tw}, client side {client_side}, {N} sessions in {took:.1}s"
+        );
+        assert_no_alarm(&report);
         let fs = findings(&report, "time-wait-client-churn");
         assert_eq!(fs.len(), 1, "{report:#}");
         let e = &fs[0]["evidence"];
