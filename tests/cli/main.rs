@@ -9,5 +9,6 @@ mod prometheus;
 mod readme;
 mod replay;
 mod schema;
+mod serve;
 mod support;
 mod ux;
