@@ -1021,4 +1021,108 @@ mod tests {
         stop.stop();
         t.join().unwrap().unwrap();
     }
+
+    #[test]
+    fn stop_lets_a_scrape_in_progress_finish() {
+        let exporter = bind(&ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            min_interval: Duration::ZERO,
+            ..ServeConfig::default()
+        })
+        .unwrap();
+        let addr = exporter.local_addr();
+        let stop = exporter.stop_handle();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        let collect: Collect = Box::new(move || {
+            let _ = started_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(500));
+            Ok("x 1\n".to_string())
+        });
+        let t = std::thread::spawn(move || exporter.run(collect));
+        let scrape = std::thread::spawn(move || request(addr, "GET", "/metrics"));
+        started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        stop.stop();
+        let (status, _, body) = scrape.join().unwrap();
+        assert_eq!((status, body.as_str()), (200, "x 1\n"));
+        t.join().unwrap().unwrap();
+        // Stopped: the port no longer accepts.
+        assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn beyond_the_bound_idle_connections_make_room_and_busy_ones_get_503() {
+        let exporter = bind(&ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            min_interval: Duration::ZERO,
+            max_connections: 2,
+            ..ServeConfig::default()
+        })
+        .unwrap();
+        let addr = exporter.local_addr();
+        let stop = exporter.stop_handle();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let collect: Collect = Box::new(move || {
+            let _ = started_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            Ok("x 1\n".to_string())
+        });
+        std::thread::spawn(move || exporter.run(collect));
+        // Two idle connections fill the table; a third client evicts one.
+        let idle: Vec<_> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(request(addr, "GET", "/").0, 200);
+        drop(idle);
+        // Two scrapes in a request (one scanning, one waiting for it).
+        let a = std::thread::spawn(move || request(addr, "GET", "/metrics"));
+        started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The second may be dropped for a newer client before its request
+        // is read (it is then the one quiet the longest): it retries.
+        let b = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, raw) = raw_get(addr, "/metrics");
+                if status != 0 || Instant::now() > deadline {
+                    return (status, raw);
+                }
+            }
+        });
+        // Once both are in a request, a third gets 503 at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            // The refusal may come before the request is written.
+            let (status, head) = raw_get(addr, "/");
+            if status == 503 {
+                assert!(
+                    head.to_ascii_lowercase().contains("connection: close"),
+                    "{head}"
+                );
+                break status;
+            }
+            assert!(Instant::now() < deadline, "never 503, last {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status, 503);
+        go_tx.send(()).unwrap();
+        assert_eq!(a.join().unwrap().0, 200);
+        assert_eq!(b.join().unwrap().0, 200);
+        stop.stop();
+    }
+
+    /// A GET that tolerates a refused or reset connection (status 0).
+    fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"
+        );
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let head = String::from_utf8_lossy(&raw).to_string();
+        let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, head)
+    }
 }
