@@ -43,11 +43,15 @@ pub enum Command {
     /// --json, one JSON object per sample per line. Ctrl-C stops.
     Watch(WatchArgs),
     /// Serve Prometheus metrics over HTTP (/metrics), scanning at scrape
-    /// time, at most one scan at a time. HTTP/1.0 and 1.1, GET and HEAD;
-    /// TLS and basic auth with --web-config. Limits: request head 16 KiB
+    /// time, at most one scan at a time.
+    ///
+    /// HTTP/1.0 and 1.1, GET and HEAD; TLS and basic auth with
+    /// --web-config. Limits: request head 16 KiB
     /// within 10 s (also the keep-alive idle time), request bodies refused
     /// (413), 30 s per request, a connection idle 10 s outside a request is
-    /// closed. SIGTERM or Ctrl-C: finish the scrapes in progress, exit 0.
+    /// closed. At most --max-connections open; the fd limit is raised to
+    /// its hard limit at start. SIGTERM or Ctrl-C: finish the scrapes in
+    /// progress, exit 0.
     Serve(ServeArgs),
     /// Emergency first aid: destroy selected sockets with SOCK_DESTROY
     /// (as `ss -K`). Dry run unless --yes. A state is mandatory; LISTEN is
