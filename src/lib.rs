@@ -17,4 +17,6 @@ pub mod output;
 pub mod report;
 pub mod rules;
 pub mod serve;
+#[cfg(test)]
+mod testutil;
 pub mod units;

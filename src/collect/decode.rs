@@ -251,7 +251,7 @@ mod tests {
     fn fuzz_regressions_replay_cleanly() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
         let Ok(entries) = std::fs::read_dir(dir) else {
-            eprintln!("SKIPPED: {dir} not found");
+            crate::testutil::skip(&format!("{dir} not found"));
             return;
         };
         for e in entries.flatten() {

@@ -509,7 +509,7 @@ mod tests {
         let mut child = match child {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("SKIPPED: promtool not installed");
+                crate::testutil::skip("promtool not installed (Debian package prometheus)");
                 return;
             }
             Err(e) => panic!("cannot run promtool: {e}"),

@@ -475,9 +475,10 @@ fn reply(
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
     matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Errno::from_io_error(e),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
     )
 }
 
