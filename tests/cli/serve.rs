@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `cwdiag serve` on 127.0.0.1 port 0; killed on drop.
-struct Served {
+pub struct Served {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `cwdiag serve --listen 127.0.0.1:0 ARGS`, with RLIMIT_NOFILE
     /// set to `nofile` (soft and hard) in the child when given.
-    fn start(args: &[&str], nofile: Option<u64>) -> Served {
+    pub fn start(args: &[&str], nofile: Option<u64>) -> Served {
         let mut cmd = cwdiag();
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
