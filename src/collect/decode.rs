@@ -267,8 +267,7 @@ mod tests {
             };
             for input in [&bytes, &json] {
                 if let Ok(snap) = crate::collect::replay::from_bytes(input, "fuzz", None) {
-                    let r =
-                        crate::classify::classify(&snap, &Default::default(), &Default::default());
+                    let r = crate::diag::classify(&snap, &Default::default(), &Default::default());
                     let _ = crate::report::table::render(&r, &Default::default());
                     let _ = crate::report::json::render(&r);
                 }

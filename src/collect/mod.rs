@@ -4,15 +4,18 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod holders;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
+pub mod runtime;
 pub mod sockdiag;
+pub mod stale;
 pub mod sysctl;
 
-use crate::classify::attributed_by_default;
+use crate::diag::group::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -57,6 +60,9 @@ pub struct Plan {
     /// (see `dump_and_attribute`); false keeps one dump with tcp_info for
     /// every socket (`snapshot` records everything).
     pub parallel: bool,
+    /// Look for stale socket fds in every process of the namespace, not
+    /// only when the kernel's counters show unhashed TCP sockets.
+    pub sweep_stale: bool,
 }
 
 impl Plan {
@@ -82,6 +88,7 @@ impl Plan {
             source: SourceChoice::Auto,
             ports: Vec::new(),
             parallel: true,
+            sweep_stale: false,
         }
     }
 }
@@ -196,6 +203,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
         counters,
         warnings,
@@ -205,6 +213,9 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     let owners =
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
+    if plan.attribute != Attribute::Nothing {
+        holders::find(&mut snap, &plan.proc_root);
+    }
     timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
@@ -238,12 +249,19 @@ fn enrich_owners(
         .filter(|s| s.state == TcpState::CloseWait)
         .filter_map(|s| s.pid)
         .collect();
-    if pids.is_empty() {
-        return;
-    }
     // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
+    // Beyond the CLOSE_WAIT owners, every process is searched when the
+    // kernel counts TCP sockets in no table (or when asked to).
+    let sweep = complete_dump
+        && snap.source.kind == SourceKind::Netlink
+        && (plan.sweep_stale
+            || stale::unhashed_tcp_sockets(&plan.proc_root)
+                .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    if pids.is_empty() && !sweep {
+        return;
+    }
     let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
         let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
         k.extend(
@@ -255,14 +273,31 @@ fn enrich_owners(
         k
     });
     let mut candidates = Vec::new();
-    for pid in pids {
+    for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            if runtime::is_go(&plan.proc_root, pid) {
+                p.runtime = Some("Go".to_string());
+            }
             candidates.push((pid, c));
         }
     }
-    if known.is_none() {
+    let Some(known_set) = known.as_ref() else {
         return;
+    };
+    let mut added = Vec::new();
+    if sweep {
+        let t = std::time::Instant::now();
+        if let Some(ns) = stale::current_netns(&plan.proc_root) {
+            for c in stale::sweep(&plan.proc_root, ns, known_set, &pids) {
+                snap.processes
+                    .entry(c.pid)
+                    .or_insert_with(|| crate::model::Process::named(c.comm));
+                added.push(c.pid);
+                candidates.push((c.pid, c.fds));
+            }
+        }
+        timing("stale-fd sweep", t);
     }
     // Socket fds in no table are mostly sockets newer than the dump (a busy
     // server accepts all the time): check them against a second look at
@@ -285,6 +320,17 @@ fn enrich_owners(
             };
             p.stale_socket_fds = Some(stale.len());
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
+        }
+    }
+    // Processes read only for the sweep stay in the snapshot only when
+    // they hold stale fds.
+    for pid in added {
+        if snap
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.stale_socket_fds == Some(0))
+        {
+            snap.processes.remove(&pid);
         }
     }
 }
@@ -345,21 +391,11 @@ fn apply_owners(
             s.fd = Some(fd);
         }
     }
-    if !owners.stats.complete {
-        let why = if rustix::process::geteuid().is_root() {
-            "their fds are closed even to root here"
-        } else {
-            "run as root to see every process"
-        };
-        snap.warnings.push(format!(
-            "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
-            owners.stats.wanted_sockets - owners.stats.found_sockets,
-            owners.stats.wanted_sockets,
-            owners.stats.unreadable_processes
-        ));
-    }
+    // The "no known owner" warning is the report's, worded for the
+    // filtered view (diag::classify); the snapshot carries the numbers.
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
+    snap.attribution.as_root = rustix::process::geteuid().is_root();
     owners.tables
 }
 
