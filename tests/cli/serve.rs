@@ -545,6 +545,22 @@ fn serve_over_tls_with_basic_auth_answers_curl() {
         curl(&["--cacert", ca, "-u", "prometheus:right horse", &root]).0,
         "200"
     );
+    // Clients that stall in the TLS handshake (nothing, or half a
+    // ClientHello) do not hold up a scrape.
+    let stalled: Vec<TcpStream> = (0..50)
+        .map(|i| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            if i % 2 == 0 {
+                s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+            }
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    let (code, body) = curl(&["--cacert", ca, "-u", "prometheus:right horse", &url]);
+    assert_eq!(code, "200", "{body}");
+    eprintln!("TLS scrape with 50 stalled handshakes: {:?}", t.elapsed());
+    drop(stalled);
     // A client that does not trust the CA fails the handshake.
     assert_eq!(curl(&[&url]).0, "000");
     // Plain HTTP to the TLS port gets no HTTP answer.
