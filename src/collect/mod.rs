@@ -260,11 +260,13 @@ fn enrich_owners(
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
     // Beyond the CLOSE_WAIT owners, every process is searched when the
     // kernel counts TCP sockets in no table (or when asked to).
+    let t = std::time::Instant::now();
     let sweep = complete_dump
         && snap.source.kind == SourceKind::Netlink
         && (plan.sweep_stale
             || stale::unhashed_tcp_sockets(&plan.proc_root)
                 .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    timing("stale-fd trigger", t);
     if pids.is_empty() && !sweep {
         return;
     }

@@ -11,5 +11,6 @@ mod readme;
 mod realworld;
 mod replay;
 mod schema;
+mod serve;
 mod support;
 mod ux;
