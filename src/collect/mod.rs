@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod fsread;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
@@ -99,8 +100,7 @@ pub fn now_ms() -> u64 {
 /// stderr (for BENCHMARKS.md work; off by default).
 pub fn timing(step: &str, since: std::time::Instant) {
     if std::env::var_os("CWDIAG_TIMING").is_some() {
-        let peak = std::fs::read_to_string("/proc/self/status")
-            .ok()
+        let peak = fsread::small_text(std::path::Path::new("/proc/self/status"), &mut Vec::new())
             .and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
@@ -116,7 +116,9 @@ pub fn timing(step: &str, since: std::time::Instant) {
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
     let taken_at_ms = now_ms();
     let t0 = std::time::Instant::now();
-    let counters = counters::read(&plan.proc_root);
+    // Files cut at their size cap, named in the snapshot's warnings.
+    let mut read_warnings = Vec::new();
+    let counters = counters::read(&plan.proc_root, &mut read_warnings);
     // Reserve for every socket when all states are dumped; a filtered dump
     // is usually much smaller, so let it grow.
     let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states()
@@ -150,7 +152,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     };
     let (sockets, mut warnings, kind, owners) = match plan.source {
         SourceChoice::Proc => (
-            procnet::read(&plan.proc_root)?,
+            procnet::read(&plan.proc_root, &mut read_warnings)?,
             Vec::new(),
             SourceKind::Proc,
             None,
@@ -162,9 +164,10 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         SourceChoice::Auto => match netlink(record) {
             Ok((s, w, o)) => (s, w, SourceKind::Netlink, o),
             Err(e) => {
-                let mut socks = procnet::read(&plan.proc_root).with_context(|| {
-                    format!("sock_diag failed ({e:#}) and so did the /proc fallback")
-                })?;
+                let mut socks =
+                    procnet::read(&plan.proc_root, &mut read_warnings).with_context(|| {
+                        format!("sock_diag failed ({e:#}) and so did the /proc fallback")
+                    })?;
                 // /proc/net/tcp has no kernel filter: apply the plan's here.
                 socks.retain(|s| {
                     plan.states & s.state.mask_bit() != 0
@@ -196,7 +199,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
-        sysctls: sysctl::read(&plan.proc_root),
+        sysctls: sysctl::read(&plan.proc_root, &mut read_warnings),
         counters,
         warnings,
     };
@@ -208,9 +211,14 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
-        enrich_owners(&mut snap, plan, &tables);
+        enrich_owners(&mut snap, plan, &tables, &mut read_warnings);
     }
     timing("enrich", t2);
+    for w in read_warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
+    }
     Ok(snap)
 }
 
@@ -231,6 +239,7 @@ fn enrich_owners(
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    warnings: &mut Vec<String>,
 ) {
     let pids: HashSet<u32> = snap
         .sockets
@@ -244,8 +253,12 @@ fn enrich_owners(
     // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
-    let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
-        let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
+    let known: Option<rustc_hash::FxHashSet<u64>> = if complete_dump {
+        procinfo::other_table_inodes(&net_dir(&plan.proc_root), warnings)
+    } else {
+        None
+    }
+    .map(|mut k| {
         k.extend(
             snap.sockets
                 .iter()
@@ -257,7 +270,14 @@ fn enrich_owners(
     let mut candidates = Vec::new();
     for pid in pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            let c = procinfo::enrich(
+                &plan.proc_root,
+                pid,
+                p,
+                tables.get(&pid),
+                known.as_ref(),
+                warnings,
+            );
             candidates.push((pid, c));
         }
     }
@@ -299,7 +319,7 @@ fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet
             ports: Vec::new(),
         })
         .ok(),
-        _ => procnet::read(&plan.proc_root)
+        _ => procnet::read(&plan.proc_root, &mut Vec::new())
             .ok()
             .map(|v| v.iter().map(|s| s.inode).filter(|&i| i != 0).collect()),
     }
@@ -357,6 +377,11 @@ fn apply_owners(
             owners.stats.wanted_sockets,
             owners.stats.unreadable_processes
         ));
+    }
+    for w in owners.warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
     }
     snap.processes = owners.processes;
     snap.attribution = owners.stats;

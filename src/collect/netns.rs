@@ -108,8 +108,11 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
             let name = if Some(meta.ino()) == host {
                 "host".to_string()
             } else {
-                let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-                    .unwrap_or_default();
+                let comm = super::fsread::small_text(
+                    &proc_root.join(pid.to_string()).join("comm"),
+                    &mut Vec::new(),
+                )
+                .unwrap_or_default();
                 format!("pid:{pid}({})", comm.trim())
             };
             Target {
