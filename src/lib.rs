@@ -13,6 +13,7 @@ pub mod filter;
 pub mod growth;
 pub mod hints;
 pub mod model;
+pub mod outfile;
 pub mod output;
 pub mod report;
 pub mod rules;

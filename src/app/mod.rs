@@ -147,22 +147,33 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
     Ok(out)
 }
 
-/// Live collection that also writes the raw replies and a sidecar.
+/// Live collection that also writes the raw replies and a sidecar (both
+/// through [`crate::outfile`], mode 0600). A dump written in place (stdout,
+/// a FIFO, a device) gets no sidecar: there is no file to put it beside.
 fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
+    use crate::outfile::{self, OutFile};
     use std::io::Write;
     let name = path.display();
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?;
+    let file = OutFile::create(path, outfile::RECORD_MODE)?;
+    let stream = outfile::is_stream(&file);
     let mut out = std::io::BufWriter::new(file);
     let mut rec = |b: &[u8]| -> Result<()> {
         out.write_all(b)
             .with_context(|| format!("cannot write {name}"))
     };
-    let snap = collect::live(plan, Some(&mut rec))?;
-    out.flush()
-        .with_context(|| format!("cannot write {name}"))?;
+    let mut snap = collect::live(plan, Some(&mut rec))?;
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
+        .commit()?;
+    if stream {
+        snap.warnings.push(format!(
+            "--record {name} is not a regular file: no sidecar written, so a replay will not know owners or sysctls"
+        ));
+        return Ok(snap);
+    }
     let side = collect::replay::sidecar_path(path);
     let json = report::json::render(&collect::replay::Sidecar::of(&snap))?;
-    std::fs::write(&side, json).with_context(|| format!("cannot write {}", side.display()))?;
+    outfile::write(&side, json.as_bytes(), outfile::RECORD_MODE)?;
     Ok(snap)
 }
 
