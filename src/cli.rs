@@ -135,6 +135,23 @@ pub struct KillArgs {
     /// Really destroy the sockets (default: only list what would be hit).
     #[arg(long)]
     pub yes: bool,
+
+    /// Act only on the socket with this cookie (repeatable), as the dry
+    /// run's COOKIE column shows it (0x1f3a or decimal). Replaces the
+    /// selection flags; a listener is never destroyed.
+    #[arg(long = "cookie", value_name = "COOKIE", value_parser = crate::killplan::parse_cookie, value_delimiter = ',', conflicts_with = "plan")]
+    pub cookies: Vec<u64>,
+
+    /// Act only on the sockets of FILE, a plan saved from a dry run with
+    /// `--json`, that still exist with the same cookie, state and
+    /// addresses; the rest are reported as gone or changed and left alone.
+    /// Replaces the selection flags.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+
+    /// Dry run only: print the selection as JSON, a plan for --plan.
+    #[arg(long, conflicts_with = "yes")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

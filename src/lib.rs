@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod filter;
 pub mod growth;
 pub mod hints;
+pub mod killplan;
 pub mod model;
 pub mod outfile;
 pub mod output;
