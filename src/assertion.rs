@@ -137,6 +137,7 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
 
 /// Plain-text result: one line per limit, offenders under broken ones.
 pub fn render_text(o: &Outcome) -> String {
+    use crate::report::escape::Escaped;
     let mut out = String::new();
     for c in &o.checks {
         let verdict = if c.ok { "ok  " } else { "FAIL" };
@@ -153,7 +154,7 @@ pub fn render_text(o: &Outcome) -> String {
         );
         for s in &c.growing {
             let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", Escaped(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -167,7 +168,7 @@ pub fn render_text(o: &Outcome) -> String {
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", Escaped(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -179,7 +180,7 @@ pub fn render_text(o: &Outcome) -> String {
         }
     }
     for w in &o.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", Escaped(w));
     }
     out
 }

@@ -195,7 +195,11 @@ fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> 
 
 fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
     match netns {
-        Some(n) => format!("=== network namespace {} (net:[{}]) ===\n", n.name, n.inode),
+        Some(n) => format!(
+            "=== network namespace {} (net:[{}]) ===\n",
+            report::escape::Escaped(&n.name),
+            n.inode
+        ),
         None => String::new(),
     }
 }
@@ -217,7 +221,10 @@ fn per_namespace_text<T>(
     netns: impl Fn(&T) -> Option<&crate::model::NetnsInfo>,
     render: impl Fn(&T) -> String,
 ) -> String {
-    let mut t: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+    let mut t: String = warnings
+        .iter()
+        .map(|w| format!("warning: {}\n", report::escape::Escaped(w)))
+        .collect();
     for item in items {
         t.push_str(&netns_heading(netns(item)));
         t.push_str(&render(item));

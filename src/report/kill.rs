@@ -17,7 +17,7 @@ pub fn list(socks: &[&Socket], procs: &BTreeMap<u32, Process>) -> String {
         let comm = s
             .pid
             .and_then(|p| procs.get(&p))
-            .map(|p| p.comm.clone())
+            .map(|p| super::escape::escaped(&p.comm))
             .unwrap_or_default();
         t.add_row(vec![
             Cell::new(s.state.name()),

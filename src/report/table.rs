@@ -2,6 +2,7 @@
 //! TIME_WAIT by port or destination, then the findings with their hints.
 
 use super::Style;
+use super::escape::{Escaped, escaped};
 use crate::classify::{Direction, Finding, Group, Owner, Report, Severity};
 use crate::model::{SourceKind, TcpState};
 use crate::units::age;
@@ -13,7 +14,11 @@ pub fn render(r: &Report, st: &Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", headline(r));
     for w in &r.warnings {
-        let _ = writeln!(out, "{}", paint(st, warn_style(), &format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(st, warn_style(), &format!("warning: {}", Escaped(w)))
+        );
     }
     out.push('\n');
     out.push_str(&states_table(r, st));
@@ -45,7 +50,7 @@ fn headline(r: &Report) -> String {
     let source = match (&r.source.kind, &r.source.path) {
         (SourceKind::Netlink, _) => "netlink sock_diag".to_string(),
         (SourceKind::Proc, _) => "/proc/net/tcp (fallback)".to_string(),
-        (_, Some(p)) => format!("replay of {p}"),
+        (_, Some(p)) => format!("replay of {}", Escaped(p)),
         (_, None) => "replay".to_string(),
     };
     let a = &r.attribution;
@@ -119,7 +124,7 @@ fn owner_cells(g: &Group) -> (String, String) {
     match g.owner {
         Owner::Process => (
             g.pid.map(|p| p.to_string()).unwrap_or_default(),
-            g.comm.clone().unwrap_or_default(),
+            g.comm.as_deref().map(escaped).unwrap_or_default(),
         ),
         Owner::None => ("-".into(), "(no owner: not accepted)".into()),
         Owner::Unknown => ("?".into(), "(owner unreadable)".into()),
@@ -222,8 +227,8 @@ fn findings(fs: &[Finding], st: &Style) -> String {
             &format!("[{}]", f.severity.label()),
         );
         let _ = writeln!(out, "{label} {}", f.rule_id);
-        let _ = writeln!(out, "{}", textwrap::fill(&f.summary, &body));
-        let _ = writeln!(out, "{}", textwrap::fill(&f.hint, &hint));
+        let _ = writeln!(out, "{}", textwrap::fill(&escaped(&f.summary), &body));
+        let _ = writeln!(out, "{}", textwrap::fill(&escaped(&f.hint), &hint));
     }
     out
 }

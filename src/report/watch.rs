@@ -2,6 +2,7 @@
 //! NDJSON line per sample. Pure.
 
 use super::Style;
+use super::escape::{Escaped, escaped};
 use crate::classify::{Direction, Finding, Report};
 use crate::growth::Series;
 use crate::model::TcpState;
@@ -32,7 +33,7 @@ pub fn render(
         .collect();
     let _ = writeln!(out, "{}", summary.join("  "));
     for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", Escaped(w));
     }
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED)
@@ -66,7 +67,7 @@ pub fn render(
         t.add_row(vec![
             Cell::new(s.state.name()),
             Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::new(s.comm.clone().unwrap_or_default()),
+            Cell::new(s.comm.as_deref().map(escaped).unwrap_or_default()),
             Cell::new(place),
             Cell::new(now).set_alignment(CellAlignment::Right),
             delta_cell.set_alignment(CellAlignment::Right),
@@ -83,7 +84,13 @@ pub fn render(
         );
     }
     for f in growth {
-        let _ = writeln!(out, "[{}] {}: {}", f.severity.label(), f.rule_id, f.summary);
+        let _ = writeln!(
+            out,
+            "[{}] {}: {}",
+            f.severity.label(),
+            f.rule_id,
+            Escaped(&f.summary)
+        );
     }
     out
 }
