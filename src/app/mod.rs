@@ -154,26 +154,38 @@ fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     use crate::outfile::{self, OutFile};
     use std::io::Write;
     let name = path.display();
+    // Both targets are checked before anything is collected or written.
     let file = OutFile::create(path, outfile::RECORD_MODE)?;
     let stream = outfile::is_stream(&file);
+    let side_path = collect::replay::sidecar_path(path);
+    let side = if stream {
+        None
+    } else {
+        Some(OutFile::create(&side_path, outfile::RECORD_MODE)?)
+    };
     let mut out = std::io::BufWriter::new(file);
     let mut rec = |b: &[u8]| -> Result<()> {
         out.write_all(b)
             .with_context(|| format!("cannot write {name}"))
     };
     let mut snap = collect::live(plan, Some(&mut rec))?;
-    out.into_inner()
-        .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
-        .commit()?;
-    if stream {
+    let Some(mut side) = side else {
+        out.into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
+            .commit()?;
         snap.warnings.push(format!(
             "--record {name} is not a regular file: no sidecar written, so a replay will not know owners or sysctls"
         ));
         return Ok(snap);
-    }
-    let side = collect::replay::sidecar_path(path);
+    };
     let json = report::json::render(&collect::replay::Sidecar::of(&snap))?;
-    outfile::write(&side, json.as_bytes(), outfile::RECORD_MODE)?;
+    side.write_all(json.as_bytes())
+        .with_context(|| format!("cannot write {}", side_path.display()))?;
+    // The sidecar first: a dump is never left without the sidecar it needs.
+    side.commit()?;
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
+        .commit()?;
     Ok(snap)
 }
 
