@@ -8,7 +8,7 @@ use crate::model::{SCHEMA_VERSION, Snapshot, Source, SourceKind};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, ErrorKind, Read};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 /// Largest netlink message accepted in a dump. The kernel sizes sock_diag
@@ -152,23 +152,21 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Parses a capture from a stream; `name` is used in error messages.
-pub fn from_reader(r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snapshot> {
-    let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
-    let head = loop {
-        match r.fill_buf() {
-            Ok(b) => break b,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e, name, 0)),
-        }
-    };
+pub fn from_reader(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snapshot> {
+    // The format is told by the first non-blank byte among the first
+    // DETECT bytes, whatever sizes the reads come in.
+    const DETECT: usize = 4096;
+    let mut head = vec![0u8; DETECT];
+    let n = read_full(&mut r, &mut head).map_err(|e| read_error(e, name, 0))?;
+    head.truncate(n);
     if head.is_empty() {
         bail!("{name}: empty file (expected a netlink dump or a cwdiag JSON snapshot)");
     }
     let first = head.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let r = std::io::BufReader::with_capacity(64 * 1024, std::io::Cursor::new(head).chain(r));
     let mut snap = if first == Some(b'{') {
         let mut bytes = Vec::new();
-        (&mut r)
-            .take(MAX_JSON as u64 + 1)
+        r.take(MAX_JSON as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| read_error(e, name, bytes.len()))?;
         if bytes.len() > MAX_JSON {
@@ -361,4 +359,42 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
             .push("replayed dump has no process information (no .cwdiag.json sidecar): owners are unknown".to_string()),
     }
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out `chunk` bytes at a time.
+    struct Chunked<'a>(&'a [u8], usize);
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_stream_reads_the_same_in_any_chunk_size() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/");
+        for file in [
+            "workload.dump",
+            "workload.ss-dump",
+            "workload.snapshot.json",
+        ] {
+            let bytes = std::fs::read(format!("{dir}{file}")).unwrap();
+            let whole = from_bytes(&bytes, file, None).unwrap();
+            for chunk in [1, 3, 16, 17, 4096] {
+                let s = from_reader(Chunked(&bytes, chunk), file, None).unwrap();
+                assert_eq!(s.sockets, whole.sockets, "{file} in chunks of {chunk}");
+            }
+        }
+        // Blank lines before a JSON snapshot, longer than one read.
+        let json = std::fs::read(format!("{dir}workload.snapshot.json")).unwrap();
+        let padded = [vec![b'\n'; 100], json].concat();
+        assert!(from_reader(Chunked(&padded, 7), "padded", None).is_ok());
+    }
 }
