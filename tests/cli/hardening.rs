@@ -74,7 +74,7 @@ fn mkfifo(path: &Path) {
 /// Runs a command as user nobody (setpriv, util-linux).
 fn as_nobody(args: &[&str]) {
     let st = Command::new("setpriv")
-        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .args(args)
         .status()
         .expect("run setpriv (install util-linux)");
