@@ -13,7 +13,7 @@ pub mod replay;
 pub mod sockdiag;
 pub mod sysctl;
 
-use crate::classify::attributed_by_default;
+use crate::diag::group::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -365,19 +365,8 @@ fn apply_owners(
             s.fd = Some(fd);
         }
     }
-    if !owners.stats.complete {
-        let why = if rustix::process::geteuid().is_root() {
-            "their fds are closed even to root here"
-        } else {
-            "run as root to see every process"
-        };
-        snap.warnings.push(format!(
-            "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
-            owners.stats.wanted_sockets - owners.stats.found_sockets,
-            owners.stats.wanted_sockets,
-            owners.stats.unreadable_processes
-        ));
-    }
+    // The "no known owner" warning is the report's, worded for the
+    // filtered view (diag::classify); the snapshot carries the numbers.
     for w in owners.warnings {
         if !snap.warnings.contains(&w) {
             snap.warnings.push(w);
@@ -385,6 +374,7 @@ fn apply_owners(
     }
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
+    snap.attribution.as_root = rustix::process::geteuid().is_root();
     owners.tables
 }
 

@@ -423,7 +423,7 @@ fn a_proc_root_with_a_huge_sysctl_and_a_fifo_for_limits_is_read_safely() {
         let mut w = Workload::default();
         let port = w.listen("127.0.0.1:0");
         w.close_wait(format!("127.0.0.1:{port}").parse().unwrap(), 1, false, 0);
-        wait_for_ss("CLOSE_WAIT", 1);
+        wait_for_ss("CLOSE_WAIT", port, 1);
         let ino = socket_inode(w.keep[0].as_raw_fd());
 
         // A fake /proc: process 4242 holds the CLOSE_WAIT socket; its
@@ -494,7 +494,7 @@ fn escape_sequences_in_a_process_name_never_reach_the_terminal() {
         let mut w = Workload::default();
         let port = w.listen("127.0.0.1:0");
         w.close_wait(format!("127.0.0.1:{port}").parse().unwrap(), 1, false, 0);
-        wait_for_ss("CLOSE_WAIT", 1);
+        wait_for_ss("CLOSE_WAIT", port, 1);
         let sock = w.keep.pop().unwrap();
         let mut holder = evil_holder(sock.as_raw_fd());
         drop(sock);
