@@ -70,8 +70,14 @@ inet_payloads() { # dump-file max
 copy netlink_decode "${dumps[@]}"
 for f in "${dumps[@]}"; do inet_payloads "$f" 8; done
 copy replay_from_bytes "${dumps[@]}" "${json[@]}"
-# replay_stream reads its first byte as the read size: the same files do.
-copy replay_stream "${dumps[@]}" "${json[@]}"
+# replay_stream reads its first byte as the read size: the same files,
+# each behind a byte giving reads of 1, 8 and 256 bytes.
+mkdir -p "$corpus/replay_stream"
+for f in "${dumps[@]}" "${json[@]}"; do
+  for n in 000 007 377; do
+    { printf "\\$n"; cat "$f"; } > "$corpus/replay_stream/$(basename "$f").$n"
+  done
+done
 # kill_plan: a plan as `cwdiag kill --json` prints it.
 mkdir -p "$corpus/kill_plan"
 cat > "$corpus/kill_plan/plan.json" <<'PLAN'
