@@ -19,7 +19,7 @@ const LISTED_CHANGED: usize = 10;
 
 fn read_plan(path: &std::path::Path) -> Result<KillPlan> {
     let name = path.display().to_string();
-    let c = crate::collect::fsread::read(path, killplan::MAX_PLAN)
+    let c = crate::collect::fsread::read_named(path, killplan::MAX_PLAN)
         .map_err(|e| anyhow::anyhow!("cannot read --plan {name}: {e}"))?;
     if c.truncated {
         anyhow::bail!(

@@ -73,6 +73,25 @@ pub fn read(path: &Path, cap: usize) -> std::io::Result<Capped> {
     read_from(open_regular(path)?, cap)
 }
 
+/// [`read`] of a file the user named on the command line (`--plan FILE`):
+/// a symlink is followed, as `cat` would, but the file it leads to must
+/// still be a regular file, opened without blocking.
+pub fn read_named(path: &Path, cap: usize) -> std::io::Result<Capped> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    read_from(std::fs::File::from(fd), cap)
+}
+
 /// [`read`] of `path` relative to the directory `dir` (as `openat`).
 pub fn read_at(dir: &rustix::fd::OwnedFd, path: &str, cap: usize) -> std::io::Result<Capped> {
     let fd = rustix::fs::openat(

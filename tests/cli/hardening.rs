@@ -655,6 +655,10 @@ fn kill_with_a_plan_destroys_only_the_reviewed_sockets_still_there() {
         // Bad plans and mixed selections: one line, exit 2.
         let bad = d.path().join("bad.json");
         std::fs::write(&bad, "{\"kind\":\"x\"}").unwrap();
+        let fifo = d.path().join("plan.fifo");
+        mkfifo(&fifo);
+        let o = run_within(&["kill", "--plan", p(&fifo)], 10);
+        fails_with(&o, &[p(&fifo), "not a regular file"]);
         for args in [
             vec!["kill", "--plan", p(&bad)],
             vec!["kill", "--plan", "/nonexistent/plan.json"],
