@@ -318,6 +318,10 @@ pub struct Process {
     pub stale_socket_fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_socket_inodes: Vec<u64>,
+    /// Runtime recognised from the executable itself (`Go`, from its
+    /// build-ID note), for owners of CLOSE_WAIT sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Process {
@@ -331,6 +335,7 @@ impl Process {
             container: None,
             stale_socket_fds: None,
             stale_socket_inodes: Vec::new(),
+            runtime: None,
         }
     }
 }
@@ -409,6 +414,11 @@ pub struct Snapshot {
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,
     pub attribution: Attribution,
+    /// Listener inode -> the other processes holding that listening
+    /// socket (a pre-fork server's workers), for listeners with children
+    /// nobody accepted. The socket's own `pid` is the first holder found.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listener_holders: BTreeMap<u32, Vec<u32>>,
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,

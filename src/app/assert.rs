@@ -41,8 +41,16 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
     let mut plan = Plan::new(&wanted);
     plan.ports = filter.ports.clone();
     plan.tcp_info = false;
+    let stale_limit = limits.max_stale_socket_fds.is_some();
+    if stale_limit {
+        // Stale fds are socket fds in no table: that needs every table
+        // whole, and every process searched.
+        plan.states = crate::collect::sockdiag::all_states();
+        plan.ports.clear();
+        plan.sweep_stale = true;
+    }
     // Growth is tracked per process: every sample needs owners.
-    plan.attribute = if filter.needs_owner() || growth_limits {
+    plan.attribute = if filter.needs_owner() || growth_limits || stale_limit {
         Attribute::Default
     } else {
         Attribute::Nothing

@@ -5,12 +5,15 @@ pub mod counters;
 pub mod decode;
 pub mod destroy;
 pub mod fsread;
+pub mod holders;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
+pub mod runtime;
 pub mod sockdiag;
+pub mod stale;
 pub mod sysctl;
 
 use crate::diag::group::attributed_by_default;
@@ -58,6 +61,9 @@ pub struct Plan {
     /// (see `dump_and_attribute`); false keeps one dump with tcp_info for
     /// every socket (`snapshot` records everything).
     pub parallel: bool,
+    /// Look for stale socket fds in every process of the namespace, not
+    /// only when the kernel's counters show unhashed TCP sockets.
+    pub sweep_stale: bool,
 }
 
 impl Plan {
@@ -83,6 +89,7 @@ impl Plan {
             source: SourceChoice::Auto,
             ports: Vec::new(),
             parallel: true,
+            sweep_stale: false,
         }
     }
 }
@@ -199,6 +206,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: Default::default(),
         sysctls: sysctl::read(&plan.proc_root, &mut read_warnings),
         counters,
         warnings,
@@ -208,6 +216,9 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
     let owners =
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
+    if plan.attribute != Attribute::Nothing {
+        holders::find(&mut snap, &plan.proc_root);
+    }
     timing("attribute: apply", t1);
     let t2 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
@@ -247,12 +258,19 @@ fn enrich_owners(
         .filter(|s| s.state == TcpState::CloseWait)
         .filter_map(|s| s.pid)
         .collect();
-    if pids.is_empty() {
-        return;
-    }
     // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
+    // Beyond the CLOSE_WAIT owners, every process is searched when the
+    // kernel counts TCP sockets in no table (or when asked to).
+    let sweep = complete_dump
+        && snap.source.kind == SourceKind::Netlink
+        && (plan.sweep_stale
+            || stale::unhashed_tcp_sockets(&plan.proc_root)
+                .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    if pids.is_empty() && !sweep {
+        return;
+    }
     let known: Option<rustc_hash::FxHashSet<u64>> = if complete_dump {
         procinfo::other_table_inodes(&net_dir(&plan.proc_root), warnings)
     } else {
@@ -268,7 +286,7 @@ fn enrich_owners(
         k
     });
     let mut candidates = Vec::new();
-    for pid in pids {
+    for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let c = procinfo::enrich(
                 &plan.proc_root,
@@ -278,11 +296,28 @@ fn enrich_owners(
                 known.as_ref(),
                 warnings,
             );
+            if runtime::is_go(&plan.proc_root, pid) {
+                p.runtime = Some("Go".to_string());
+            }
             candidates.push((pid, c));
         }
     }
-    if known.is_none() {
+    let Some(known_set) = known.as_ref() else {
         return;
+    };
+    let mut added = Vec::new();
+    if sweep {
+        let t = std::time::Instant::now();
+        if let Some(ns) = stale::current_netns(&plan.proc_root) {
+            for c in stale::sweep(&plan.proc_root, ns, known_set, &pids) {
+                snap.processes
+                    .entry(c.pid)
+                    .or_insert_with(|| crate::model::Process::named(c.comm));
+                added.push(c.pid);
+                candidates.push((c.pid, c.fds));
+            }
+        }
+        timing("stale-fd sweep", t);
     }
     // Socket fds in no table are mostly sockets newer than the dump (a busy
     // server accepts all the time): check them against a second look at
@@ -305,6 +340,17 @@ fn enrich_owners(
             };
             p.stale_socket_fds = Some(stale.len());
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
+        }
+    }
+    // Processes read only for the sweep stay in the snapshot only when
+    // they hold stale fds.
+    for pid in added {
+        if snap
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.stale_socket_fds == Some(0))
+        {
+            snap.processes.remove(&pid);
         }
     }
 }

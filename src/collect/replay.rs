@@ -320,6 +320,7 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: BTreeMap::new(),
         sysctls: BTreeMap::new(),
         counters: BTreeMap::new(),
         warnings: Vec::new(),

@@ -126,6 +126,29 @@ impl Runtime {
         })
     }
 
+    /// The runtime a collector recorded by name (`Go`).
+    pub fn parse(name: &str) -> Option<Runtime> {
+        [
+            Runtime::Jvm,
+            Runtime::CPython,
+            Runtime::Node,
+            Runtime::DotNet,
+            Runtime::Ruby,
+            Runtime::Go,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
+    /// A process's runtime: what the collector read from its executable,
+    /// else what its names say.
+    pub fn of(p: &crate::model::Process) -> Option<Runtime> {
+        p.runtime
+            .as_deref()
+            .and_then(Runtime::parse)
+            .or_else(|| Runtime::detect([p.comm.as_str()]))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Jvm => "JVM",

@@ -4,6 +4,8 @@ pub mod escape;
 pub mod json;
 pub mod kill;
 pub mod prometheus;
+#[cfg(test)]
+mod snapshot_tests;
 pub mod table;
 pub mod watch;
 

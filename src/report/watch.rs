@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Samples the TREND sparkline shows (the most recent).
-const TREND_SAMPLES: usize = 12;
+const TREND_SAMPLES: usize = 8;
 
 pub fn render(
     n: u32,

@@ -42,6 +42,7 @@ struct Process {
     stale_socket_fds: Option<u64>,
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
+    runtime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -181,7 +181,7 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
             let mut peers: Vec<(String, usize)> = a.peers.into_iter().collect();
             peers.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             a.idle.sort_unstable();
-            let runtime = process.and_then(|p| Runtime::detect([p.comm.as_str()]));
+            let runtime = process.and_then(Runtime::of);
             let e = CloseWaitEvidence {
                 state: TcpState::CloseWait,
                 count: a.count,
