@@ -178,13 +178,18 @@ pub struct SelectArgs {
     pub ports: Vec<u16>,
 
     /// Only sockets held by process PID (repeatable). Sockets without an
-    /// owner (TIME_WAIT, orphans) never match.
+    /// owner (TIME_WAIT, orphans) never match. A PID that is not running
+    /// is reported in a warning.
     #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
 
-    /// Only sockets held by a process with this command name (repeatable).
-    #[arg(long = "comm", value_name = "COMM")]
-    pub comms: Vec<String>,
+    /// Only sockets held by a process named NAME (repeatable): the
+    /// kernel's comm (cut to 15 characters), the executable's file name
+    /// or argv[0]'s file name, matched exactly; `*` and `?` make a
+    /// pattern ('billing-*'). A NAME that matches no running process is
+    /// reported in a warning.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<crate::filter::CommPattern>,
 
     /// Only sockets whose peer is ADDR or ADDR:PORT ([v6]:port for IPv6).
     #[arg(long, value_name = "ADDR[:PORT]")]
@@ -390,6 +395,11 @@ pub struct AssertArgs {
 
     #[command(flatten)]
     pub sampling: SampleArgs,
+
+    /// Exit 2 when a --comm or --pid value matches no running process,
+    /// instead of passing with a warning (a gate that cannot fire).
+    #[arg(long)]
+    pub require_match: bool,
 
     /// Print the result as JSON.
     #[arg(long)]

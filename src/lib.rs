@@ -12,6 +12,7 @@ pub mod killplan;
 pub mod model;
 pub mod outfile;
 pub mod output;
+pub mod procname;
 pub mod report;
 pub mod serve;
 #[cfg(test)]

@@ -287,6 +287,13 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// Bytes of `/proc/PID/cmdline` read at most.
+pub const CMDLINE_MAX: usize = 4096;
+
 impl Socket {
     pub fn is_ipv6(&self) -> bool {
         self.local.is_ipv6()
@@ -297,7 +304,32 @@ impl Socket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Process {
+    /// The kernel's command name (`/proc/PID/comm`): the executable's
+    /// name cut to 15 bytes, or what the process set with `PR_SET_NAME`.
     pub comm: String,
+    /// Command line (`/proc/PID/cmdline`), one string per argument; at
+    /// most [`CMDLINE_MAX`] bytes are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<Vec<String>>,
+    /// True when the command line was longer than [`CMDLINE_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cmdline_truncated: bool,
+    /// Executable (`/proc/PID/exe`); `None` for kernel threads and when
+    /// it cannot be read (another user's process without root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Effective uid, and its name in the user database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Parent pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// Process start, milliseconds since the Unix epoch (from the boot
+    /// time and the start tick in `/proc/PID/stat`: one-second precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
     /// Open file descriptors (only for owners of flagged sockets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd_count: Option<usize>,
@@ -328,6 +360,13 @@ impl Process {
     pub fn named(comm: impl Into<String>) -> Process {
         Process {
             comm: comm.into(),
+            cmdline: None,
+            cmdline_truncated: false,
+            exe: None,
+            uid: None,
+            user: None,
+            ppid: None,
+            started_at_ms: None,
             fd_count: None,
             nofile_soft: None,
             nofile_hard: None,

@@ -2,7 +2,7 @@
 //! default). With `--plan FILE` or `--cookie C`, only reviewed sockets that
 //! still exist unchanged are acted on.
 
-use super::{collect_all, filter_of};
+use super::{collect_selected, filter_of};
 use crate::collect::{Attribute, Plan};
 use crate::killplan::{self, KillPlan, Planned};
 use crate::model::{Socket, TcpState};
@@ -80,17 +80,17 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
     if filter.needs_owner() {
         plan.attribute = Attribute::All;
     }
-    let c = collect_all(&args.source, &plan, None)?;
+    let c = collect_selected(&args.source, &plan, None, &filter)?;
     let snap = c
         .snapshots
         .first()
         .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-    let comm = |s: &Socket| {
-        s.pid
-            .and_then(|p| snap.processes.get(&p))
-            .map(|p| p.comm.as_str())
-    };
-    let mut out = String::new();
+    let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
+    let mut out: String = c
+        .selection
+        .iter()
+        .map(|w| format!("warning: {}\n", crate::procname::printable(w)))
+        .collect();
     let chosen: Vec<&Socket> = if reviewed {
         let wanted: Vec<(u64, Option<&Planned>)> = match &plan_file {
             Some(p) => p.sockets.iter().map(|s| (s.cookie, Some(s))).collect(),
@@ -117,11 +117,11 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
     } else {
         snap.sockets
             .iter()
-            .filter(|s| s.state != TcpState::Listen && filter.matches(s, comm(s)))
+            .filter(|s| s.state != TcpState::Listen && filter.matches(s, process_of(s)))
             .collect()
     };
     if args.json {
-        let doc = KillPlan::of(&chosen, |s| comm(s).map(str::to_string));
+        let doc = KillPlan::of(&chosen, |s| process_of(s).map(|p| p.comm.clone()));
         emit(&report::json::render(&doc)?)?;
         // stdout is the plan; the rest goes to stderr.
         eprint!("{out}");

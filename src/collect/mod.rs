@@ -6,12 +6,14 @@ pub mod decode;
 pub mod destroy;
 pub mod fsread;
 pub mod holders;
+pub mod identity;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
 pub mod runtime;
+pub mod selection;
 pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
@@ -225,6 +227,10 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         enrich_owners(&mut snap, plan, &tables, &mut read_warnings);
     }
     timing("enrich", t2);
+    // Last, so that holders of stale fds the enrichment added are named too.
+    let t = std::time::Instant::now();
+    identify_owners(&mut snap, &plan.proc_root);
+    timing("identify owners", t);
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
             snap.warnings.push(w);
@@ -263,11 +269,13 @@ fn enrich_owners(
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
     // Beyond the CLOSE_WAIT owners, every process is searched when the
     // kernel counts TCP sockets in no table (or when asked to).
+    let t = std::time::Instant::now();
     let sweep = complete_dump
         && snap.source.kind == SourceKind::Netlink
         && (plan.sweep_stale
             || stale::unhashed_tcp_sockets(&plan.proc_root)
                 .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    timing("stale-fd trigger", t);
     if pids.is_empty() && !sweep {
         return;
     }
@@ -378,7 +386,32 @@ pub fn attribute(
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
     let owners = find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere);
-    apply_owners(snap, owners)
+    let tables = apply_owners(snap, owners);
+    identify_owners(snap, &plan.proc_root);
+    tables
+}
+
+/// Command line, executable, user, parent and start time of every owner
+/// in the snapshot (a warning when they could not be read in time).
+fn identify_owners(snap: &mut Snapshot, proc_root: &std::path::Path) {
+    if snap.processes.is_empty() {
+        return;
+    }
+    let pids: Vec<u32> = snap.processes.keys().copied().collect();
+    match identity::identify(proc_root, pids) {
+        Some(found) => {
+            for (pid, id) in found {
+                if let Some(p) = snap.processes.get_mut(&pid) {
+                    id.apply(p);
+                }
+            }
+        }
+        None => snap.warnings.push(format!(
+            "the command lines and users of {} socket owners could not be read within {} s: owners are named by their kernel comm only",
+            snap.processes.len(),
+            identity::DEADLINE.as_secs()
+        )),
+    }
 }
 
 /// Looks up the owners of the sockets the plan wants attributed.

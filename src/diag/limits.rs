@@ -71,6 +71,10 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
+    /// Names of the report's owners (`Process::label`),
+    /// for the text; not part of the JSON.
+    #[serde(skip)]
+    pub names: std::collections::BTreeMap<u32, String>,
 }
 
 /// Evaluates `limits` on the last report; growth limits on `series`
@@ -172,12 +176,24 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
         checks,
         attribution: r.attribution.clone(),
         warnings: r.warnings.clone(),
+        names: r
+            .processes
+            .iter()
+            .map(|(pid, p)| (*pid, p.label()))
+            .collect(),
     }
+}
+
+/// The owner's label (already printable), else its comm escaped.
+fn name_of(names: &std::collections::BTreeMap<u32, String>, pid: u32, comm: &str) -> String {
+    names
+        .get(&pid)
+        .cloned()
+        .unwrap_or_else(|| crate::procname::printable(comm))
 }
 
 /// Plain-text result: one line per limit, offenders under broken ones.
 pub fn render_text(o: &Outcome) -> String {
-    use crate::report::escape::Escaped;
     let mut out = String::new();
     for c in &o.checks {
         let verdict = if c.ok { "ok  " } else { "FAIL" };
@@ -194,7 +210,7 @@ pub fn render_text(o: &Outcome) -> String {
         );
         for s in &c.growing {
             let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({})", Escaped(c)),
+                (Some(p), Some(c)) => format!("pid {p} ({})", name_of(&o.names, p, c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -217,12 +233,12 @@ pub fn render_text(o: &Outcome) -> String {
                 out,
                 "     {:>6}  {}",
                 s.count,
-                super::words::who(Some(s.pid), Some(&s.comm))
+                super::words::who(Some(s.pid), Some(&name_of(&o.names, s.pid, &s.comm)))
             );
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({})", Escaped(c)),
+                (Some(p), Some(c)) => format!("pid {p} ({})", name_of(&o.names, p, c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -234,7 +250,7 @@ pub fn render_text(o: &Outcome) -> String {
         }
     }
     for w in &o.warnings {
-        let _ = writeln!(out, "warning: {}", Escaped(w));
+        let _ = writeln!(out, "warning: {}", crate::procname::printable(w));
     }
     out
 }

@@ -2,7 +2,6 @@
 //! NDJSON line per sample. Pure.
 
 use super::Style;
-use super::escape::{Escaped, escaped};
 use crate::diag::growth::Series;
 use crate::diag::{Direction, Finding, Report};
 use crate::model::TcpState;
@@ -39,7 +38,11 @@ pub fn render(
         let _ = writeln!(
             out,
             "{}",
-            super::wrap(&format!("warning: {}", Escaped(w)), st.width, "  ")
+            super::wrap(
+                &format!("warning: {}", crate::procname::printable(w)),
+                st.width,
+                "  "
+            )
         );
     }
     let mut t = Table::new();
@@ -47,7 +50,7 @@ pub fn render(
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(st.width)
         .set_header([
-            "STATE", "PID", "COMM", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
+            "STATE", "PID", "NAME", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
         ]);
     let shown = if st.top == 0 {
         series.len()
@@ -74,7 +77,15 @@ pub fn render(
         t.add_row(vec![
             Cell::new(s.state.name()),
             Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::new(s.comm.as_deref().map(escaped).unwrap_or_default()),
+            // The owner's label (full name; what a runtime runs): the
+            // live view is narrow, the scan table has the command line.
+            Cell::new(
+                s.pid
+                    .and_then(|p| r.processes.get(&p))
+                    .map(|p| p.label())
+                    .or_else(|| s.comm.as_deref().map(crate::procname::printable))
+                    .unwrap_or_default(),
+            ),
             Cell::new(place),
             Cell::new(now).set_alignment(CellAlignment::Right),
             delta_cell.set_alignment(CellAlignment::Right),
@@ -96,7 +107,7 @@ pub fn render(
             "[{}] {}: {}",
             f.severity.label(),
             f.rule_id,
-            Escaped(&f.summary)
+            crate::procname::printable(&f.summary)
         );
         let _ = writeln!(out, "{}", super::wrap(&line, st.width, "  "));
     }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod hardening;
+mod identity;
 mod live;
 mod namespaces;
 mod netns;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 /// Runs `body` on a thread that lives in a fresh network namespace.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
     if !is_root() {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
@@ -263,8 +263,14 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
     in_netns("port exhaustion", || {
         std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40999")
             .expect("set the namespace's port range");
+        // tcp_tw_reuse=2 (the default) lets loopback connects reuse
+        // TIME_WAIT ports older than 1 s: on a loaded machine the 800
+        // connections take longer than that, and the count would depend
+        // on timing.
+        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").expect("set tcp_tw_reuse");
         let mut w = Workload::default();
-        let dest = w.listen("127.0.0.1:0");
+        // A listener outside the narrowed ephemeral range.
+        let dest = w.listen("127.0.0.1:9000");
         w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), 800);
         wait_for_ss("TIME_WAIT", dest, 800);
         let r = json(&["scan", "--json"]);
@@ -616,7 +622,7 @@ const BUSY_STALE: usize = 3;
 const BUSY_PAIRS: usize = 300;
 
 /// Kills and reaps a child process when dropped, even when a test fails.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

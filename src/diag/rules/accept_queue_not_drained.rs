@@ -148,7 +148,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             holder_pids.dedup();
             let names: Vec<String> = holder_pids
                 .iter()
-                .map(|&p| who(Some(p), comm(Some(p)).as_deref()).to_string())
+                .map(|&p| who(Some(p), ctx.label(Some(p)).as_deref()).to_string())
                 .collect();
             let held_by = match names.as_slice() {
                 [] => "no readable process".to_string(),
@@ -168,7 +168,10 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             } else {
                 let list: Vec<String> = connection_holders
                     .iter()
-                    .map(|h| format!("{} {}", who(Some(h.pid), h.comm.as_deref()), h.connections))
+                    .map(|h| {
+                        let name = ctx.label(Some(h.pid));
+                        format!("{} {}", who(Some(h.pid), name.as_deref()), h.connections)
+                    })
                     .collect();
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
