@@ -49,6 +49,8 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
         crate::serve::ServeConfig {
             listen: args.listen,
             min_interval: args.min_interval,
+            max_connections: args.max_connections,
+            web_config: args.web_config,
         },
         collect,
     )?;

@@ -11,5 +11,6 @@ mod prometheus;
 mod readme;
 mod replay;
 mod schema;
+mod serve;
 mod support;
 mod ux;
