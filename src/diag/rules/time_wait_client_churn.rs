@@ -25,19 +25,20 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
     let svc = service
         .map(|s| format!(" ({})", s.name()))
         .unwrap_or_default();
-    let sustainable = f64::from(budget) / 60.0;
     let loopback = e
         .peer
         .as_deref()
         .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
         .is_some_and(|a| a.ip().is_loopback());
+    let hold = super::time_wait::port_hold_s(ctx, loopback);
+    let sustainable = f64::from(budget) / f64::from(hold);
     (
         format!(
             "{} TIME_WAIT sockets towards {dest}{pct}: ~{rate:.0} closes/s against a sustainable ~{sustainable:.0}/s",
             e.count
         ),
         format!(
-            "This host opens and closes connections to {dest}{svc}; each close holds a local port for 60 s, so one destination sustains about {sustainable:.0} new connections/s, and it is closing ~{rate:.0}/s. Fix: {}. {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
+            "This host opens and closes connections to {dest}{svc}; each close holds a local port for {hold} s, so one destination sustains about {sustainable:.0} new connections/s, and it is closing ~{rate:.0}/s. Fix: {}. {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
             crate::diag::peer::reuse_advice(service),
             tw_reuse_words(ctx, loopback)
         ),
@@ -89,5 +90,18 @@ mod tests {
         assert!((e.close_rate_per_s - 333.0).abs() < 66.0, "{e:?}");
         assert!(f.summary.contains("closes/s"), "{}", f.summary);
         assert!(f.hint.contains("loopback connections only"), "{}", f.hint);
+    }
+
+    #[test]
+    fn loopback_with_the_default_reuse_holds_ports_one_second() {
+        use crate::diag::testkit::SnapBuilder;
+        let snap = SnapBuilder::new()
+            .sysctl("net.ipv4.tcp_tw_reuse", "2")
+            .time_waits("127.0.0.1", "127.0.0.1:8080", 3000, 9_000)
+            .build();
+        let case = crate::diag::rules::cases::fires("lo", snap, crate::diag::Severity::Info);
+        let f = &findings_of(RuleId::TimeWaitClientChurn, &case)[0];
+        assert!(f.summary.contains("sustainable ~28232/s"), "{}", f.summary);
+        assert!(f.hint.contains("holds a local port for 1 s"), "{}", f.hint);
     }
 }
