@@ -30,7 +30,7 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         }
         let (samples, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
         let series = crate::diag::growth::series(&samples);
-        let growth = crate::diag::rules::growing(&series, &samples);
+        let growth = crate::diag::growth::findings(&series, &samples);
         let mut last = samples
             .into_iter()
             .last()

@@ -50,7 +50,7 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
         }
         history.push(report);
         let series = crate::diag::growth::series(&history);
-        let growth = crate::diag::rules::growing(&series, &history);
+        let growth = crate::diag::growth::findings(&series, &history);
         let Some(last) = history.last() else { continue };
         let text = if args.json {
             report::watch::ndjson_line(n, last, &series, &growth)?

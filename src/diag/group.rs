@@ -2,7 +2,7 @@
 //! direction of a connection, and the arithmetic of TIME_WAIT and ports.
 
 use super::host::{Host, Sysctl};
-use super::report::{DEFAULT_PORT_BUDGET, Direction, Group, Owner, RecvQSplit, TIME_WAIT_LEN_S};
+use super::types::{DEFAULT_PORT_BUDGET, Direction, Group, Owner, RecvQSplit, TIME_WAIT_LEN_S};
 use crate::model::{Attribution, Endpoint, Snapshot, Socket, TcpState};
 use rustc_hash::{FxHashMap, FxHashSet};
 

@@ -1,33 +1,12 @@
 //! Growth over samples: a CLOSE_WAIT leak is a slope, not a number. Pure:
 //! a series of reports in, per-group series and findings out.
 
-use super::report::{Direction, Report};
+use super::report::Report;
+use super::types::Direction;
 use crate::model::TcpState;
-use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// One group followed across samples: (state, pid, direction, port).
-/// Outbound groups are merged across peers, so a pool leaking towards
-/// several servers on one port is one series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Series {
-    pub state: TcpState,
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub direction: Direction,
-    pub port: u16,
-    /// Count at each sample, oldest first (0 where the group was absent).
-    pub counts: Vec<usize>,
-    /// Last count minus first.
-    pub delta: i64,
-    /// delta per minute over the elapsed time.
-    pub rate_per_min: f64,
-    /// Rose at every sample (strictly), so "rose at every sample" is
-    /// exactly what the numbers show.
-    pub rising: bool,
-    /// Oldest CLOSE_WAIT age in the last sample (ms), when known.
-    pub oldest_age_ms: Option<u32>,
-}
+pub use super::types::Series;
 
 type Key = (TcpState, Option<u32>, Direction, u16);
 
@@ -95,6 +74,11 @@ pub fn series(samples: &[Report]) -> Vec<Series> {
             .then(b.counts.last().cmp(&a.counts.last()))
     });
     out
+}
+
+/// The growth findings over `samples` (oldest first) and their series.
+pub fn findings(series: &[Series], samples: &[Report]) -> Vec<super::rules::Finding> {
+    super::rules::growing(series, samples.last().map(|r| &r.processes))
 }
 
 /// A broken growth limit: which series grew more than allowed.

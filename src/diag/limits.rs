@@ -1,7 +1,8 @@
 //! `cwdiag assert`: pure evaluation of limits over a report.
 
 use super::growth::{self, Series};
-use super::report::{Group, Report};
+use super::report::Report;
+use super::types::Group;
 use crate::model::{Attribution, Source, TcpState};
 use serde::Serialize;
 use std::fmt::Write;

@@ -1,10 +1,11 @@
 //! The diagnosis layer: pure functions from a [`Snapshot`] (and a
 //! [`Policy`]) to a [`Report`]. No I/O here; time comes from the snapshot.
 //!
-//! `report` holds the types and imports nothing else of this layer;
-//! `group` builds the per-process and per-port groups; `rules` holds one
-//! module per rule; `growth` follows groups across samples; `limits`
-//! evaluates `cwdiag assert`.
+//! Layers, each importing only those before it: `types` (thresholds,
+//! groups, severities; a leaf), `words`, `host` and `peer`; `group`
+//! (per-process and per-port groups); `rules` (one module per rule, and
+//! `Finding`); `report` (what `scan` prints); `growth` (groups across
+//! samples); `limits` (`cwdiag assert`).
 
 pub mod group;
 pub mod growth;
@@ -15,13 +16,14 @@ pub mod report;
 pub mod rules;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod types;
 pub mod words;
 
-pub use report::{
-    DEFAULT_PORT_BUDGET, Direction, Finding, Group, Owner, Policy, RecvQSplit, Report, Severity,
-    TIME_WAIT_LEN_S,
+pub use report::{REPORT_SCHEMA_VERSION, Report};
+pub use rules::{Evidence, Finding, RuleId};
+pub use types::{
+    DEFAULT_PORT_BUDGET, Direction, Group, Owner, Policy, RecvQSplit, Severity, TIME_WAIT_LEN_S,
 };
-pub use rules::{Evidence, RuleId};
 
 use crate::filter::Filter;
 use crate::model::{Snapshot, Socket, TcpState};

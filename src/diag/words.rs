@@ -1,7 +1,7 @@
 //! Words every rule shares, written once: who holds the sockets, where
 //! they point, counts with their nouns.
 
-use super::report::Direction;
+use super::types::Direction;
 use std::fmt;
 
 /// `comm (pid N)`, or what is known of it.

@@ -82,7 +82,7 @@ fn watch_frame_with_a_growing_group() {
         .map(|i| sample(10 + i * 2, i as u64 * 2000))
         .collect();
     let series = crate::diag::growth::series(&reports);
-    let growth = crate::diag::rules::growing(&series, &reports);
+    let growth = crate::diag::growth::findings(&series, &reports);
     let frame = super::watch::render(
         30,
         std::time::Duration::from_secs(2),

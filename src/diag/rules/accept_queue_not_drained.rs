@@ -3,9 +3,10 @@
 //! (`inet_diag.c:inet_sk_diag_fill`), and a listener's Recv-Q is its
 //! accept queue and Send-Q its backlog.
 
+use super::Finding;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::Counter;
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::diag::words::who;
 use crate::model::TcpState;
 use serde::Serialize;

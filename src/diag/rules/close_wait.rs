@@ -6,10 +6,11 @@
 //! copied_seq`, `tcp_diag.c:tcp_diag_get_info`) is 1 until the
 //! application reads the end of file.
 
+use super::Finding;
 use super::{Ctx, RuleId};
 use crate::diag::group::{direction, owner_of};
 use crate::diag::peer::{Runtime, Service};
-use crate::diag::report::{Direction, Finding, Owner, Policy, RecvQSplit};
+use crate::diag::types::{Direction, Owner, Policy, RecvQSplit};
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@ use super::close_wait::{
 };
 use super::{Doc, close_wait_severity};
 use crate::diag::peer::Runtime;
-use crate::diag::report::{Direction, Policy, Severity};
+use crate::diag::types::{Direction, Policy, Severity};
 use crate::diag::words::plural;
 
 pub const DOC: Doc = Doc {

@@ -2,12 +2,15 @@
 //! The only place a leak rate is measured: a slope over samples, never
 //! one snapshot's count over its oldest age.
 
+use super::Finding;
 use super::{Doc, Evidence, RuleId};
-use crate::diag::growth::Series;
-use crate::diag::report::{Direction, Finding, Report, Severity};
+use crate::diag::types::Series;
+use crate::diag::types::{Direction, Severity};
 use crate::diag::words::who;
+use crate::model::Process;
 use crate::model::TcpState;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 pub const DOC: Doc = Doc {
     id: "close-wait-growing",
@@ -41,27 +44,25 @@ pub struct GrowthEvidence {
     pub fd_limit_eta_s: Option<u64>,
 }
 
-fn process_label(pid: Option<u32>, last: Option<&Report>) -> Option<String> {
-    last?.processes.get(&pid?).map(|p| p.label())
+fn process_label(pid: Option<u32>, processes: Option<&BTreeMap<u32, Process>>) -> Option<String> {
+    processes?.get(&pid?).map(|p| p.label())
 }
 
 /// A finding per CLOSE_WAIT series that rose at every sample (at least
 /// three samples).
-pub fn detect(series: &[Series], reports: &[Report]) -> Vec<Finding> {
-    let last = reports.last();
+/// `processes`: the owners as of the last sample (fd counts, limits).
+pub fn detect(series: &[Series], processes: Option<&BTreeMap<u32, Process>>) -> Vec<Finding> {
     series
         .iter()
         .filter(|s| s.state == TcpState::CloseWait && s.rising && s.counts.len() >= 3)
         .map(|s| {
-            let label = process_label(s.pid, last);
+            let label = process_label(s.pid, processes);
             let owner = who(s.pid, label.as_deref().or(s.comm.as_deref())).to_string();
             let place = match s.direction {
                 Direction::Inbound => format!("inbound on port {}", s.port),
                 Direction::Outbound => format!("to port {}", s.port),
             };
-            let process = s
-                .pid
-                .and_then(|p| last.and_then(|r| r.processes.get(&p)));
+            let process = s.pid.and_then(|p| processes.and_then(|m| m.get(&p)));
             let fd_count = process.and_then(|p| p.fd_count);
             let soft = process.and_then(|p| p.nofile_soft);
             let eta = match (fd_count, soft) {
@@ -116,8 +117,8 @@ pub fn detect(series: &[Series], reports: &[Report]) -> Vec<Finding> {
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::Case;
-    use crate::diag::report::Policy;
     use crate::diag::testkit::SnapBuilder;
+    use crate::diag::types::Policy;
     let sample = |n: usize, t: u64| {
         let mut b = SnapBuilder::new()
             .listen("0.0.0.0:8080", Some(40), 0, 128)

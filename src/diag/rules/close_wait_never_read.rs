@@ -7,7 +7,7 @@ use super::close_wait::{
 };
 use super::{Doc, close_wait_severity};
 use crate::diag::peer::{Runtime, Service, client_fix};
-use crate::diag::report::{Direction, Policy, Severity};
+use crate::diag::types::{Direction, Policy, Severity};
 use crate::diag::words::plural;
 use crate::units::age;
 

@@ -2,10 +2,11 @@
 //! against the ephemeral range (`inet_hashtables.c:__inet_hash_connect`
 //! needs a free 4-tuple per connection).
 
+use super::Finding;
 use super::time_wait::tw_reuse_words;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::group::{TimeWaitClock, round3};
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;

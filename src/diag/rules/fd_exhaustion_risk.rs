@@ -2,8 +2,9 @@
 //! its share of the limit alone: one snapshot cannot measure a leak rate
 //! (that is `close-wait-growing`'s job, over samples).
 
+use super::Finding;
 use super::{Ctx, Doc, Evidence, RuleId};
-use crate::diag::report::{Finding, Owner, Severity};
+use crate::diag::types::{Owner, Severity};
 use crate::diag::words::who;
 use crate::model::TcpState;
 use serde::Serialize;

@@ -38,7 +38,7 @@ pub use time_wait::TimeWaitEvidence;
 pub(crate) use close_wait_growing::detect as growing;
 
 use super::host::Host;
-use super::report::{Finding, Group, Policy, Severity};
+use super::types::{Group, Policy, Severity};
 use crate::model::{Snapshot, Socket, TcpState};
 use rustc_hash::FxHashSet;
 use serde::{Serialize, Serializer};
@@ -137,6 +137,17 @@ impl Serialize for RuleId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
+}
+
+/// One claim about the host, with the numbers it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub rule_id: RuleId,
+    pub severity: Severity,
+    pub summary: String,
+    /// Typed per rule: the README's JSON section lists each rule's fields.
+    pub evidence: Evidence,
+    pub hint: String,
 }
 
 /// A finding's evidence: one shape per family of rules (the README lists
@@ -292,7 +303,7 @@ pub(crate) mod cases {
     //! Each rule's table of cases: snapshots where it fires and healthy
     //! look-alikes where it stays silent.
     use super::*;
-    use crate::diag::report::Policy;
+    use crate::diag::types::Policy;
 
     pub struct Case {
         pub name: &'static str,
@@ -351,7 +362,8 @@ pub(crate) mod cases {
             .iter()
             .map(|s| crate::diag::classify(s, &filter, &case.policy))
             .collect();
-        let mut all = growing(&crate::diag::growth::series(&reports), &reports);
+        let mut all =
+            crate::diag::growth::findings(&crate::diag::growth::series(&reports), &reports);
         if let Some(last) = reports.last() {
             all.extend(last.findings.iter().cloned());
         }

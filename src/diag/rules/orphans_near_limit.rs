@@ -1,9 +1,10 @@
 //! `orphans-near-limit`: orphaned sockets near tcp_max_orphans.
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::{Counter, Sysctl};
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 
 pub const DOC: Doc = Doc {
     id: "orphans-near-limit",

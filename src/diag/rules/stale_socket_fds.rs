@@ -1,7 +1,8 @@
 //! `stale-socket-fds`: socket fds whose inode is in no socket table.
 
+use super::Finding;
 use super::{Ctx, Doc, Evidence, RuleId};
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::diag::words::who;
 use serde::Serialize;
 

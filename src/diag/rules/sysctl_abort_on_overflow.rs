@@ -1,9 +1,10 @@
 //! `sysctl-abort-on-overflow`: tcp_abort_on_overflow enabled.
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::Sysctl;
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 
 pub const DOC: Doc = Doc {
     id: "sysctl-abort-on-overflow",

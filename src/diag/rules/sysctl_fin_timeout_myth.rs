@@ -1,10 +1,11 @@
 //! `sysctl-fin-timeout-myth`: tcp_fin_timeout lowered, presumably against
 //! TIME_WAIT, which it does not shorten.
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::Sysctl;
-use crate::diag::report::{Finding, Severity, TIME_WAIT_LEN_S};
+use crate::diag::types::{Severity, TIME_WAIT_LEN_S};
 use crate::model::TcpState;
 
 /// The kernel default (`TCP_FIN_TIMEOUT`, include/net/tcp.h).

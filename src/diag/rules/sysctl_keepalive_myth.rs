@@ -1,10 +1,11 @@
 //! `sysctl-keepalive-myth`: tcp_keepalive_time lowered while CLOSE_WAIT
 //! sockets pile up.
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::Sysctl;
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::model::TcpState;
 
 /// The kernel default (`TCP_KEEPALIVE_TIME`, include/net/tcp.h): 2 h.

@@ -1,9 +1,10 @@
 //! `sysctl-tcp-tw-recycle`: tcp_tw_recycle enabled (kernels before 4.12).
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::Sysctl;
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::model::TcpState;
 
 pub const DOC: Doc = Doc {

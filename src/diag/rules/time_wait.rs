@@ -3,9 +3,10 @@
 //! host closed first as the client), with close rates read from the
 //! remaining times.
 
+use super::Finding;
 use super::{Ctx, Evidence, RuleId};
 use crate::diag::group::{TimeWaitClock, direction, round3};
-use crate::diag::report::{Direction, Finding, Severity};
+use crate::diag::types::{Direction, Severity};
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,7 +122,7 @@ pub fn port_hold_s(ctx: &Ctx, loopback: bool) -> u32 {
     if timestamps && reuse {
         1
     } else {
-        crate::diag::report::TIME_WAIT_LEN_S
+        crate::diag::types::TIME_WAIT_LEN_S
     }
 }
 

@@ -1,9 +1,10 @@
 //! `time-wait-buckets-full`: TIME_WAIT at or near tcp_max_tw_buckets.
 
+use super::Finding;
 use super::sysctl::evidence;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::host::{Counter, Sysctl};
-use crate::diag::report::{Finding, Severity};
+use crate::diag::types::Severity;
 use crate::model::TcpState;
 
 pub const DOC: Doc = Doc {

@@ -48,8 +48,8 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::{fires, silent};
-    use crate::diag::report::Severity;
     use crate::diag::testkit::SnapBuilder;
+    use crate::diag::types::Severity;
     let burst = SnapBuilder::new()
         .sysctl("net.ipv4.tcp_tw_reuse", "2")
         .time_waits("10.0.0.1", "10.0.0.9:8080", 3000, 9_000)

@@ -29,8 +29,8 @@ pub fn words(e: &TimeWaitEvidence) -> (String, String) {
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::{fires, silent};
-    use crate::diag::report::Severity;
     use crate::diag::testkit::SnapBuilder;
+    use crate::diag::types::Severity;
     let mut many = SnapBuilder::new().listen("0.0.0.0:80", Some(70), 0, 511);
     for i in 0..1200u32 {
         let peer = format!("10.4.{}.{}:{}", i / 250, i % 250, 30_000 + i);
