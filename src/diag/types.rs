@@ -46,6 +46,9 @@ pub struct Policy {
     pub tw_buckets_ratio_warn: f64,
     /// Share of tcp_max_orphans in use for a warning.
     pub orphans_ratio_warn: f64,
+    /// Share of a listener's backlog filled by children nobody accepted
+    /// for a warning (a full queue, or clients that gave up, is critical).
+    pub accept_queue_ratio_warn: f64,
     /// Include per-socket records in the report.
     pub sockets: bool,
 }
@@ -65,6 +68,7 @@ impl Default for Policy {
             fd_ratio_crit: 0.95,
             tw_buckets_ratio_warn: 0.9,
             orphans_ratio_warn: 0.8,
+            accept_queue_ratio_warn: 0.5,
             sockets: false,
         }
     }

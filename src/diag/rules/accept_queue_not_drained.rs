@@ -104,7 +104,9 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             let full = ls.iter().any(|l| l.send_q > 0 && l.recv_q >= l.send_q);
             let severity = if full || cw > 0 {
                 Severity::Critical
-            } else if backlog > 0 && queue.saturating_mul(2) >= backlog {
+            } else if backlog > 0
+                && f64::from(queue) >= f64::from(backlog) * ctx.policy.accept_queue_ratio_warn
+            {
                 Severity::Warning
             } else {
                 // A few children between handshake and accept() are what
