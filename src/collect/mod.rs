@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod multi;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
@@ -86,6 +87,18 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// True for a socket whose owner the plan looks up.
+    pub(crate) fn wants_owner(&self, s: &Socket) -> bool {
+        s.inode != 0
+            && match self.attribute {
+                Attribute::Nothing => false,
+                Attribute::Default => attributed_by_default(s.state),
+                Attribute::All => true,
+            }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,6 +127,33 @@ pub fn timing(step: &str, since: std::time::Instant) {
 }
 
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
+    let (mut snap, owners) = read_tables(plan, record, plan.parallel)?;
+    let t1 = std::time::Instant::now();
+    let owners =
+        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
+    let tables = apply_owners(&mut snap, owners);
+    timing("attribute: apply", t1);
+    let t2 = std::time::Instant::now();
+    if plan.attribute != Attribute::Nothing && has_close_wait_owner(&snap) {
+        let known = namespace_inodes(&snap, plan);
+        let kind = snap.source.kind.clone();
+        enrich_owners(&mut snap, plan, &tables, known.as_ref(), || {
+            recheck_inodes(kind, plan)
+        });
+    }
+    timing("enrich", t2);
+    Ok(snap)
+}
+
+/// The tables of the calling thread's namespace (sockets, counters,
+/// sysctls), not yet attributed. With `parallel`, the default scan dumps on
+/// both cores and attributes while it dumps (see [`dump_and_attribute`]):
+/// the owners it found come back too.
+pub(crate) fn read_tables(
+    plan: &Plan,
+    record: Option<sockdiag::Recorder<'_>>,
+    parallel: bool,
+) -> Result<(Snapshot, Option<procmap::Owners>)> {
     let taken_at_ms = now_ms();
     let t0 = std::time::Instant::now();
     let counters = counters::read(&plan.proc_root);
@@ -141,7 +181,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         ports: plan.ports.clone(),
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
-        if record.is_none() && plan.attribute == Attribute::Default && plan.parallel {
+        if record.is_none() && plan.attribute == Attribute::Default && parallel {
             dump_and_attribute(plan, &req, expected)
         } else {
             let d = sockdiag::dump(&req, expected, record)?;
@@ -188,7 +228,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
             "source is /proc/net/tcp (--source proc): no timers, cookies or ages".to_string(),
         );
     }
-    let mut snap = Snapshot {
+    let snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
@@ -201,17 +241,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         warnings,
     };
     timing("dump", t0);
-    let t1 = std::time::Instant::now();
-    let owners =
-        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
-    let tables = apply_owners(&mut snap, owners);
-    timing("attribute: apply", t1);
-    let t2 = std::time::Instant::now();
-    if plan.attribute != Attribute::Nothing {
-        enrich_owners(&mut snap, plan, &tables);
-    }
-    timing("enrich", t2);
-    Ok(snap)
+    Ok((snap, owners))
 }
 
 /// `/proc/thread-self/net`: the tables of the calling thread's network
@@ -225,12 +255,44 @@ pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
     }
 }
 
+/// True when some CLOSE_WAIT socket has a known owner (the processes
+/// [`enrich_owners`] looks at).
+pub(crate) fn has_close_wait_owner(snap: &Snapshot) -> bool {
+    snap.sockets
+        .iter()
+        .any(|s| s.state == TcpState::CloseWait && s.pid.is_some())
+}
+
+/// Every socket inode of the calling thread's namespace: its TCP sockets
+/// (from `snap`) and the inodes of its other tables (UDP, UNIX, ...).
+/// None when the dump was filtered: stale-fd detection needs every TCP
+/// socket of the namespace.
+pub(crate) fn namespace_inodes(snap: &Snapshot, plan: &Plan) -> Option<rustc_hash::FxHashSet<u64>> {
+    let complete_dump =
+        plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
+    complete_dump.then(|| {
+        let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
+        k.extend(
+            snap.sockets
+                .iter()
+                .filter(|s| s.inode != 0)
+                .map(|s| u64::from(s.inode)),
+        );
+        k
+    })
+}
+
 /// Fd counts, limits, cgroups and stale socket fds of the processes that
-/// own CLOSE_WAIT sockets (the ones findings will name).
-fn enrich_owners(
+/// own CLOSE_WAIT sockets (the ones findings will name). `known` holds the
+/// socket inodes the tables showed ([`namespace_inodes`]; None: no stale
+/// check); `recheck` takes a second look at the snapshot's TCP table,
+/// called only when some socket fd was in none of them.
+pub(crate) fn enrich_owners(
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    known: Option<&rustc_hash::FxHashSet<u64>>,
+    recheck: impl FnOnce() -> Option<rustc_hash::FxHashSet<u32>>,
 ) {
     let pids: HashSet<u32> = snap
         .sockets
@@ -241,23 +303,10 @@ fn enrich_owners(
     if pids.is_empty() {
         return;
     }
-    // Stale-fd detection needs every TCP socket of the namespace.
-    let complete_dump =
-        plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
-    let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
-        let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
-        k.extend(
-            snap.sockets
-                .iter()
-                .filter(|s| s.inode != 0)
-                .map(|s| u64::from(s.inode)),
-        );
-        k
-    });
     let mut candidates = Vec::new();
     for pid in pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known);
             candidates.push((pid, c));
         }
     }
@@ -272,7 +321,7 @@ fn enrich_owners(
         Default::default()
     } else {
         let t = std::time::Instant::now();
-        let live = recheck_inodes(snap.source.kind.clone(), plan);
+        let live = recheck();
         timing("stale-fd recheck", t);
         live
     };
@@ -291,7 +340,7 @@ fn enrich_owners(
 
 /// The socket inodes of the TCP table as it is now, from the same source
 /// as the snapshot; None when it cannot be read.
-fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
+pub(crate) fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
     match kind {
         SourceKind::Netlink => sockdiag::socket_inodes(&sockdiag::DumpRequest {
             states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
@@ -317,17 +366,9 @@ pub fn attribute(
 
 /// Looks up the owners of the sockets the plan wants attributed.
 fn find_owners_of(sockets: &[Socket], plan: &Plan, search: procmap::Search) -> procmap::Owners {
-    let wants = |s: &Socket| {
-        s.inode != 0
-            && match plan.attribute {
-                Attribute::Nothing => false,
-                Attribute::Default => attributed_by_default(s.state),
-                Attribute::All => true,
-            }
-    };
     let mut wanted = HashSet::new();
     let mut uids = HashSet::new();
-    for s in sockets.iter().filter(|s| wants(s)) {
+    for s in sockets.iter().filter(|s| plan.wants_owner(s)) {
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }
@@ -345,22 +386,30 @@ fn apply_owners(
             s.fd = Some(fd);
         }
     }
-    if !owners.stats.complete {
-        let why = if rustix::process::geteuid().is_root() {
-            "their fds are closed even to root here"
-        } else {
-            "run as root to see every process"
-        };
-        snap.warnings.push(format!(
-            "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
-            owners.stats.wanted_sockets - owners.stats.found_sockets,
-            owners.stats.wanted_sockets,
-            owners.stats.unreadable_processes
-        ));
+    if let Some(w) = incomplete_warning(&owners.stats) {
+        snap.warnings.push(w);
     }
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
     owners.tables
+}
+
+/// The warning for an attribution that may have missed owners.
+pub(crate) fn incomplete_warning(stats: &crate::model::Attribution) -> Option<String> {
+    if stats.complete {
+        return None;
+    }
+    let why = if rustix::process::geteuid().is_root() {
+        "their fds are closed even to root here"
+    } else {
+        "run as root to see every process"
+    };
+    Some(format!(
+        "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
+        stats.wanted_sockets - stats.found_sockets,
+        stats.wanted_sockets,
+        stats.unreadable_processes
+    ))
 }
 
 /// Sockets, warnings, and owners when they were already looked up.
