@@ -97,6 +97,7 @@ impl Drop for NamedNs {
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -250,4 +251,98 @@ fn privileged_actions_refuse_unprivileged_users_with_one_line() {
         as_nobody(&["kill", "--state", "close-wait"]).status.code(),
         Some(0)
     );
+}
+
+/// The CLOSE_WAIT groups of one namespace's report in `--all-netns` JSON.
+fn namespace<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["netns"]["name"] == name)
+        .unwrap_or_else(|| panic!("namespace {name} is listed"))
+}
+
+#[test]
+fn all_netns_counts_and_owners_match_each_namespace() {
+    // Three namespaces with different loads: one walk of /proc must give
+    // each its own owners and counts.
+    let mut all = Vec::new();
+    for (tag, cw, tw) in [("many-a", 2, 1), ("many-b", 3, 2), ("many-c", 5, 0)] {
+        let Some((ns, port)) = NamedNs::new(tag, cw, tw) else {
+            return;
+        };
+        all.push((ns, port, cw as u64));
+    }
+    let r = json(&["scan", "--json", "--all-netns"]);
+    for (ns, port, cw) in &all {
+        let mine = namespace(&r, &ns.name);
+        assert_eq!(nonzero_states(mine), ns.ss(), "{}", ns.name);
+        assert_eq!(
+            close_wait_groups(mine, *port),
+            vec![(Some(u64::from(std::process::id())), *cw)],
+            "{}",
+            ns.name
+        );
+        // Its own sockets only: the listener and the CLOSE_WAIT ends.
+        let a = &mine["attribution"];
+        assert_eq!(a["wanted_sockets"], a["found_sockets"], "{}: {a}", ns.name);
+        assert_eq!(
+            a["wanted_sockets"].as_u64(),
+            Some(cw + 1),
+            "{}: {a}",
+            ns.name
+        );
+    }
+}
+
+#[test]
+fn a_namespace_deleted_before_its_dump_is_a_warning() {
+    use cwdiag::collect::{Plan, multi, netns};
+    let Some((stays, port)) = NamedNs::new("stays", 2, 0) else {
+        return;
+    };
+    let Some((goes, _)) = NamedNs::new("goes", 1, 0) else {
+        return;
+    };
+    // Listed, then deleted before the scan reaches it.
+    let targets = vec![
+        netns::named(&goes.name).unwrap(),
+        netns::named(&stays.name).unwrap(),
+    ];
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", &goes.name])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A handle that is a plain file now (unmounted, not yet unlinked).
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("stale");
+    std::fs::write(&plain, "").unwrap();
+    let mut stale = targets[1].clone();
+    stale.path = plain.clone();
+    stale.info.name = "stale-handle".into();
+    use std::os::unix::fs::MetadataExt;
+    stale.info.inode = std::fs::metadata(&plain).unwrap().ino();
+    let mut targets = targets;
+    targets.push(stale);
+
+    let c = multi::live(&Plan::new(&[]), &targets);
+    assert_eq!(c.snapshots.len(), 1, "{:?}", c.warnings);
+    let snap = &c.snapshots[0];
+    assert_eq!(snap.netns.as_ref().unwrap().name, stays.name);
+    let cw: Vec<_> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == cwdiag::model::TcpState::CloseWait && s.local.port() == port)
+        .collect();
+    assert_eq!(cw.len(), 2);
+    assert!(cw.iter().all(|s| s.pid == Some(std::process::id())));
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    for (w, name) in c.warnings.iter().zip([goes.name.as_str(), "stale-handle"]) {
+        assert!(w.contains(name) && w.contains("vanished"), "{w}");
+        assert_eq!(w.lines().count(), 1);
+    }
 }
