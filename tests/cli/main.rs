@@ -2,6 +2,7 @@
 //! the JSON contract. One integration binary, as ripgrep and bottom do.
 
 mod bad_input;
+mod deploy;
 mod live;
 mod namespaces;
 mod netns;
