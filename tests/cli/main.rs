@@ -7,6 +7,7 @@ mod live;
 mod namespaces;
 mod netns;
 mod prometheus;
+mod promserver;
 mod readme;
 mod replay;
 mod schema;
