@@ -219,3 +219,69 @@ fn metric_name_extraction_sees_families_and_samples() {
         ["cwdiag_x"]
     );
 }
+
+#[test]
+fn kubernetes_manifests_validate_against_the_api_schemas() {
+    // kubernetes-validate (PyPI) checks each resource against the API's
+    // JSON schemas, offline; --strict rejects unknown fields.
+    if !have("kubernetes-validate", "validates the Kubernetes manifests") {
+        return;
+    }
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .arg(repo("deploy/kubernetes/daemonset.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn deploy_yaml_passes_yamllint() {
+    if !have("yamllint", "lints the shipped YAML") {
+        return;
+    }
+    let out = Command::new("yamllint")
+        .args(["--strict", "-c"])
+        .arg(repo("deploy/.yamllint.yml"))
+        .arg(repo("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_daemonset_is_unprivileged_and_sees_the_node() {
+    let text = std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let has = |line: &str| text.lines().any(|l| l.trim() == line);
+    for line in [
+        "kind: DaemonSet",
+        "hostPID: true",
+        "privileged: false",
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "mountPath: /run/netns",
+        "path: /run/netns",
+        "containerPort: 9911",
+        "- --all-netns",
+        "- ALL",
+        "limits:",
+    ] {
+        assert!(has(line), "the DaemonSet lacks `{line}`");
+    }
+    assert!(
+        !has("hostNetwork: true"),
+        "it must not need the host network"
+    );
+    // The exporter listens where the container port says.
+    assert!(has("- 0.0.0.0:9911"));
+}

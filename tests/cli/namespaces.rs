@@ -46,6 +46,10 @@ impl NamedNs {
                     .unwrap()
                     .success()
             );
+            // The orphaned client ends stay in FIN_WAIT2 for the whole
+            // test, however slow the machine (the timer is set when they
+            // are orphaned, from the namespace's tcp_fin_timeout).
+            std::fs::write("/proc/sys/net/ipv4/tcp_fin_timeout", "600").unwrap();
             let mut w = Workload::default();
             let port = w.listen("127.0.0.1:0");
             let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -344,5 +348,109 @@ fn a_namespace_deleted_before_its_dump_is_a_warning() {
     for (w, name) in c.warnings.iter().zip([goes.name.as_str(), "stale-handle"]) {
         assert!(w.contains(name) && w.contains("vanished"), "{w}");
         assert_eq!(w.lines().count(), 1);
+    }
+}
+
+/// The `capabilities.add` list of the shipped DaemonSet, as setpriv
+/// spells them (`sys_admin`).
+fn daemonset_capabilities() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/daemonset.yaml"),
+    )
+    .unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "add:").skip(1);
+    let mut caps = Vec::new();
+    while let Some(cap) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
+        caps.push(cap.to_ascii_lowercase());
+    }
+    caps
+}
+
+/// What a scan's groups say, without what changes from one scan to the
+/// next (ages, TIME_WAIT timers, rates).
+fn stable_groups(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let mut g = g.clone();
+            for k in [
+                "oldest_age_ms",
+                "median_age_ms",
+                "time_wait_left_s",
+                "close_rate_per_s",
+            ] {
+                g.as_object_mut().unwrap().remove(k);
+            }
+            g
+        })
+        .collect()
+}
+
+#[test]
+fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("setpriv (util-linux) is not installed");
+        return;
+    }
+    let caps = daemonset_capabilities();
+    assert_eq!(caps, ["sys_admin", "sys_ptrace", "dac_read_search"]);
+    let Some((ns, port)) = NamedNs::new("caps", 4, 0) else {
+        return;
+    };
+    // A copy nobody can run (the target dir may be closed to others).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cwdiag");
+    std::fs::copy(env!("CARGO_BIN_EXE_cwdiag"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scan_with = |caps: &[String]| {
+        let list = caps
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        if list.is_empty() {
+            cmd.arg("--inh-caps=-all");
+        } else {
+            cmd.args([
+                format!("--inh-caps=-all,{list}"),
+                format!("--ambient-caps={list}"),
+            ]);
+        }
+        let out = cmd
+            .arg("--")
+            .arg(&bin)
+            .args(["scan", "--json", "--all-netns"])
+            .output()
+            .unwrap();
+        let r = json_of(out);
+        r["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["netns"]["name"] == ns.name.as_str())
+            .cloned()
+    };
+    let root = json(&["scan", "--json", "--all-netns"]);
+    let root = namespace(&root, &ns.name);
+    assert_eq!(
+        close_wait_groups(root, port),
+        vec![(Some(u64::from(std::process::id())), 4)]
+    );
+    let capped = scan_with(&caps).expect("our namespace, scanned as nobody with the caps");
+    assert_eq!(stable_groups(&capped), stable_groups(root));
+    assert_eq!(capped["attribution"]["found_sockets"], 5, "listener + 4");
+    // Each one is needed: without it our namespace or its owners are lost.
+    for drop in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != drop).cloned().collect();
+        let lost = match scan_with(&fewer) {
+            None => true,
+            Some(r) => close_wait_groups(&r, port) != close_wait_groups(root, port),
+        };
+        assert!(lost, "without {drop} the scan still sees everything");
     }
 }
