@@ -285,3 +285,27 @@ fn the_daemonset_is_unprivileged_and_sees_the_node() {
     // The exporter listens where the container port says.
     assert!(has("- 0.0.0.0:9911"));
 }
+
+#[test]
+fn every_subcommand_has_a_packaged_man_page() {
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    let subs: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .collect();
+    assert!(subs.contains(&"serve") && subs.len() >= 8, "{subs:?}");
+    let cargo = std::fs::read_to_string(repo("Cargo.toml")).unwrap();
+    for sub in &subs {
+        assert!(
+            cargo.contains(&format!("\"target/assets/cwdiag-{sub}.1\"")),
+            "Cargo.toml does not package the man page of {sub}"
+        );
+        let page = run(&["man", sub]);
+        assert!(page.status.success() && page.stdout.starts_with(b".ie"));
+    }
+    assert!(cargo.contains("\"packaging/cwdiag.service\""));
+}
