@@ -360,6 +360,12 @@ pub struct AssertArgs {
     #[arg(long, value_name = "K", group = "limits", requires = "samples")]
     pub max_time_wait_growth: Option<usize>,
 
+    /// Fail when the selected processes hold more than N socket fds that
+    /// no socket table knows (connections the kernel already closed whose
+    /// fd was never close()d; see `cwdiag explain stale-socket-fds`).
+    #[arg(long, value_name = "N", group = "limits")]
+    pub max_stale_socket_fds: Option<usize>,
+
     #[command(flatten)]
     pub sampling: SampleArgs,
 

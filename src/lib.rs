@@ -4,17 +4,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
-pub mod assertion;
-pub mod classify;
 pub mod cli;
 pub mod collect;
-pub mod diagnose;
+pub mod diag;
 pub mod filter;
-pub mod growth;
-pub mod hints;
 pub mod model;
 pub mod output;
 pub mod report;
-pub mod rules;
 pub mod serve;
+#[cfg(test)]
+mod testutil;
 pub mod units;

@@ -355,6 +355,10 @@ pub struct Attribution {
     /// Pids that could not be read (first few), for the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable_pids: Vec<u32>,
+    /// The collector ran as root (so unreadable processes are ones whose
+    /// fds are closed even to root, not a missing privilege).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub as_root: bool,
 }
 
 /// Where the snapshot came from.

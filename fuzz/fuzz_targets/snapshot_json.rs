@@ -3,7 +3,7 @@
 //! says, `cwdiag scan --from it` must not panic.
 #![no_main]
 
-use cwdiag::classify::{Policy, classify};
+use cwdiag::diag::{Policy, classify};
 use cwdiag::filter::Filter;
 use cwdiag::report::{Style, json, table};
 use libfuzzer_sys::fuzz_target;

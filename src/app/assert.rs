@@ -2,10 +2,10 @@
 //! broken.
 
 use super::{Collected, collect_all, filter_of, json_output, per_namespace_text, sample};
-use crate::assertion::{self, Limits};
-use crate::classify::{self, Policy};
 use crate::cli::AssertArgs;
 use crate::collect::{self, Attribute, Plan};
+use crate::diag::limits::{self as assertion, Limits};
+use crate::diag::{self as classify, Policy};
 use crate::output::emit;
 use anyhow::Result;
 use std::process::ExitCode;
@@ -17,6 +17,7 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
         max_time_wait: args.max_time_wait,
         max_close_wait_growth: args.max_close_wait_growth,
         max_time_wait_growth: args.max_time_wait_growth,
+        max_stale_socket_fds: args.max_stale_socket_fds,
     };
     let growth_limits =
         limits.max_close_wait_growth.is_some() || limits.max_time_wait_growth.is_some();
@@ -50,7 +51,7 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
     let mut outcomes = Vec::new();
     let c = if args.sampling.samples > 1 {
         let (reports, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
-        let series = crate::growth::series(&reports);
+        let series = crate::diag::growth::series(&reports);
         if let Some(last) = reports.last() {
             outcomes.push(assertion::evaluate(last, &limits, &series));
         }

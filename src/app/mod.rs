@@ -2,9 +2,9 @@
 //! and what the commands share: collection across namespaces, sampling,
 //! per-namespace output. Each command lives in its own module.
 
-use crate::classify::{self, Policy, Report};
 use crate::cli::{Cli, ColorChoice, Command, SampleArgs, SelectArgs, SourceArgs};
 use crate::collect::{self, Plan};
+use crate::diag::{self as classify, Policy, Report};
 use crate::filter::Filter;
 use crate::model::Snapshot;
 use crate::output::emit;
@@ -65,12 +65,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn explain(rule_id: Option<&str>) -> Result<ExitCode> {
     let text = match rule_id {
-        None => crate::rules::list(),
+        None => crate::diag::rules::list(),
         Some(id) => {
-            let rule = crate::rules::find(id).ok_or_else(|| {
+            let rule = crate::diag::RuleId::parse(id).ok_or_else(|| {
                 anyhow::anyhow!("unknown rule '{id}' (run `cwdiag explain` to list the rules)")
             })?;
-            crate::rules::render(rule, 78)
+            crate::diag::rules::render(rule.doc(), 78)
         }
     };
     emit(&text)?;
@@ -170,7 +170,7 @@ fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// JSON for several namespaces: `{"schema_version":1,"namespaces":[...],"warnings":[...]}`.
+/// JSON for several namespaces: `{"schema_version":2,"namespaces":[...],"warnings":[...]}`.
 #[derive(serde::Serialize)]
 struct PerNamespace<'a, T: serde::Serialize> {
     schema_version: u32,
@@ -180,7 +180,7 @@ struct PerNamespace<'a, T: serde::Serialize> {
 
 fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> Result<String> {
     report::json::render(&PerNamespace {
-        schema_version: crate::model::SCHEMA_VERSION,
+        schema_version: crate::diag::report::REPORT_SCHEMA_VERSION,
         namespaces: items,
         warnings,
     })

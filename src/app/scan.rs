@@ -4,9 +4,9 @@
 use super::{
     collect_all, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample, style,
 };
-use crate::classify::{self, Policy};
 use crate::cli::{ColorChoice, Format, ScanArgs};
 use crate::collect::{self, Attribute, Plan};
+use crate::diag::{self as classify, Policy};
 use crate::output::emit;
 use crate::report;
 use anyhow::Result;
@@ -28,12 +28,13 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
             anyhow::bail!("--record takes a single sample: drop --samples");
         }
         let (samples, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
-        let series = crate::growth::series(&samples);
+        let series = crate::diag::growth::series(&samples);
+        let growth = crate::diag::rules::growing(&series, &samples);
         let mut last = samples
             .into_iter()
             .last()
             .ok_or_else(|| anyhow::anyhow!("no sample taken"))?;
-        last.findings.splice(0..0, crate::growth::findings(&series));
+        last.findings.splice(0..0, growth);
         last.growth = Some(series);
         (vec![last], c)
     } else {

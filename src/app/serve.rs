@@ -2,8 +2,8 @@
 //! time.
 
 use super::{collect_all, filter_of, policy_of, prometheus};
-use crate::classify::{self, Report};
 use crate::collect::Plan;
+use crate::diag::{self as classify, Report};
 use anyhow::Result;
 use std::process::ExitCode;
 

@@ -2,9 +2,9 @@
 //! growing rows.
 
 use super::{collect_all, filter_of, policy_of, style};
-use crate::classify::{self, Report};
 use crate::cli::ColorChoice;
 use crate::collect::Plan;
+use crate::diag::{self as classify, Report};
 use crate::output::emit;
 use crate::report;
 use anyhow::{Context, Result};
@@ -49,8 +49,8 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
             history.remove(1);
         }
         history.push(report);
-        let series = crate::growth::series(&history);
-        let growth = crate::growth::findings(&series);
+        let series = crate::diag::growth::series(&history);
+        let growth = crate::diag::rules::growing(&series, &history);
         let Some(last) = history.last() else { continue };
         let text = if args.json {
             report::watch::ndjson_line(n, last, &series, &growth)?

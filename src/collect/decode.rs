@@ -251,7 +251,7 @@ mod tests {
     fn fuzz_regressions_replay_cleanly() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
         let Ok(entries) = std::fs::read_dir(dir) else {
-            eprintln!("SKIPPED: {dir} not found");
+            crate::testutil::skip(&format!("{dir} not found"));
             return;
         };
         for e in entries.flatten() {
@@ -267,8 +267,7 @@ mod tests {
             };
             for input in [&bytes, &json] {
                 if let Ok(snap) = crate::collect::replay::from_bytes(input, "fuzz", None) {
-                    let r =
-                        crate::classify::classify(&snap, &Default::default(), &Default::default());
+                    let r = crate::diag::classify(&snap, &Default::default(), &Default::default());
                     let _ = crate::report::table::render(&r, &Default::default());
                     let _ = crate::report::json::render(&r);
                 }

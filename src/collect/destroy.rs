@@ -91,12 +91,15 @@ impl Destroyer {
             let code = ErrorBuffer::new_checked(reply.payload())
                 .map(|e| e.code().map(|c| c.get().saturating_neg()).unwrap_or(0))
                 .map_err(|_| anyhow::anyhow!("truncated SOCK_DESTROY answer"))?;
-            return Ok(match code {
-                0 => Outcome::Destroyed,
-                libc::ENOENT | libc::ESTALE => Outcome::Gone,
-                libc::EOPNOTSUPP => Outcome::Unsupported,
-                libc::EPERM | libc::EACCES => Outcome::Denied,
-                e => Outcome::Failed(e),
+            use rustix::io::Errno;
+            if code == 0 {
+                return Ok(Outcome::Destroyed);
+            }
+            return Ok(match Errno::from_raw_os_error(code) {
+                Errno::NOENT | Errno::STALE => Outcome::Gone,
+                Errno::OPNOTSUPP => Outcome::Unsupported,
+                Errno::PERM | Errno::ACCESS => Outcome::Denied,
+                _ => Outcome::Failed(code),
             });
         }
     }

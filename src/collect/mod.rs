@@ -13,7 +13,7 @@ pub mod replay;
 pub mod sockdiag;
 pub mod sysctl;
 
-use crate::classify::attributed_by_default;
+use crate::diag::group::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -386,30 +386,12 @@ fn apply_owners(
             s.fd = Some(fd);
         }
     }
-    if let Some(w) = incomplete_warning(&owners.stats) {
-        snap.warnings.push(w);
-    }
+    // The "no known owner" warning is the report's, worded for the
+    // filtered view (diag::classify); the snapshot carries the numbers.
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
+    snap.attribution.as_root = rustix::process::geteuid().is_root();
     owners.tables
-}
-
-/// The warning for an attribution that may have missed owners.
-pub(crate) fn incomplete_warning(stats: &crate::model::Attribution) -> Option<String> {
-    if stats.complete {
-        return None;
-    }
-    let why = if rustix::process::geteuid().is_root() {
-        "their fds are closed even to root here"
-    } else {
-        "run as root to see every process"
-    };
-    Some(format!(
-        "{} of {} sockets have no known owner: {} processes could not be inspected ({why})",
-        stats.wanted_sockets - stats.found_sockets,
-        stats.wanted_sockets,
-        stats.unreadable_processes
-    ))
 }
 
 /// Sockets, warnings, and owners when they were already looked up.

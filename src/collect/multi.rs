@@ -145,10 +145,8 @@ fn assign(snap: &mut Snapshot, plan: &Plan, owners: &procmap::Owners) {
         unreadable_processes: walk.unreadable_processes,
         vanished_processes: walk.vanished_processes,
         unreadable_pids: walk.unreadable_pids.clone(),
+        as_root: rustix::process::geteuid().is_root(),
     };
-    if let Some(w) = super::incomplete_warning(&snap.attribution) {
-        snap.warnings.push(w);
-    }
 }
 
 /// Moves the calling thread into `target`'s network namespace. The
@@ -165,7 +163,9 @@ fn enter(target: &Target) -> Result<(), String> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
         // The process whose /proc/PID/ns/net it was has exited.
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(gone()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
+            return Err(gone());
+        }
         Err(e) => {
             return Err(format!(
                 "cannot open network namespace {name} ({}): {e}",

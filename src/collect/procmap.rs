@@ -825,16 +825,25 @@ mod tests {
     #[test]
     fn walk_finds_sockets_above_the_fd_count_whether_read_by_number_or_listed() {
         use std::os::fd::AsRawFd;
-        // Sockets opened above 600 filler fds, then the fillers closed:
-        // the table now has far fewer fds (its size) than its highest fd.
-        let fillers: Vec<_> = (0..600)
-            .map(|_| std::fs::File::open("/dev/null").unwrap())
-            .collect();
+        // Client sockets moved to fds just below the soft fd limit, far
+        // above the table's size (its count of open fds), whatever tests
+        // running beside this one open or close meanwhile.
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut lim = getrlimit(Resource::Nofile);
+        lim.current = lim.maximum; // raising the soft limit harms no test
+        let _ = setrlimit(Resource::Nofile, lim);
+        let limit = getrlimit(Resource::Nofile)
+            .current
+            .unwrap_or(1 << 16)
+            .min(1 << 16) as i32;
+        let floor = limit.saturating_sub(64).max(256);
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let clients: Vec<_> = (0..20)
-            .map(|_| std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap())
+        let clients: Vec<rustix::fd::OwnedFd> = (0..20)
+            .map(|_| {
+                let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                rustix::io::fcntl_dupfd_cloexec(&c, floor).unwrap()
+            })
             .collect();
-        drop(fillers);
         let want: HashMap<u32, u32> = clients
             .iter()
             .map(|c| (inode_of(c), c.as_raw_fd() as u32))
@@ -851,7 +860,7 @@ mod tests {
         let dir = open_dir(&root, me).expect("my own fd table opens");
         let count = rustix::fs::fstat(&dir).unwrap().st_size as usize;
         if count == 0 {
-            eprintln!("SKIPPED: this kernel does not report fd table sizes (Linux < 6.2)");
+            crate::testutil::skip("this kernel does not report fd table sizes (Linux < 6.2)");
             return;
         }
         assert!(

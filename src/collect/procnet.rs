@@ -82,7 +82,7 @@ mod tests {
             ),
         ] {
             let Ok(bytes) = std::fs::read(format!("{dir}{file}")) else {
-                eprintln!("SKIPPED: {file} not found (no shared/ checkout)");
+                crate::testutil::skip(&format!("{file} not found (no shared/ checkout)"));
                 continue;
             };
             let socks = parse(&bytes, file).unwrap();

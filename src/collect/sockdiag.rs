@@ -405,7 +405,7 @@ mod tests {
         let l6 = match std::net::TcpListener::bind("[::1]:0") {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("SKIPPED: no IPv6 loopback here ({e})");
+                crate::testutil::skip(&format!("no IPv6 loopback here ({e})"));
                 return;
             }
         };
@@ -422,18 +422,28 @@ mod tests {
         };
         let both = dump_targets(&ONE_WALK, &req, 0, None).unwrap();
         let each = dump_targets(&PER_FAMILY, &req, 0, None).unwrap();
+        // Only this test's sockets: others running beside it may reuse
+        // the port numbers (TIME_WAIT of an earlier connection).
+        let ours: Vec<std::net::SocketAddr> = vec![
+            l4.local_addr().unwrap(),
+            l6.local_addr().unwrap(),
+            _c4.local_addr().unwrap(),
+            _c6.local_addr().unwrap(),
+        ];
         let key = |d: &Dump| {
             let mut v: Vec<_> = d
                 .sockets
                 .iter()
+                .filter(|s| ours.contains(&s.local.socket_addr()) && s.state != TcpState::TimeWait)
                 .map(|s| (s.cookie, s.state, s.local, s.peer, s.tcp_info.is_some()))
                 .collect();
             v.sort();
             v
         };
         // Listener, client and server end for each family.
-        assert_eq!(key(&both).len(), 6, "{:?}", both.sockets);
-        assert_eq!(both.sockets.iter().filter(|s| s.is_ipv6()).count(), 3);
+        let mine = key(&both);
+        assert_eq!(mine.len(), 6, "{:?}", both.sockets);
+        assert_eq!(mine.iter().filter(|s| s.2.is_ipv6()).count(), 3);
         assert_eq!(key(&both), key(&each));
     }
 
@@ -460,10 +470,20 @@ mod tests {
             "listener and both ends: {:?}",
             d.sockets
         );
-        assert!(
-            !d.sockets
+        // Our own three sockets are there; the other listener is not (a
+        // socket of another test may legitimately match port `pa`).
+        let client = _c.local_addr().unwrap();
+        let has = |st: TcpState, local: std::net::SocketAddr| {
+            d.sockets
                 .iter()
-                .any(|s| s.local.port() == b.local_addr().unwrap().port())
+                .any(|s| s.state == st && s.local.socket_addr() == local)
+        };
+        assert!(
+            has(TcpState::Listen, a.local_addr().unwrap()),
+            "{:?}",
+            d.sockets
         );
+        assert!(has(TcpState::Established, client), "{:?}", d.sockets);
+        assert!(!has(TcpState::Listen, b.local_addr().unwrap()));
     }
 }

@@ -34,7 +34,7 @@
 //! present only when something was folded into it. `top_k = 0` keeps all.
 //! The number of series is thus at most 9 × (top_k + 1).
 
-use crate::classify::{Direction, Report, Severity};
+use crate::diag::{Direction, Report, Severity};
 use crate::model::TcpState;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -436,7 +436,7 @@ pub fn merge(texts: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{Policy, classify};
+    use crate::diag::{Policy, classify};
     use crate::filter::Filter;
     use crate::model::Snapshot;
     use std::collections::HashMap;
@@ -509,7 +509,7 @@ mod tests {
         let mut child = match child {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("SKIPPED: promtool not installed");
+                crate::testutil::skip("promtool not installed (Debian package prometheus)");
                 return;
             }
             Err(e) => panic!("cannot run promtool: {e}"),

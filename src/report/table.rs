@@ -2,7 +2,7 @@
 //! TIME_WAIT by port or destination, then the findings with their hints.
 
 use super::Style;
-use crate::classify::{Direction, Finding, Group, Owner, Report, Severity};
+use crate::diag::{Direction, Finding, Group, Owner, Report, Severity};
 use crate::model::{SourceKind, TcpState};
 use crate::units::age;
 use anstyle::{AnsiColor, Style as Ansi};
@@ -11,9 +11,10 @@ use std::fmt::Write;
 
 pub fn render(r: &Report, st: &Style) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", headline(r));
+    let _ = writeln!(out, "{}", super::wrap(&headline(r), st.width, "  "));
     for w in &r.warnings {
-        let _ = writeln!(out, "{}", paint(st, warn_style(), &format!("warning: {w}")));
+        let line = super::wrap(&format!("warning: {w}"), st.width, "  ");
+        let _ = writeln!(out, "{}", paint(st, warn_style(), &line));
     }
     out.push('\n');
     out.push_str(&states_table(r, st));

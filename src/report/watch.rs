@@ -2,8 +2,8 @@
 //! NDJSON line per sample. Pure.
 
 use super::Style;
-use crate::classify::{Direction, Finding, Report};
-use crate::growth::Series;
+use crate::diag::growth::Series;
+use crate::diag::{Direction, Finding, Report};
 use crate::model::TcpState;
 use crate::units::{age, duration};
 use anstyle::{AnsiColor, Style as Ansi};
@@ -11,6 +11,9 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Samples the TREND sparkline shows (the most recent).
+const TREND_SAMPLES: usize = 12;
 
 pub fn render(
     n: u32,
@@ -30,16 +33,20 @@ pub fn render(
         .filter(|(s, c)| **c > 0 || matches!(s, TcpState::CloseWait | TcpState::TimeWait))
         .map(|(s, c)| format!("{} {c}", s.name()))
         .collect();
-    let _ = writeln!(out, "{}", summary.join("  "));
+    let _ = writeln!(out, "{}", super::wrap(&summary.join("  "), st.width, ""));
     for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(
+            out,
+            "{}",
+            super::wrap(&format!("warning: {w}"), st.width, "  ")
+        );
     }
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(st.width)
         .set_header([
-            "STATE", "PID", "COMM", "WHERE", "NOW", "DELTA", "/MIN", "OLDEST",
+            "STATE", "PID", "COMM", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
         ]);
     let shown = if st.top == 0 {
         series.len()
@@ -71,6 +78,7 @@ pub fn render(
             Cell::new(now).set_alignment(CellAlignment::Right),
             delta_cell.set_alignment(CellAlignment::Right),
             Cell::new(format!("{:.1}", s.rate_per_min)).set_alignment(CellAlignment::Right),
+            Cell::new(super::sparkline(&s.counts, TREND_SAMPLES)),
             Cell::new(s.oldest_age_ms.map(age).unwrap_or_else(|| "-".into())),
         ]);
     }
@@ -83,7 +91,8 @@ pub fn render(
         );
     }
     for f in growth {
-        let _ = writeln!(out, "[{}] {}: {}", f.severity.label(), f.rule_id, f.summary);
+        let line = format!("[{}] {}: {}", f.severity.label(), f.rule_id, f.summary);
+        let _ = writeln!(out, "{}", super::wrap(&line, st.width, "  "));
     }
     out
 }
@@ -108,7 +117,7 @@ pub fn ndjson_line(
     growth: &[Finding],
 ) -> anyhow::Result<String> {
     let line = Line {
-        schema_version: crate::model::SCHEMA_VERSION,
+        schema_version: crate::diag::report::REPORT_SCHEMA_VERSION,
         sample: n,
         taken_at_ms: r.taken_at_ms,
         states: &r.states,

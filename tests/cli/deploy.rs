@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -51,18 +51,6 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Polls `f` until it gives a value, for at most `limit`.
-pub fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A `cwdiag serve` child on a free loopback port, killed on drop.
 pub struct Serve {
     pub port: u16,
@@ -80,7 +68,7 @@ impl Serve {
             .spawn()
             .expect("cwdiag serve starts");
         let s = Serve { port, child };
-        poll(Duration::from_secs(30), "cwdiag serve to answer", || {
+        poll("cwdiag serve to answer", Duration::from_secs(30), || {
             http_get(port, "/metrics").filter(|(code, _)| *code == 200)
         });
         s
@@ -308,4 +296,19 @@ fn every_subcommand_has_a_packaged_man_page() {
         assert!(page.status.success() && page.stdout.starts_with(b".ie"));
     }
     assert!(cargo.contains("\"packaging/cwdiag.service\""));
+}
+
+#[test]
+fn rules_name_only_rules_cwdiag_explains() {
+    let rules = std::fs::read_to_string(repo("deploy/prometheus/cwdiag.rules.yml")).unwrap();
+    let re = regex::Regex::new(r#"(?:cwdiag explain |rule_id=")([a-z0-9-]+)"#).unwrap();
+    let ids: BTreeSet<&str> = re
+        .captures_iter(&rules)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert!(ids.contains("close-wait-growing"), "{ids:?}");
+    for id in ids {
+        let out = run(&["explain", id]);
+        assert!(out.status.success(), "cwdiag explain {id} fails");
+    }
 }

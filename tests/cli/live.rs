@@ -16,7 +16,7 @@ fn own_close_wait(addr: &str) -> Option<(Workload, u16)> {
         .parse()
         .unwrap();
     w.close_wait(server, 3, false, 0);
-    wait_for_ss("CLOSE_WAIT", 3);
+    wait_for_ss("CLOSE_WAIT", port, 3);
     Some((w, port))
 }
 

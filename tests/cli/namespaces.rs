@@ -56,7 +56,7 @@ impl NamedNs {
             w.close_wait(server, cw, false, 0);
             w.time_wait(server, tw);
             w.established(server, 2);
-            wait_for_ss("TIME_WAIT", tw as u64);
+            wait_for_ss("TIME_WAIT", port, tw as u64);
             ready_tx.send(port).unwrap();
             let _ = stop_rx.recv();
             drop(w);
@@ -126,7 +126,16 @@ fn netns_and_netns_pid_match_ip_netns_exec_ss() {
         .args(["netns", "exec", &ns.name, "sleep", "30"])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // `ip netns exec` enters the namespace, then execs sleep: wait until
+    // the child's namespace is the test's one, not the host's.
+    let want_ns = ns_inode_of_file(&format!("/run/netns/{}", ns.name));
+    assert!(want_ns.is_some(), "/run/netns/{} exists", ns.name);
+    let child_ns = format!("/proc/{}/ns/net", child.id());
+    poll(
+        "the child to enter the namespace",
+        std::time::Duration::from_secs(10),
+        || (ns_inode_of_file(&child_ns) == want_ns).then_some(()),
+    );
     let r = json(&["scan", "--json", "--netns-pid", &child.id().to_string()]);
     let _ = child.kill();
     let _ = child.wait();
@@ -453,4 +462,10 @@ fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
         };
         assert!(lost, "without {drop} the scan still sees everything");
     }
+}
+
+/// Inode of a namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
+fn ns_inode_of_file(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }

@@ -41,10 +41,10 @@ fn workload() -> (Workload, u16) {
     );
     w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), M_TW);
     w.established(format!("127.0.0.1:{dest}").parse().unwrap(), K_EST);
-    wait_for_ss("TIME_WAIT", M_TW as u64);
+    wait_for_ss("TIME_WAIT", dest, M_TW as u64);
     // The closed clients' ends settle in FIN_WAIT2 (not FIN_WAIT1) once
     // their FIN is acknowledged: wait, so that counts compare exactly.
-    wait_for_ss("FIN_WAIT2", (N_V4 + N_V6) as u64);
+    wait_for_ss("FIN_WAIT2", port, (N_V4 + N_V6) as u64);
     (w, port)
 }
 
@@ -196,9 +196,27 @@ fn recv_q_patterns_accept_queue_and_ages_are_diagnosed() {
                 clients.push(c);
             }
         }
-        wait_for_ss("CLOSE_WAIT", 15);
-        std::thread::sleep(std::time::Duration::from_millis(2100));
-        let r = json(&["scan", "--json"]);
+        wait_for_ss("CLOSE_WAIT", port, 12);
+        wait_for_ss("CLOSE_WAIT", lazy, 3);
+        // Ages come from tcp_info: poll until the sockets are 2 s old.
+        let rules = [
+            "close-wait-unread-data",
+            "close-wait-never-read",
+            "close-wait-eof-not-closed",
+        ];
+        let r = poll(
+            "CLOSE_WAIT ages of 2 s",
+            std::time::Duration::from_secs(15),
+            || {
+                let r = json(&["scan", "--json"]);
+                let aged = |rule: &&str| {
+                    finding(&r, rule)
+                        .and_then(|f| f["evidence"]["oldest_age_ms"].as_u64())
+                        .is_some_and(|ms| ms >= 2000)
+                };
+                rules.iter().all(aged).then_some(r)
+            },
+        );
         for (rule, n, split) in [
             ("close-wait-unread-data", 3, "more"),
             ("close-wait-never-read", 4, "one"),
@@ -215,15 +233,15 @@ fn recv_q_patterns_accept_queue_and_ages_are_diagnosed() {
             );
         }
         assert_eq!(
-            finding(&r, "close-wait-unread-data").unwrap()["evidence"]["recv_q_bytes"],
-            3 * 101
+            finding(&r, "close-wait-unread-data").unwrap()["evidence"]["unread_bytes"],
+            3 * 100
         );
         let aq = finding(&r, "accept-queue-not-drained").expect("accept-queue finding");
         assert_eq!(aq["evidence"]["port"], lazy);
-        assert_eq!(aq["evidence"]["pid"], me);
         assert_eq!(aq["evidence"]["unaccepted_established"], 2);
         assert_eq!(aq["evidence"]["unaccepted_close_wait"], 3);
-        assert_eq!(aq["evidence"]["accept_queue"], 5);
+        assert_eq!(aq["evidence"]["listeners"][0]["accept_queue"], 5);
+        assert_eq!(aq["evidence"]["listeners"][0]["pid"], me);
         // The never-accepted CLOSE_WAIT sockets are not blamed on a process.
         assert!(
             r["findings"]
@@ -248,7 +266,7 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
         let mut w = Workload::default();
         let dest = w.listen("127.0.0.1:0");
         w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), 800);
-        wait_for_ss("TIME_WAIT", 800);
+        wait_for_ss("TIME_WAIT", dest, 800);
         let r = json(&["scan", "--json"]);
         let f = finding(&r, "ephemeral-ports-exhausted")
             .unwrap_or_else(|| panic!("no port finding: {r:#}"));
@@ -257,7 +275,7 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
         assert!((0.79..=0.81).contains(&ratio), "ratio {ratio}");
         assert_eq!(f["severity"], "critical");
         assert!(f["summary"].as_str().unwrap().contains("80 %"), "{f:#}");
-        assert_eq!(f["evidence"]["peers"][0], format!("127.0.0.1:{dest}"));
+        assert_eq!(f["evidence"]["peer"], format!("127.0.0.1:{dest}"));
         let tw = r["groups"]
             .as_array()
             .unwrap()
@@ -397,7 +415,8 @@ fn kill_destroys_only_the_selected_port_and_never_listeners() {
         w.close_wait(format!("127.0.0.1:{a}").parse().unwrap(), 4, false, 0);
         w.close_wait(format!("127.0.0.1:{b}").parse().unwrap(), 3, false, 0);
         w.established(format!("127.0.0.1:{a}").parse().unwrap(), 2);
-        wait_for_ss("CLOSE_WAIT", 7);
+        wait_for_ss("CLOSE_WAIT", a, 4);
+        wait_for_ss("CLOSE_WAIT", b, 3);
         let cw_on = |port: u16| {
             let out = Command::new("ss")
                 .args([

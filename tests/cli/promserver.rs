@@ -3,7 +3,7 @@
 //! the series must carry the workload's values and every rule must
 //! evaluate without error.
 
-use crate::deploy::{Serve, free_port, have, http_get, poll, repo};
+use crate::deploy::{Serve, free_port, have, http_get, repo};
 use crate::support::*;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -104,21 +104,21 @@ fn prometheus_scrapes_serve_and_evaluates_the_shipped_rules() {
         let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         w.close_wait(server, CW, false, 0);
         w.established(server, 3);
-        wait_for_ss("FIN_WAIT2", CW as u64);
+        wait_for_ss("FIN_WAIT2", port, CW as u64);
         // Both children live in this thread's namespace.
         let serve = Serve::start(&["--min-interval", "0s"]);
         let prom = Prometheus::start(serve.port);
         let limit = Duration::from_secs(90);
-        poll(limit, "Prometheus to answer", || prom.api("/api/v1/status/config"));
+        poll("Prometheus to answer", limit, || prom.api("/api/v1/status/config"));
         let value = |q: &str, want: f64| {
-            poll(limit, &format!("{q} == {want}"), || {
+            poll(&format!("{q} == {want}"), limit, || {
                 prom.value(q).filter(|v| *v == want)
             })
         };
         value(r#"up{job="cwdiag"}"#, 1.0);
         value(r#"cwdiag_sockets{job="cwdiag",state="CLOSE_WAIT"}"#, CW as f64);
         // ESTABLISHED also counts Prometheus's own connections: at least ours.
-        poll(limit, "ESTABLISHED >= 6", || {
+        poll("ESTABLISHED >= 6", limit, || {
             prom.value(r#"cwdiag_sockets{job="cwdiag",state="ESTABLISHED"}"#)
                 .filter(|v| *v >= 6.0)
         });
@@ -135,7 +135,7 @@ fn prometheus_scrapes_serve_and_evaluates_the_shipped_rules() {
             .unwrap()
             .matches("- alert: ")
             .count();
-        poll(limit, "every rule evaluated", || {
+        poll("every rule evaluated", limit, || {
             let data = prom.api("/api/v1/rules")?;
             let rules: Vec<serde_json::Value> = data["groups"]
                 .as_array()?

@@ -32,6 +32,14 @@ fn examples() -> Vec<(String, i32)> {
 fn readme_examples_run_as_printed() {
     let ex = examples();
     assert!(ex.len() >= 8, "README examples found: {ex:?}");
+    // A newcomer's clone has nothing beside it: examples use only the
+    // repository's own files.
+    for (cmd, _) in &ex {
+        assert!(
+            !cmd.contains("../"),
+            "README example reads outside the repository: {cmd}"
+        );
+    }
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_cwdiag"))
         .parent()
         .unwrap()

@@ -179,3 +179,36 @@ fn snapshot_round_trips() {
     b["source"] = a["source"].clone();
     assert_eq!(a, b);
 }
+
+/// The project's own `ss -D` capture holds what the replay tests need
+/// without ../shared: both families' parts (two NLMSG_DONE), IPv6 rows,
+/// CLOSE_WAIT and TIME_WAIT.
+#[test]
+fn own_ss_capture_has_both_families_ipv6_close_wait_and_time_wait() {
+    let bytes = std::fs::read(fixture("workload.ss-dump")).unwrap();
+    let (mut off, mut done) = (0usize, 0);
+    while off + 16 <= bytes.len() {
+        let len = u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(bytes[off + 4..off + 6].try_into().unwrap());
+        assert!(len >= 16, "bad netlink header at {off}");
+        done += usize::from(kind == 3); // NLMSG_DONE
+        off += (len + 3) & !3;
+    }
+    assert_eq!(off, bytes.len(), "the capture ends on a message boundary");
+    assert_eq!(done, 2, "one NLMSG_DONE per family");
+    let r = json(&[
+        "scan",
+        "--json",
+        "--sockets",
+        "--from",
+        &fixture("workload.ss-dump"),
+    ]);
+    let sockets = r["sockets"].as_array().unwrap();
+    let v6 = sockets
+        .iter()
+        .filter(|s| s["local"].as_str().unwrap().starts_with('['))
+        .count();
+    assert!(v6 >= 6, "IPv6 rows: {v6}");
+    assert_eq!(r["states"]["CLOSE_WAIT"], 18);
+    assert_eq!(r["states"]["TIME_WAIT"], 30);
+}

@@ -91,8 +91,148 @@ struct Finding {
     rule_id: String,
     severity: String,
     summary: String,
-    evidence: BTreeMap<String, serde_json::Value>,
+    evidence: serde_json::Value,
     hint: String,
+}
+
+/// Every field of each evidence shape, and which rules carry it: the
+/// README's "Findings and evidence" table says the same.
+const EVIDENCE: &[(&[&str], &[&str])] = &[
+    (
+        &[
+            "close-wait-eof-not-closed",
+            "close-wait-never-read",
+            "close-wait-unread-data",
+        ],
+        &[
+            "state",
+            "count",
+            "pid",
+            "comm",
+            "owner",
+            "direction",
+            "port",
+            "peers",
+            "recv_q",
+            "unread_bytes",
+            "goodbye",
+            "oldest_age_ms",
+            "idle_before_close_ms",
+            "service",
+            "runtime",
+            "container",
+        ],
+    ),
+    (
+        &["close-wait-growing"],
+        &[
+            "state",
+            "count",
+            "pid",
+            "comm",
+            "direction",
+            "port",
+            "delta",
+            "rate_per_min",
+            "first",
+            "samples",
+            "fd_count",
+            "nofile_soft",
+            "fd_limit_eta_s",
+        ],
+    ),
+    (
+        &["accept-queue-not-drained"],
+        &[
+            "state",
+            "count",
+            "port",
+            "unaccepted_established",
+            "unaccepted_close_wait",
+            "listeners",
+            "connection_holders",
+            "listen_overflows",
+            "listen_drops",
+        ],
+    ),
+    (
+        &["time-wait-server-closes", "time-wait-client-churn"],
+        &[
+            "state",
+            "count",
+            "direction",
+            "port",
+            "peer",
+            "time_wait_left_s",
+            "close_rate_per_s",
+            "last_10s_close_rate_per_s",
+            "port_budget",
+            "port_ratio",
+        ],
+    ),
+    (
+        &["ephemeral-ports-exhausted"],
+        &[
+            "state",
+            "count",
+            "local_ip",
+            "peer",
+            "port",
+            "time_wait",
+            "port_budget",
+            "port_ratio",
+            "close_rate_per_s",
+            "last_10s_close_rate_per_s",
+            "sustainable_rate_per_s",
+        ],
+    ),
+    (
+        &[
+            "time-wait-buckets-full",
+            "sysctl-tcp-tw-recycle",
+            "sysctl-fin-timeout-myth",
+            "sysctl-keepalive-myth",
+            "sysctl-abort-on-overflow",
+            "orphans-near-limit",
+        ],
+        &[
+            "state",
+            "count",
+            "sysctl",
+            "value",
+            "counter",
+            "counter_value",
+        ],
+    ),
+    (
+        &["fd-exhaustion-risk"],
+        &[
+            "pid",
+            "comm",
+            "fd_count",
+            "nofile_soft",
+            "fd_ratio",
+            "close_wait",
+            "stale_socket_fds",
+        ],
+    ),
+    (&["stale-socket-fds"], &["count", "pid", "comm", "inodes"]),
+];
+
+/// Checks a finding's evidence has exactly its rule's fields; returns them.
+fn evidence_fields(f: &Finding) -> &'static [&'static str] {
+    let fields = EVIDENCE
+        .iter()
+        .find(|(rules, _)| rules.contains(&f.rule_id.as_str()))
+        .unwrap_or_else(|| panic!("undocumented rule {}", f.rule_id))
+        .1;
+    let obj = f.evidence.as_object().expect("evidence is an object");
+    let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let mut want = fields.to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{} evidence fields", f.rule_id);
+    fields
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +247,8 @@ struct Attribution {
     vanished_processes: u64,
     #[serde(default)]
     unreadable_pids: Vec<u32>,
+    #[serde(default)]
+    as_root: bool,
 }
 
 const STATES: [&str; 11] = [
@@ -132,7 +274,7 @@ fn check(args: &[&str]) -> Report {
     );
     let r: Report =
         serde_json::from_slice(&out.stdout).expect("output matches the documented schema");
-    assert_eq!(r.schema_version, 1);
+    assert_eq!(r.schema_version, 2);
     assert_eq!(
         r.states
             .keys()
@@ -158,10 +300,8 @@ fn check(args: &[&str]) -> Report {
             "kebab-case: {}",
             f.rule_id
         );
-        for key in ["state", "count"] {
-            assert!(f.evidence.contains_key(key), "evidence has {key}: {f:?}");
-        }
-        assert!(!f.hint.is_empty());
+        evidence_fields(f);
+        assert!(!f.hint.is_empty() && !f.summary.is_empty());
     }
     r
 }
@@ -173,7 +313,7 @@ fn report_json_matches_the_schema() {
     assert!(
         r.findings
             .iter()
-            .all(|f| f.evidence.contains_key("pid") || f.evidence["state"] != "CLOSE_WAIT")
+            .all(|f| f.evidence.get("pid").is_some() || f.evidence["state"] != "CLOSE_WAIT")
     );
     let r = check(&[
         "scan",
@@ -207,12 +347,22 @@ struct AssertOutcome {
 #[allow(dead_code)]
 struct Check {
     limit: String,
-    state: String,
+    state: Option<String>,
     max: u64,
     count: u64,
     ok: bool,
     offenders: Vec<Group>,
     growing: Vec<serde_json::Value>,
+    stale: Vec<StaleHolder>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct StaleHolder {
+    pid: u32,
+    comm: String,
+    count: u64,
 }
 
 #[test]
@@ -234,4 +384,121 @@ fn assert_json_matches_the_schema() {
     assert_eq!((o.checks[0].count, o.checks[0].ok), (18, false));
     assert_eq!((o.checks[1].count, o.checks[1].ok), (30, true));
     assert!(!o.checks[0].offenders.is_empty());
+}
+
+/// A snapshot built to raise every single-snapshot rule at once.
+fn every_rule_snapshot() -> String {
+    let mut sockets = Vec::new();
+    let sock = |state: &str, local: &str, peer: &str, recv_q: u32, inode: u32, pid: Option<u32>| {
+        let mut v = serde_json::json!({
+            "state": state, "local": local, "peer": peer, "timer": "off",
+            "expires_ms": 0, "retrans": 0, "recv_q": recv_q, "send_q": 0,
+            "uid": 0, "inode": inode, "cookie": inode,
+        });
+        if let Some(p) = pid {
+            v["pid"] = p.into();
+            v["fd"] = 10.into();
+        }
+        v
+    };
+    // CLOSE_WAIT: EOF read, never read, unread data; inbound on 8080.
+    sockets.push(sock(
+        "LISTEN",
+        "10.0.0.1:8080",
+        "0.0.0.0:0",
+        5,
+        100,
+        Some(42),
+    ));
+    for (i, q) in [0u32, 1, 300].into_iter().enumerate() {
+        for j in 0..4u32 {
+            let peer = format!("10.1.{i}.{j}:50000");
+            let mut v = sock(
+                "CLOSE_WAIT",
+                "10.0.0.1:8080",
+                &peer,
+                q,
+                200 + i as u32 * 10 + j,
+                Some(42),
+            );
+            v["tcp_info"] = serde_json::json!({"last_data_recv_ms": 9000, "last_ack_recv_ms": 5000, "last_data_sent_ms": 9000});
+            sockets.push(v);
+        }
+    }
+    // Never accepted: 3 gave up in the queue.
+    for j in 0..3u32 {
+        sockets.push(sock(
+            "CLOSE_WAIT",
+            "10.0.0.1:8080",
+            &format!("10.2.0.{j}:51000"),
+            50,
+            0,
+            None,
+        ));
+    }
+    // 1100 TIME_WAIT to one destination out of a 2000-port range, and
+    // 1000 on the listening port.
+    for j in 0..1100u32 {
+        let mut v = sock(
+            "TIME_WAIT",
+            &format!("10.0.0.1:{}", 40000 + j),
+            "10.0.0.9:5432",
+            0,
+            0,
+            None,
+        );
+        v["timer"] = "time-wait".into();
+        v["expires_ms"] = (50_000 + j * 9).into();
+        sockets.push(v);
+    }
+    for j in 0..1000u32 {
+        let mut v = sock(
+            "TIME_WAIT",
+            "10.0.0.1:8080",
+            &format!("10.3.{}.{}:52000", j / 200, j % 200),
+            0,
+            0,
+            None,
+        );
+        v["timer"] = "time-wait".into();
+        v["expires_ms"] = 30_000.into();
+        sockets.push(v);
+    }
+    serde_json::json!({
+        "schema_version": 1, "taken_at_ms": 1_700_000_000_000u64,
+        "source": {"kind": "netlink"},
+        "sockets": sockets,
+        "processes": {"42": {"comm": "leaky", "fd_count": 1000, "nofile_soft": 1024,
+            "stale_socket_fds": 2, "stale_socket_inodes": [77, 78]}},
+        "attribution": {"complete": true, "wanted_sockets": 13, "found_sockets": 13,
+            "scanned_processes": 1, "unreadable_processes": 0, "vanished_processes": 0},
+        "sysctls": {
+            "net.ipv4.ip_local_port_range": "40000 41999",
+            "net.ipv4.tcp_tw_recycle": "1", "net.ipv4.tcp_abort_on_overflow": "1",
+            "net.ipv4.tcp_fin_timeout": "15", "net.ipv4.tcp_keepalive_time": "600",
+            "net.ipv4.tcp_max_tw_buckets": "2000", "net.ipv4.tcp_max_orphans": "100"
+        },
+        "counters": {"sockstat.TCP.orphan": 95, "TcpExt.TCPTimeWaitOverflow": 3},
+        "warnings": []
+    })
+    .to_string()
+}
+
+#[test]
+fn every_evidence_shape_matches_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("every-rule.json");
+    std::fs::write(&path, every_rule_snapshot()).unwrap();
+    let r = check(&["scan", "--json", "--from", path.to_str().unwrap()]);
+    let mut seen: Vec<&str> = r.findings.iter().map(|f| f.rule_id.as_str()).collect();
+    seen.sort();
+    seen.dedup();
+    let all: Vec<&str> = EVIDENCE
+        .iter()
+        .flat_map(|(rules, _)| rules.iter().copied())
+        .filter(|r| *r != "close-wait-growing")
+        .collect();
+    for rule in all {
+        assert!(seen.contains(&rule), "{rule} not raised: {seen:?}");
+    }
 }

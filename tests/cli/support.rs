@@ -44,8 +44,18 @@ fn rustix_uid() -> u32 {
 }
 
 /// Prints why a test is skipped, so the skip is visible in the output.
+/// Under `CI=true` a skip is a failure: a green CI run proves that the
+/// root-only and tool-dependent tests ran.
 pub fn skip(why: &str) {
+    if in_ci() {
+        panic!("would skip under CI=true (CI must run every test): {why}");
+    }
     eprintln!("SKIPPED: {why}");
+}
+
+/// True when `CI` is set to `true` or `1`, as CI systems do.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// Moves the calling thread into a fresh network namespace with `lo` up.
@@ -190,15 +200,38 @@ pub fn nonzero_states(report: &Value) -> std::collections::BTreeMap<String, u64>
         .collect()
 }
 
-/// Waits until `ss` shows `want` sockets in `state` (kernel work on
-/// loopback finishes in microseconds, but not synchronously).
-pub fn wait_for_ss(state: &str, want: u64) {
+/// Waits until `ss` shows at least `want` sockets in `state` with `port`
+/// as local or peer port (kernel work on loopback finishes in
+/// microseconds, but not synchronously). Only the test's own port counts,
+/// so sockets of tests running beside it cannot satisfy the wait.
+pub fn wait_for_ss(state: &str, port: u16, want: u64) {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
     let start = Instant::now();
-    while ss_counts(&[]).get(state).copied().unwrap_or(0) < want {
+    loop {
+        let n = ss_counts(&[filter.as_str()])
+            .get(state)
+            .copied()
+            .unwrap_or(0);
+        if n >= want {
+            return;
+        }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {want} {state}"
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {want} {state} on port {port} (have {n})"
         );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, failing the test
+/// with `what` after `limit`.
+pub fn poll<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,16 +1,15 @@
 //! Growth over samples: a CLOSE_WAIT leak is a slope, not a number. Pure:
 //! a series of reports in, per-group series and findings out.
 
-use crate::classify::{Direction, Evidence, Finding, Report, Severity};
+use super::report::{Direction, Report};
 use crate::model::TcpState;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One group followed across samples: (state, pid, direction, port).
 /// Outbound groups are merged across peers, so a pool leaking towards
 /// several servers on one port is one series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Series {
     pub state: TcpState,
     pub pid: Option<u32>,
@@ -23,7 +22,8 @@ pub struct Series {
     pub delta: i64,
     /// delta per minute over the elapsed time.
     pub rate_per_min: f64,
-    /// Never decreased, and rose overall.
+    /// Rose at every sample (strictly), so "rose at every sample" is
+    /// exactly what the numbers show.
     pub rising: bool,
     /// Oldest CLOSE_WAIT age in the last sample (ms), when known.
     pub oldest_age_ms: Option<u32>,
@@ -69,7 +69,7 @@ pub fn series(samples: &[Report]) -> Vec<Series> {
             let first = counts.first().copied().unwrap_or(0) as i64;
             let last = counts.last().copied().unwrap_or(0) as i64;
             let delta = last - first;
-            let rising = counts.len() >= 2 && delta > 0 && counts.windows(2).all(|w| w[1] >= w[0]);
+            let rising = counts.len() >= 2 && counts.windows(2).all(|w| w[1] > w[0]);
             let rate = if elapsed_min > 0.0 {
                 (delta as f64 / elapsed_min * 10.0).round() / 10.0
             } else {
@@ -97,42 +97,6 @@ pub fn series(samples: &[Report]) -> Vec<Series> {
     out
 }
 
-/// A finding per CLOSE_WAIT series that rose at every sample (at least 3
-/// samples): the signature of a leak rather than a pool's steady handful.
-pub fn findings(series: &[Series]) -> Vec<Finding> {
-    series
-        .iter()
-        .filter(|s| s.state == TcpState::CloseWait && s.rising && s.counts.len() >= 3)
-        .map(|s| {
-            let who = crate::diagnose::who(s.pid, s.comm.as_deref());
-            let place = match s.direction {
-                Direction::Inbound => format!("inbound on port {}", s.port),
-                Direction::Outbound => format!("to port {}", s.port),
-            };
-            let series = s.counts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> ");
-            Finding::new(
-                "close-wait-growing",
-                Severity::Critical,
-                format!("CLOSE_WAIT of {who} {place} rose at every sample: {series} (+{:.1}/min)", s.rate_per_min),
-                Evidence {
-                    state: Some(TcpState::CloseWait),
-                    count: s.counts.last().copied().unwrap_or(0),
-                    pid: s.pid,
-                    comm: s.comm.clone(),
-                    direction: Some(s.direction),
-                    port: Some(s.port),
-                    series: s.counts.clone(),
-                    oldest_age_ms: s.oldest_age_ms,
-                    ..Evidence::default()
-                },
-                format!(
-                    "A steady CLOSE_WAIT count can be a pool's idle handful; one that only grows is a leak: {who} is not calling close() after its peers hang up, and will run out of file descriptors. Find the missing close() on the EOF and error paths; no sysctl helps. Restart the process for relief."
-                ),
-            )
-        })
-        .collect()
-}
-
 /// A broken growth limit: which series grew more than allowed.
 pub fn over_limit(series: &[Series], state: TcpState, max_growth: usize) -> Vec<&Series> {
     series
@@ -144,13 +108,13 @@ pub fn over_limit(series: &[Series], state: TcpState, max_growth: usize) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{Policy, classify};
+    use crate::diag::{Policy, classify};
     use crate::filter::Filter;
     use crate::model::Snapshot;
 
     fn sample(extra: usize, t: u64) -> Report {
         let mut snap: Snapshot =
-            serde_json::from_str(include_str!("../fixtures/workload.snapshot.json")).unwrap();
+            serde_json::from_str(include_str!("../../fixtures/workload.snapshot.json")).unwrap();
         let cw = snap
             .sockets
             .iter()
@@ -168,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn rising_close_wait_is_a_finding_and_static_is_not() {
+    fn series_follow_groups_and_rising_means_at_every_sample() {
         let rising = series(&[sample(0, 0), sample(2, 1000), sample(5, 2000)]);
         let cw = rising
             .iter()
@@ -178,16 +142,12 @@ mod tests {
         assert_eq!(cw.delta, 5);
         assert!(cw.rising);
         assert_eq!(cw.rate_per_min, 150.0);
-        let f = findings(&rising);
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].evidence.series, vec![18, 20, 23]);
         assert_eq!(over_limit(&rising, TcpState::CloseWait, 4).len(), 1);
         assert!(over_limit(&rising, TcpState::CloseWait, 5).is_empty());
-
         let flat = series(&[sample(3, 0), sample(3, 1000), sample(3, 2000)]);
-        assert!(findings(&flat).is_empty());
+        assert!(!flat.iter().any(|s| s.rising));
         assert!(over_limit(&flat, TcpState::CloseWait, 0).is_empty());
-        let dip = series(&[sample(0, 0), sample(4, 1000), sample(2, 2000)]);
-        assert!(findings(&dip).is_empty(), "not monotonic");
+        let step = series(&[sample(0, 0), sample(2, 1000), sample(2, 2000)]);
+        assert!(!step.iter().any(|s| s.rising), "a plateau is not a rise");
     }
 }

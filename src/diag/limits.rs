@@ -1,9 +1,9 @@
 //! `cwdiag assert`: pure evaluation of limits over a report.
 
-use crate::classify::{Group, Report};
-use crate::growth::{self, Series};
+use super::growth::{self, Series};
+use super::report::{Group, Report};
 use crate::model::{Attribution, Source, TcpState};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt::Write;
 
 /// Offenders listed per broken limit.
@@ -15,6 +15,8 @@ pub struct Limits {
     pub max_time_wait: Option<usize>,
     pub max_close_wait_growth: Option<usize>,
     pub max_time_wait_growth: Option<usize>,
+    /// Socket fds in no table, summed over the selected processes.
+    pub max_stale_socket_fds: Option<usize>,
 }
 
 impl Limits {
@@ -27,16 +29,20 @@ impl Limits {
         if self.max_time_wait.is_some() || self.max_time_wait_growth.is_some() {
             v.push(TcpState::TimeWait);
         }
+        // Stale fds are looked for in the owners of CLOSE_WAIT sockets.
+        if self.max_stale_socket_fds.is_some() && !v.contains(&TcpState::CloseWait) {
+            v.push(TcpState::CloseWait);
+        }
         v
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
-    /// The flag: `max-close-wait`, `max-time-wait`.
+    /// The flag: `max-close-wait`, `max-time-wait`, ...
     pub limit: String,
-    pub state: TcpState,
+    /// The state counted; null for `max-stale-socket-fds`.
+    pub state: Option<TcpState>,
     pub max: usize,
     pub count: usize,
     pub ok: bool,
@@ -44,10 +50,18 @@ pub struct Check {
     pub offenders: Vec<Group>,
     /// Growth limits: the series that grew too much, with their counts.
     pub growing: Vec<Series>,
+    /// `max-stale-socket-fds`: the processes holding them, when broken.
+    pub stale: Vec<StaleHolder>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaleHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
     pub schema_version: u32,
     pub ok: bool,
@@ -82,12 +96,13 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
         };
         checks.push(Check {
             limit: name.to_string(),
-            state,
+            state: Some(state),
             max,
             count,
             ok,
             offenders,
             growing: Vec::new(),
+            stale: Vec::new(),
         });
     }
     for (name, state, max) in [
@@ -116,16 +131,41 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
             .unwrap_or(0);
         checks.push(Check {
             limit: name.to_string(),
-            state,
+            state: Some(state),
             max,
             count,
             ok: over.is_empty(),
             offenders: Vec::new(),
             growing: over,
+            stale: Vec::new(),
+        });
+    }
+    if let Some(max) = limits.max_stale_socket_fds {
+        let stale: Vec<StaleHolder> = r
+            .processes
+            .iter()
+            .filter_map(|(&pid, p)| {
+                Some(StaleHolder {
+                    pid,
+                    comm: p.comm.clone(),
+                    count: p.stale_socket_fds.filter(|&n| n > 0)?,
+                })
+            })
+            .collect();
+        let count = stale.iter().map(|s| s.count).sum();
+        checks.push(Check {
+            limit: "max-stale-socket-fds".to_string(),
+            state: None,
+            max,
+            count,
+            ok: count <= max,
+            offenders: Vec::new(),
+            growing: Vec::new(),
+            stale: if count <= max { Vec::new() } else { stale },
         });
     }
     Outcome {
-        schema_version: crate::model::SCHEMA_VERSION,
+        schema_version: super::report::REPORT_SCHEMA_VERSION,
         ok: checks.iter().all(|c| c.ok),
         source: r.source.clone(),
         netns: r.netns.clone(),
@@ -141,10 +181,10 @@ pub fn render_text(o: &Outcome) -> String {
     for c in &o.checks {
         let verdict = if c.ok { "ok  " } else { "FAIL" };
         let op = if c.ok { "<=" } else { ">" };
-        let what = if c.limit.ends_with("-growth") {
-            format!("{} growth", c.state)
-        } else {
-            c.state.to_string()
+        let what = match c.state {
+            Some(st) if c.limit.ends_with("-growth") => format!("{st} growth"),
+            Some(st) => st.to_string(),
+            None => "stale socket fds".to_string(),
         };
         let _ = writeln!(
             out,
@@ -157,13 +197,27 @@ pub fn render_text(o: &Outcome) -> String {
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
-            let series = s
-                .counts
+            // The first count and the last few: bounded however long
+            // the sampling ran.
+            let tail = &s.counts[s.counts.len().saturating_sub(4)..];
+            let shown = tail
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" -> ");
+            let series = match s.counts.first() {
+                Some(first) if s.counts.len() > tail.len() => format!("{first} ... {shown}"),
+                _ => shown,
+            };
             let _ = writeln!(out, "     {:>+6}  {who} port {}: {series}", s.delta, s.port);
+        }
+        for s in &c.stale {
+            let _ = writeln!(
+                out,
+                "     {:>6}  {}",
+                s.count,
+                super::words::who(Some(s.pid), Some(&s.comm))
+            );
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {

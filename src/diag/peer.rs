@@ -1,0 +1,235 @@
+//! What the peer is, and what the owner runs on: the server-side setting
+//! that closes idle connections and the client-side setting that evicts
+//! them, per service and runtime. Sources are the projects' own
+//! documentation (named beside each entry); where none was certain the
+//! hint stays generic.
+
+/// A well-known service, recognised by its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Redis,
+    Postgres,
+    PgBouncer,
+    MySql,
+    Memcached,
+    Kafka,
+    MongoDb,
+    Amqp,
+    Elasticsearch,
+    Http,
+    Https,
+}
+
+impl Service {
+    /// The service usually found on `port` (IANA or the upstream default).
+    pub fn by_port(port: u16) -> Option<Service> {
+        Some(match port {
+            6379 => Service::Redis,
+            5432 => Service::Postgres,
+            6432 => Service::PgBouncer,
+            3306 => Service::MySql,
+            11211 => Service::Memcached,
+            9092 => Service::Kafka,
+            27017 => Service::MongoDb,
+            5672 => Service::Amqp,
+            9200 => Service::Elasticsearch,
+            80 | 8000 | 8080 | 8081 | 3000 | 5000 => Service::Http,
+            443 | 8443 => Service::Https,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Redis => "Redis",
+            Service::Postgres => "PostgreSQL",
+            Service::PgBouncer => "PgBouncer",
+            Service::MySql => "MySQL/MariaDB",
+            Service::Memcached => "memcached",
+            Service::Kafka => "Kafka",
+            Service::MongoDb => "MongoDB",
+            Service::Amqp => "AMQP (RabbitMQ)",
+            Service::Elasticsearch => "Elasticsearch",
+            Service::Http => "HTTP",
+            Service::Https => "HTTPS",
+        }
+    }
+
+    /// The server's setting that closes idle client connections, with its
+    /// default.
+    pub fn idle_close_setting(self) -> &'static str {
+        match self {
+            // redis.conf: "timeout 0" (never); tcp-keepalive only probes.
+            Service::Redis => {
+                "Redis closes idle clients after `timeout` seconds (default 0, never)"
+            }
+            // runtime-config-client: both default to 0 (disabled).
+            Service::Postgres => {
+                "PostgreSQL closes idle sessions after idle_session_timeout (idle_in_transaction_session_timeout inside a transaction), sending error 57P05 (25P03) before its FIN"
+            }
+            // pgbouncer config.md.
+            Service::PgBouncer => "PgBouncer closes idle clients after client_idle_timeout",
+            // server-system-variables: 28800 s; 8.0.24+ sends ER_CLIENT_INTERACTION_TIMEOUT first.
+            Service::MySql => {
+                "the server closes idle connections after wait_timeout (interactive_timeout for interactive clients; default 28800 s)"
+            }
+            // memcached -h: "-o idle_timeout".
+            Service::Memcached => "memcached closes idle connections with -o idle_timeout=N",
+            // Broker config connections.max.idle.ms (600000 ms).
+            Service::Kafka => {
+                "the broker closes idle connections after connections.max.idle.ms (default 10 min)"
+            }
+            Service::MongoDb => {
+                "mongod keeps idle connections; a proxy, load balancer or NAT on the path may close them"
+            }
+            // rabbitmq.com/docs/heartbeats.
+            Service::Amqp => {
+                "RabbitMQ closes connections only when heartbeats are missed (heartbeat, default 60 s)"
+            }
+            Service::Elasticsearch => {
+                "Elasticsearch closes HTTP connections after http.read_timeout (default none) or a proxy does"
+            }
+            Service::Http | Service::Https => {
+                "HTTP servers close idle keep-alive connections after their keep-alive timeout (nginx keepalive_timeout 75 s, Apache KeepAliveTimeout 5 s, Node.js server.keepAliveTimeout 5 s)"
+            }
+        }
+    }
+}
+
+/// The runtime a process runs on, from its executable and argv[0].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Jvm,
+    CPython,
+    Node,
+    DotNet,
+    Ruby,
+    Go,
+}
+
+impl Runtime {
+    /// Recognises the runtime from any of the names a process goes by
+    /// (comm, executable basename, argv[0] basename).
+    pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Runtime> {
+        names.into_iter().find_map(|n| {
+            let base = n.rsplit('/').next().unwrap_or(n);
+            let r = match base {
+                "java" | "javaw" => Runtime::Jvm,
+                "node" | "nodejs" => Runtime::Node,
+                "dotnet" => Runtime::DotNet,
+                "ruby" | "puma" | "unicorn" => Runtime::Ruby,
+                b if b.starts_with("python") || b == "gunicorn" || b == "uwsgi" => Runtime::CPython,
+                b if b.starts_with("ruby") => Runtime::Ruby,
+                _ => return None,
+            };
+            Some(r)
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Jvm => "JVM",
+            Runtime::CPython => "CPython",
+            Runtime::Node => "Node.js",
+            Runtime::DotNet => ".NET",
+            Runtime::Ruby => "Ruby",
+            Runtime::Go => "Go",
+        }
+    }
+}
+
+/// The client-side setting that evicts idle pooled connections before
+/// the server closes them, for this service and runtime; `None` when no
+/// specific advice is certain.
+pub fn client_fix(service: Option<Service>, runtime: Option<Runtime>) -> Option<&'static str> {
+    use Runtime::*;
+    use Service::*;
+    Some(match (service?, runtime?) {
+        // redis-py: health_check_interval checks only when a connection
+        // is handed out; the pool has no background eviction.
+        (Redis, CPython) => {
+            "redis-py's pool has no background eviction (health_check_interval only checks at checkout): keep the server's timeout at 0 for pooled clients, or expect up to the pool size of these"
+        }
+        // Jedis JedisPoolConfig; go-redis options.go.
+        (Redis, Jvm) => {
+            "with Jedis, keep JedisPoolConfig's evictor on (testWhileIdle, timeBetweenEvictionRuns) with minEvictableIdleTime below the server's timeout"
+        }
+        (Redis, Go) => "set go-redis ConnMaxIdleTime below the server's timeout",
+        // HikariCP README: maxLifetime "several seconds shorter" than any
+        // database-imposed limit.
+        (Postgres | MySql | PgBouncer, Jvm) => {
+            "set HikariCP maxLifetime (and keepaliveTime) a few seconds below the server's idle limit"
+        }
+        // psycopg2 lib/pool.py: no check; SQLAlchemy pooling docs.
+        (Postgres | MySql | PgBouncer, CPython) => {
+            "psycopg2.pool never checks idle connections; with SQLAlchemy set pool_recycle below the server's idle limit (pool_pre_ping checks only at checkout)"
+        }
+        (Postgres | MySql | PgBouncer, Go) => {
+            "call db.SetConnMaxIdleTime (database/sql) below the server's idle limit"
+        }
+        (Postgres, Node) => "set pg.Pool idleTimeoutMillis below the server's idle limit",
+        // Kafka client connections.max.idle.ms defaults to 9 min, below the broker's 10.
+        (Kafka, _) => {
+            "keep the client's connections.max.idle.ms below the broker's (client default 9 min)"
+        }
+        // MongoDB CMAP: maxIdleTimeMS, default 0 (never).
+        (MongoDb, _) => {
+            "set the driver's maxIdleTimeMS below the idle limit of whatever closes these"
+        }
+        // Apache HttpClient 4.x/5.x; java.net.http; HttpURLConnection KeepAliveCache.
+        (Http | Https | Elasticsearch, Jvm) => {
+            "with Apache HttpClient enable evictIdleConnections (or IdleConnectionEvictor) below the server's keep-alive timeout; java.net.http.HttpClient uses jdk.httpclient.keepalive.timeout"
+        }
+        // urllib3 connectionpool: no idle eviction, 10 per host.
+        (Http | Https | Elasticsearch, CPython) => {
+            "requests/urllib3 never evict idle connections (up to pool_maxsize, 10 per host, is expected); reuse one Session per host and close it, and close every response"
+        }
+        // net/http transport.go; response.go.
+        (Http | Https | Elasticsearch, Go) => {
+            "always close (and drain) resp.Body; set Transport.IdleConnTimeout below the server's keep-alive timeout"
+        }
+        // nodejs.org/api/http.html; undici Client.md.
+        (Http | Https | Elasticsearch, Node) => {
+            "give the http.Agent a timeout (or undici keepAliveTimeout) below the server's keep-alive timeout"
+        }
+        // learn.microsoft.com SocketsHttpHandler.PooledConnectionIdleTimeout.
+        (Http | Https | Elasticsearch, DotNet) => {
+            "set SocketsHttpHandler.PooledConnectionIdleTimeout below the server's keep-alive timeout"
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_and_runtimes_are_recognised() {
+        assert_eq!(Service::by_port(5432), Some(Service::Postgres));
+        assert_eq!(Service::by_port(6379), Some(Service::Redis));
+        assert_eq!(Service::by_port(40000), None);
+        assert_eq!(Runtime::detect(["python3.11"]), Some(Runtime::CPython));
+        assert_eq!(
+            Runtime::detect(["billing-sync-wo", "/usr/lib/jvm/bin/java"]),
+            Some(Runtime::Jvm)
+        );
+        assert_eq!(Runtime::detect(["nginx"]), None);
+    }
+
+    #[test]
+    fn advice_matches_the_peer_never_another_service() {
+        let redis_py = client_fix(Some(Service::Redis), Some(Runtime::CPython)).unwrap();
+        assert!(redis_py.contains("redis-py"));
+        assert!(!redis_py.contains("Hikari") && !redis_py.contains("HttpClient"));
+        let pg = client_fix(Some(Service::Postgres), Some(Runtime::Jvm)).unwrap();
+        assert!(pg.contains("HikariCP"));
+        assert!(
+            !Service::Postgres
+                .idle_close_setting()
+                .contains("keep-alive")
+        );
+        assert_eq!(client_fix(None, Some(Runtime::Jvm)), None);
+        assert_eq!(client_fix(Some(Service::Redis), None), None);
+    }
+}

@@ -1,0 +1,238 @@
+//! `accept-queue-not-drained`: children the application never
+//! accepted. Until accept() they have no `struct socket`, so inode 0
+//! (`inet_diag.c:inet_sk_diag_fill`), and a listener's Recv-Q is its
+//! accept queue and Send-Q its backlog.
+
+use super::{Ctx, Doc, Evidence, RuleId};
+use crate::diag::host::Counter;
+use crate::diag::report::{Finding, Severity};
+use crate::diag::words::who;
+use crate::model::TcpState;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const DOC: Doc = Doc {
+    id: "accept-queue-not-drained",
+    title: "Connections the listener never accepted",
+    meaning: "ESTABLISHED or CLOSE_WAIT sockets with inode 0 on a listening port are children still in the accept queue: no process called accept() for them. CLOSE_WAIT among them means the clients already gave up. The listener's Recv-Q is the queue length and its Send-Q the backlog. Every process holding the listener is named (a pre-fork master and its workers share one; SO_REUSEPORT gives each its own), with the processes holding accepted connections on the port: when those are all busy, the worker pool is saturated.",
+    confirm: "ss -ltnp sport = :PORT shows Recv-Q near Send-Q and the processes holding the listener; nstat -az TcpExtListenOverflows TcpExtListenDrops keep rising; a thread dump of the workers shows what they wait on.",
+    fix: "Make the workers free again (timeouts on downstream calls, bounded handler time) or add workers; a hung accept loop needs fixing first. Raise the listen() backlog and net.core.somaxconn only for short bursts (the effective backlog is the smaller of the two).",
+    avoid: "Raising the backlog for a saturated pool only queues more requests that clients abandon; tcp_abort_on_overflow=1 turns overflows into resets (ip-sysctl advises it only when the listener cannot be made faster).",
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerEvidence {
+    pub local: String,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Recv-Q of the listener: connections waiting for accept().
+    pub accept_queue: u32,
+    /// Send-Q of the listener: the backlog.
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HolderEvidence {
+    pub pid: u32,
+    pub comm: Option<String>,
+    /// Accepted connections on the port this process holds (attributed
+    /// states: CLOSE_WAIT and the like; ESTABLISHED with --sockets).
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptQueueEvidence {
+    pub state: TcpState,
+    /// Children never accepted.
+    pub count: usize,
+    pub port: u16,
+    pub unaccepted_established: usize,
+    pub unaccepted_close_wait: usize,
+    /// Every listening socket on the port.
+    pub listeners: Vec<ListenerEvidence>,
+    /// Processes holding accepted connections on the port.
+    pub connection_holders: Vec<HolderEvidence>,
+    /// TcpExt ListenOverflows / ListenDrops since boot.
+    pub listen_overflows: Option<u64>,
+    pub listen_drops: Option<u64>,
+}
+
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    let mut listeners: BTreeMap<u16, Vec<&crate::model::Socket>> = BTreeMap::new();
+    for s in ctx
+        .snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+    {
+        listeners.entry(s.local.port()).or_default().push(s);
+    }
+    let mut per_port: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
+    let mut holders: BTreeMap<u16, BTreeMap<u32, usize>> = BTreeMap::new();
+    for s in ctx.selected {
+        let port = s.local.port();
+        if s.state == TcpState::Listen || !listeners.contains_key(&port) {
+            continue;
+        }
+        if s.inode == 0 && matches!(s.state, TcpState::Established | TcpState::CloseWait) {
+            let e = per_port.entry(port).or_default();
+            if s.state == TcpState::Established {
+                e.0 += 1
+            } else {
+                e.1 += 1
+            }
+        } else if let Some(pid) = s.pid {
+            *holders.entry(port).or_default().entry(pid).or_default() += 1;
+        }
+    }
+    let overflows = ctx.host.counter(Counter::ListenOverflows);
+    let drops = ctx.host.counter(Counter::ListenDrops);
+    let comm = |pid: Option<u32>| {
+        pid.and_then(|p| ctx.snap.processes.get(&p))
+            .map(|p| p.comm.clone())
+    };
+    per_port
+        .into_iter()
+        .filter_map(|(port, (est, cw))| {
+            let ls = listeners.get(&port)?;
+            let queue: u32 = ls.iter().map(|l| l.recv_q).sum();
+            let backlog: u32 = ls.iter().map(|l| l.send_q).sum();
+            let full = ls.iter().any(|l| l.send_q > 0 && l.recv_q >= l.send_q);
+            let severity = if full || cw > 0 {
+                Severity::Critical
+            } else if backlog > 0 && queue.saturating_mul(2) >= backlog {
+                Severity::Warning
+            } else {
+                // A few children between handshake and accept() are what
+                // a busy, healthy server always has.
+                return None;
+            };
+            let listeners: Vec<ListenerEvidence> = ls
+                .iter()
+                .map(|l| ListenerEvidence {
+                    local: l.local.to_string(),
+                    pid: l.pid,
+                    comm: comm(l.pid),
+                    accept_queue: l.recv_q,
+                    backlog: l.send_q,
+                })
+                .collect();
+            let connection_holders: Vec<HolderEvidence> = holders
+                .remove(&port)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(pid, connections)| HolderEvidence {
+                    pid,
+                    comm: comm(Some(pid)),
+                    connections,
+                })
+                .collect();
+            let mut names: Vec<String> = listeners
+                .iter()
+                .map(|l| who(l.pid, l.comm.as_deref()).to_string())
+                .collect();
+            names.dedup();
+            let held_by = names.join(", ");
+            let busy = if connection_holders.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = connection_holders
+                    .iter()
+                    .map(|h| format!("{} {}", who(Some(h.pid), h.comm.as_deref()), h.connections))
+                    .collect();
+                format!(" Accepted connections on the port are held by {}.", list.join(", "))
+            };
+            let counters = match (overflows, drops) {
+                (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
+                _ => String::new(),
+            };
+            let advice = if connection_holders.is_empty() {
+                "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
+            } else {
+                "If every worker holds a connection in progress, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
+            };
+            Some(Finding {
+                rule_id: RuleId::AcceptQueueNotDrained,
+                severity,
+                summary: format!(
+                    "listener on port {port} (held by {held_by}) has {} connections nobody accepted ({est} ESTABLISHED, {cw} CLOSE_WAIT); accept queue {queue}/{backlog}",
+                    est + cw
+                ),
+                hint: format!(
+                    "{advice}{busy} Clients already gave up on {cw} of the queued connections.{counters} Raising the listen() backlog or somaxconn only queues more requests that clients abandon; tcp_abort_on_overflow turns them into resets."
+                ),
+                evidence: Evidence::AcceptQueue(AcceptQueueEvidence {
+                    state: if cw > 0 { TcpState::CloseWait } else { TcpState::Established },
+                    count: est + cw,
+                    port,
+                    unaccepted_established: est,
+                    unaccepted_close_wait: cw,
+                    listeners,
+                    connection_holders,
+                    listen_overflows: overflows,
+                    listen_drops: drops,
+                }),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub fn cases() -> Vec<super::cases::Case> {
+    use super::cases::{fires, silent};
+    use crate::diag::testkit::SnapBuilder;
+    // A pre-fork server: master 50 holds the listener, worker 51 is busy
+    // with a request; 3 clients gave up in the queue, 2 still wait.
+    let mut prefork = SnapBuilder::new()
+        .listen("0.0.0.0:8000", Some(50), 5, 5)
+        .process(50, "gunicorn", None, None)
+        .process(51, "gunicorn", None, None)
+        .close_wait("10.0.0.1:8000", "10.2.0.1:51000", 80, Some(51), None);
+    for i in 0..2 {
+        prefork = prefork.established("10.0.0.1:8000", &format!("10.2.1.{i}:52000"), None);
+    }
+    for i in 0..3 {
+        prefork = prefork.close_wait(
+            "10.0.0.1:8000",
+            &format!("10.2.2.{i}:53000"),
+            100,
+            None,
+            None,
+        );
+    }
+    let mut busy_ok = SnapBuilder::new().listen("0.0.0.0:80", Some(60), 2, 511);
+    for i in 0..2 {
+        busy_ok = busy_ok.established("10.0.0.1:80", &format!("10.3.0.{i}:54000"), None);
+    }
+    vec![
+        fires(
+            "pre-fork server with a saturated worker",
+            prefork.build(),
+            Severity::Critical,
+        ),
+        silent(
+            "two connections between handshake and accept()",
+            busy_ok.build(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases;
+    use crate::diag::rules::{Evidence, RuleId, cases::findings_of};
+
+    #[test]
+    fn names_the_listener_holders_and_the_busy_worker() {
+        let f = &findings_of(RuleId::AcceptQueueNotDrained, &cases()[0])[0];
+        let Evidence::AcceptQueue(e) = &f.evidence else {
+            panic!("{f:?}")
+        };
+        assert_eq!((e.unaccepted_established, e.unaccepted_close_wait), (2, 3));
+        assert_eq!(e.connection_holders.len(), 1);
+        assert_eq!(e.connection_holders[0].pid, 51);
+        assert!(f.hint.contains("gunicorn (pid 51) 1"), "{}", f.hint);
+        assert!(f.hint.contains("saturated"), "{}", f.hint);
+        assert!(f.summary.contains("gunicorn (pid 50)"), "{}", f.summary);
+    }
+}

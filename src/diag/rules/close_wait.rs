@@ -1,0 +1,311 @@
+//! What the three Recv-Q rules share: reading each CLOSE_WAIT socket
+//! (Recv-Q with tcp_info's last data sent and received) and summing the
+//! sockets of one process, direction and port into one finding.
+//!
+//! The peer's FIN takes one sequence number, so Recv-Q (`rcv_nxt -
+//! copied_seq`, `tcp_diag.c:tcp_diag_get_info`) is 1 until the
+//! application reads the end of file.
+
+use super::{Ctx, RuleId};
+use crate::diag::group::{direction, owner_of};
+use crate::diag::peer::{Runtime, Service};
+use crate::diag::report::{Direction, Finding, Owner, Policy, RecvQSplit};
+use crate::model::{Socket, TcpState};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Which pattern a CLOSE_WAIT socket shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CloseWaitKind {
+    /// Recv-Q 0: read EOF, never closed.
+    EofNotClosed,
+    /// The peer closed an idle connection the application is not
+    /// reading: Recv-Q 1 (a bare FIN), or a goodbye message that came
+    /// with the FIN after the connection had idled.
+    NeverRead,
+    /// Data the application stopped reading, then the FIN.
+    UnreadData,
+}
+
+impl CloseWaitKind {
+    pub fn rule_id(self) -> RuleId {
+        match self {
+            CloseWaitKind::EofNotClosed => RuleId::CloseWaitEofNotClosed,
+            CloseWaitKind::NeverRead => RuleId::CloseWaitNeverRead,
+            CloseWaitKind::UnreadData => RuleId::CloseWaitUnreadData,
+        }
+    }
+}
+
+/// One socket's reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub kind: CloseWaitKind,
+    /// Recv-Q > 1 bytes that arrived with the FIN after an idle period.
+    pub goodbye: bool,
+    /// How long the connection carried no data before the peer's FIN.
+    pub idle_before_close_ms: Option<u32>,
+}
+
+/// Reads one CLOSE_WAIT socket. tcp_info gives "ms ago" for the last
+/// data sent, data received and ACK received (`tcp.c:tcp_get_info`); the
+/// FIN carried the last ACK, so `last_ack_recv` dates the close. Only an
+/// outbound connection's peer is a server that may say goodbye; inbound
+/// bytes are a client's request that nobody read, whenever they came.
+pub fn read(s: &Socket, dir: Direction, p: &Policy) -> Reading {
+    let t = s.tcp_info;
+    // Data that came within the goodbye window of the FIN.
+    let with_fin = t.is_some_and(|t| {
+        t.last_data_recv_ms.saturating_sub(t.last_ack_recv_ms) <= p.goodbye_window_ms
+    });
+    let idle = t.map(|t| {
+        // The connection's last activity before the close: the newest of
+        // data sent and data received (unless that data is the goodbye).
+        let last_recv = if s.recv_q > 1 && with_fin {
+            u32::MAX
+        } else {
+            t.last_data_recv_ms
+        };
+        t.last_data_sent_ms
+            .min(last_recv)
+            .saturating_sub(t.last_ack_recv_ms)
+    });
+    let idled = idle.is_some_and(|ms| ms >= p.idle_before_close_ms);
+    let (kind, goodbye) = match s.recv_q {
+        0 => (CloseWaitKind::EofNotClosed, false),
+        1 => (CloseWaitKind::NeverRead, false),
+        _ if dir == Direction::Outbound && with_fin && idled => (CloseWaitKind::NeverRead, true),
+        _ => (CloseWaitKind::UnreadData, false),
+    };
+    Reading {
+        kind,
+        goodbye,
+        idle_before_close_ms: idle.filter(|&ms| ms != u32::MAX && ms < u32::MAX / 2),
+    }
+}
+
+/// The evidence of the three Recv-Q rules.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CloseWaitEvidence {
+    pub state: TcpState,
+    pub count: usize,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub owner: Owner,
+    pub direction: Direction,
+    /// Local port (inbound) or the peer's port (outbound).
+    pub port: u16,
+    /// Peers, busiest first (at most 5; outbound only).
+    pub peers: Vec<String>,
+    /// Recv-Q 0 / 1 / more among `count`.
+    pub recv_q: RecvQSplit,
+    /// Unread bytes beyond the FIN (sum over the sockets).
+    pub unread_bytes: u64,
+    /// Sockets whose unread bytes came with the FIN after the connection
+    /// had idled: the peer's goodbye (e.g. an error message).
+    pub goodbye: usize,
+    /// Oldest CLOSE_WAIT age estimate (tcp_info last_ack_recv), ms.
+    pub oldest_age_ms: Option<u32>,
+    /// Median time the connections carried no data before the peer
+    /// closed them (tcp_info), ms: for idle connections, about the
+    /// closer's idle timeout.
+    pub idle_before_close_ms: Option<u32>,
+    /// Service recognised from the port (`PostgreSQL`), if any.
+    pub service: Option<String>,
+    /// Runtime of the owner (`JVM`, `CPython`...), if recognised.
+    pub runtime: Option<String>,
+    pub container: Option<String>,
+}
+
+#[derive(Default)]
+struct Acc {
+    count: usize,
+    peers: BTreeMap<String, usize>,
+    split: RecvQSplit,
+    unread: u64,
+    goodbye: usize,
+    oldest: Option<u32>,
+    idle: Vec<u32>,
+}
+
+type Key = (Option<u32>, Direction, u16, Owner);
+
+/// Findings of one kind: one per process, direction and port.
+pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
+    let mut agg: BTreeMap<Key, Acc> = BTreeMap::new();
+    let mut totals: BTreeMap<Key, usize> = BTreeMap::new();
+    for s in ctx
+        .selected
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait)
+    {
+        let dir = direction(s, ctx.listen_ports);
+        let owner = owner_of(s, &ctx.snap.attribution);
+        // Inbound sockets no process holds were never accepted: the
+        // accept-queue rule reports them against their listener.
+        if owner == Owner::None && dir == Direction::Inbound {
+            continue;
+        }
+        let port = match dir {
+            Direction::Inbound => s.local.port(),
+            Direction::Outbound => s.peer.port(),
+        };
+        let key = (s.pid, dir, port, owner);
+        *totals.entry(key).or_default() += 1;
+        let r = read(s, dir, ctx.policy);
+        if r.kind != kind {
+            continue;
+        }
+        let a = agg.entry(key).or_default();
+        a.count += 1;
+        if dir == Direction::Outbound {
+            *a.peers.entry(s.peer.to_string()).or_default() += 1;
+        }
+        match s.recv_q {
+            0 => a.split.zero += 1,
+            1 => a.split.one += 1,
+            n => {
+                a.split.more += 1;
+                a.unread += u64::from(n - 1);
+            }
+        }
+        a.goodbye += usize::from(r.goodbye);
+        if let Some(t) = s.tcp_info {
+            a.oldest = a.oldest.max(Some(t.last_ack_recv_ms));
+        }
+        a.idle.extend(r.idle_before_close_ms);
+    }
+    agg.into_iter()
+        .map(|(key @ (pid, direction, port, owner), mut a)| {
+            let process = pid.and_then(|p| ctx.snap.processes.get(&p));
+            let mut peers: Vec<(String, usize)> = a.peers.into_iter().collect();
+            peers.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+            a.idle.sort_unstable();
+            let runtime = process.and_then(|p| Runtime::detect([p.comm.as_str()]));
+            let e = CloseWaitEvidence {
+                state: TcpState::CloseWait,
+                count: a.count,
+                pid,
+                comm: process.map(|p| p.comm.clone()),
+                owner,
+                direction,
+                port,
+                peers: peers.into_iter().take(5).map(|p| p.0).collect(),
+                recv_q: a.split,
+                unread_bytes: a.unread,
+                goodbye: a.goodbye,
+                oldest_age_ms: a.oldest,
+                idle_before_close_ms: a.idle.get(a.idle.len() / 2).copied(),
+                service: Service::by_port(port).map(|s| s.name().to_string()),
+                runtime: runtime.map(|r| r.name().to_string()),
+                container: process.and_then(|p| p.container.clone()),
+            };
+            let total = totals.get(&key).copied().unwrap_or(e.count);
+            let words = match kind {
+                CloseWaitKind::EofNotClosed => super::close_wait_eof_not_closed::words,
+                CloseWaitKind::NeverRead => super::close_wait_never_read::words,
+                CloseWaitKind::UnreadData => super::close_wait_unread_data::words,
+            };
+            let (severity, summary, hint) = words(&e, total, ctx.policy, runtime);
+            Finding {
+                rule_id: kind.rule_id(),
+                severity,
+                summary,
+                evidence: super::Evidence::CloseWait(e),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// `comm (pid N)` of the evidence.
+pub fn owner_words(e: &CloseWaitEvidence) -> String {
+    crate::diag::words::who(e.pid, e.comm.as_deref()).to_string()
+}
+
+/// `inbound on port 8080` / `to 10.0.0.5:5432`.
+pub fn place_words(e: &CloseWaitEvidence) -> String {
+    crate::diag::words::Place {
+        direction: e.direction,
+        port: e.port,
+        peers: &e.peers,
+    }
+    .to_string()
+}
+
+/// `, oldest ~2m` when ages are known.
+pub fn age_words(e: &CloseWaitEvidence) -> String {
+    e.oldest_age_ms
+        .map(|ms| format!(", oldest ~{}", crate::units::age(ms)))
+        .unwrap_or_default()
+}
+
+/// The sentence every CLOSE_WAIT hint ends with.
+pub const NO_SYSCTL: &str =
+    "No sysctl, keepalive or SO_LINGER setting fixes CLOSE_WAIT; only close() does.";
+
+/// The owner could not be read: say so before the advice.
+pub fn unknown_owner_prefix(e: &CloseWaitEvidence) -> &'static str {
+    match e.owner {
+        Owner::Unknown | Owner::NotResolved => {
+            "The owning process could not be identified (run as root to read every /proc/PID/fd). "
+        }
+        _ => "",
+    }
+}
+
+/// "What not to do" shared by the CLOSE_WAIT rules' write-ups.
+pub const AVOID: &str = "No sysctl fixes CLOSE_WAIT: lowering tcp_keepalive_time only matters for SO_KEEPALIVE sockets and, when it kills one, leaves the fd leaked; tcp_fin_timeout is unrelated; SO_REUSEADDR and SO_LINGER do not act on a socket nobody close()s. `ss -K`/`cwdiag kill` send an RST but the fd stays leaked.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::testkit::SnapBuilder;
+
+    fn one(recv_q: u32, ages: (u32, u32, u32)) -> Reading {
+        let s = SnapBuilder::new()
+            .close_wait(
+                "10.0.0.1:40000",
+                "10.0.0.2:5432",
+                recv_q,
+                Some(7),
+                Some(ages),
+            )
+            .build();
+        read(&s.sockets[0], Direction::Outbound, &Policy::default())
+    }
+
+    #[test]
+    fn readings_tell_a_goodbye_after_idling_from_a_stuck_reader() {
+        // (last data sent, last data received, last ack received) ms ago.
+        // PostgreSQL idle_session_timeout: the last query 12 s ago, error
+        // and FIN 2 s ago.
+        let r = one(118, (12_000, 2_000, 2_000));
+        assert_eq!((r.kind, r.goodbye), (CloseWaitKind::NeverRead, true));
+        assert_eq!(r.idle_before_close_ms, Some(10_000));
+        // A response that arrived right after the request and was never
+        // read, then the server closed: the reader is stuck.
+        let r = one(5_000, (2_050, 2_000, 2_000));
+        assert_eq!((r.kind, r.goodbye), (CloseWaitKind::UnreadData, false));
+        // Data that came long before the FIN is unread data too.
+        let r = one(300, (30_000, 30_000, 2_000));
+        assert_eq!(r.kind, CloseWaitKind::UnreadData);
+        assert_eq!(one(1, (9_000, 9_000, 1_000)).kind, CloseWaitKind::NeverRead);
+        assert_eq!(
+            one(0, (9_000, 9_000, 1_000)).kind,
+            CloseWaitKind::EofNotClosed
+        );
+        // Inbound, a request that came with the FIN is still unread data.
+        let s = SnapBuilder::new()
+            .close_wait(
+                "10.0.0.1:8080",
+                "10.0.0.2:50000",
+                300,
+                Some(7),
+                Some((60_000, 1_000, 1_000)),
+            )
+            .build();
+        let r = read(&s.sockets[0], Direction::Inbound, &Policy::default());
+        assert_eq!(r.kind, CloseWaitKind::UnreadData);
+    }
+}

@@ -1,0 +1,221 @@
+//! `close-wait-never-read`: the peer closed a connection the application
+//! is not reading: Recv-Q 1 (only the FIN), or the peer's goodbye message
+//! that came with the FIN after the connection had idled.
+
+use super::close_wait::{
+    AVOID, CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+};
+use super::{Doc, close_wait_severity};
+use crate::diag::peer::{Runtime, Service, client_fix};
+use crate::diag::report::{Direction, Policy, Severity};
+use crate::diag::words::plural;
+use crate::units::age;
+
+pub const DOC: Doc = Doc {
+    id: "close-wait-never-read",
+    title: "CLOSE_WAIT, idle connection the peer closed, never read since",
+    meaning: "The peer closed a connection that was idle, and the application has not read it since: Recv-Q is 1 because the FIN takes one sequence number, or a little more when the server sent a last message before closing (PostgreSQL's idle_session_timeout error 57P05, MySQL 8.0.24+ error 4031). Outbound, this is the usual mark of a client pool that only checks connections when it hands them out (urllib3, redis-py, HttpClient's validateAfterInactivity, psycopg2): up to the pool size per destination is expected, and steady. It is a leak when the count keeps growing: connections or responses opened and never closed. Inbound, a server keeps idle connections whose clients left without watching them.",
+    confirm: "ss -tanp state close-wait shows Recv-Q 1 (or a small goodbye) on these sockets; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0` tells a steady pool (passes) from a leak (fails, naming the process and port).",
+    fix: "Evict idle connections sooner than the server's idle timeout: a background evictor (HikariCP maxLifetime, JedisPoolConfig's evictor, Apache HttpClient evictIdleConnections), or an idle timeout in the client shorter than the server's keep-alive; close every connection and response the code opens. Servers: watch idle connections for readability and close on read() == 0.",
+    avoid: AVOID,
+};
+
+pub fn words(
+    e: &CloseWaitEvidence,
+    total: usize,
+    p: &Policy,
+    runtime: Option<Runtime>,
+) -> (Severity, String, String) {
+    let who = owner_words(e);
+    let idle = e
+        .idle_before_close_ms
+        .filter(|&ms| ms >= p.idle_before_close_ms)
+        .map(|ms| format!(" after ~{} idle", age(ms)))
+        .unwrap_or_default();
+    let goodbye = if e.goodbye > 0 {
+        format!(
+            " ({} with the server's last message unread)",
+            plural(e.goodbye, "socket", "sockets")
+        )
+    } else {
+        String::new()
+    };
+    let service = Service::by_port(e.port);
+    match e.direction {
+        Direction::Inbound => {
+            let summary = format!(
+                "{} {} held by {who}{}: the clients closed{idle}, never read since",
+                plural(e.count, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
+                place_words(e),
+                age_words(e)
+            );
+            let hint = format!(
+                "{}{who} keeps connections on port {} whose clients hung up, without reading them: idle keep-alive connections nobody watches, or handlers waiting elsewhere. Watch idle connections for EOF (poll/epoll readability or a read timeout) and close() them. {NO_SYSCTL}",
+                unknown_owner_prefix(e),
+                e.port
+            );
+            (close_wait_severity(total, p), summary, hint)
+        }
+        Direction::Outbound => {
+            let dest = e
+                .peers
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("port {}", e.port));
+            let svc = service
+                .map(|s| format!(" ({})", s.name()))
+                .unwrap_or_default();
+            let summary = format!(
+                "{} to {dest}{svc} held by {who}: the server closed them{idle}{goodbye}; never read since",
+                plural(e.count, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
+            );
+            let closer = match service {
+                Some(s) => format!("{}.", s.idle_close_setting()),
+                None => "The server closed idle connections (its idle timeout).".to_string(),
+            };
+            let pid = e.pid.map(|p| format!(" --pid {p}")).unwrap_or_default();
+            let verdict = if e.count <= p.pool_bound {
+                format!(
+                    "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} sockets fit a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
+                    e.count
+                )
+            } else {
+                format!(
+                    "{} sockets are more than a pool keeps: connections or responses are opened and never closed (or pools are created and dropped). Find where; restarting the process frees them until then.",
+                    e.count
+                )
+            };
+            let fix = match client_fix(service, runtime) {
+                Some(f) => format!("Fix: {f}."),
+                None => "Fix: evict idle connections sooner than the server's idle timeout (an idle timeout or maximum lifetime in the pool), and close every connection and response the code opens.".to_string(),
+            };
+            let severity = if e.count <= p.pool_bound {
+                Severity::Info
+            } else {
+                close_wait_severity(total, p)
+            };
+            let hint = format!(
+                "{}{closer} {verdict} {fix} {NO_SYSCTL}",
+                unknown_owner_prefix(e)
+            );
+            (severity, summary, hint)
+        }
+    }
+}
+
+#[cfg(test)]
+pub fn cases() -> Vec<super::cases::Case> {
+    use super::cases::{fires, silent};
+    use crate::diag::testkit::SnapBuilder;
+    // A redis-py pool of 50 whose server timed the connections out.
+    let mut pool = SnapBuilder::new().process(20, "python3", Some(80), Some(1024));
+    for i in 0..50 {
+        let local = format!("10.0.0.1:{}", 41_000 + i);
+        pool = pool.close_wait(
+            &local,
+            "10.0.0.9:6379",
+            1,
+            Some(20),
+            Some((310_000, 310_000, 10_000)),
+        );
+    }
+    // PostgreSQL idle_session_timeout: ErrorResponse then FIN (Recv-Q 118).
+    let mut pg = SnapBuilder::new().process(21, "java", Some(200), Some(20_000));
+    for i in 0..8 {
+        let local = format!("10.0.0.1:{}", 42_000 + i);
+        pg = pg.close_wait(
+            &local,
+            "10.0.0.8:5432",
+            118,
+            Some(21),
+            Some((15_000, 3_000, 3_000)),
+        );
+    }
+    // Far more than any pool: a leak.
+    let mut leak = SnapBuilder::new().process(22, "java", Some(900), Some(20_000));
+    for i in 0..300 {
+        let local = format!("10.0.0.1:{}", 43_000 + i);
+        leak = leak.close_wait(&local, "10.0.0.7:443", 1, Some(22), None);
+    }
+    let mut inbound = SnapBuilder::new().listen("0.0.0.0:8080", Some(23), 0, 128);
+    for i in 0..15 {
+        let peer = format!("10.1.0.{i}:5{i:04}");
+        inbound = inbound.close_wait("10.0.0.1:8080", &peer, 1, Some(23), None);
+    }
+    // A stuck reader with a response unread is not an idle pool.
+    let stuck = SnapBuilder::new().close_wait(
+        "10.0.0.1:44000",
+        "10.0.0.7:80",
+        4000,
+        Some(24),
+        Some((2_050, 2_000, 2_000)),
+    );
+    vec![
+        fires(
+            "a bounded redis-py pool: INFO, not a warning",
+            pool.build(),
+            Severity::Info,
+        ),
+        fires(
+            "an idle PostgreSQL pool closed with a goodbye",
+            pg.build(),
+            Severity::Info,
+        ),
+        fires(
+            "300 never-read sockets to one server",
+            leak.build(),
+            Severity::Critical,
+        ),
+        fires(
+            "idle inbound keep-alives nobody watches",
+            inbound.build(),
+            Severity::Warning,
+        ),
+        silent("a response never read is unread data", stuck.build()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases;
+    use crate::diag::rules::{RuleId, cases::findings_of};
+
+    #[test]
+    fn hints_name_the_peer_and_runtime_and_spare_bounded_pools_a_restart() {
+        let c = cases();
+        let redis = &findings_of(RuleId::CloseWaitNeverRead, &c[0])[0];
+        assert!(redis.hint.contains("redis-py"), "{}", redis.hint);
+        assert!(redis.hint.contains("`timeout`"), "{}", redis.hint);
+        assert!(!redis.hint.contains("Hikari") && !redis.hint.contains("HttpClient"));
+        assert!(
+            !redis.hint.to_lowercase().contains("restart"),
+            "{}",
+            redis.hint
+        );
+        assert!(
+            redis.hint.contains("--max-close-wait-growth 0 --pid 20"),
+            "{}",
+            redis.hint
+        );
+        assert!(
+            redis.hint.contains("never closes"),
+            "both causes named: {}",
+            redis.hint
+        );
+        let pg = &findings_of(RuleId::CloseWaitNeverRead, &c[1])[0];
+        assert!(pg.hint.contains("idle_session_timeout") && pg.hint.contains("HikariCP"));
+        assert!(!pg.hint.contains("keep-alive"), "{}", pg.hint);
+        assert!(!pg.hint.contains("thread dump"), "{}", pg.hint);
+        assert!(pg.summary.contains("after ~12s idle"), "{}", pg.summary);
+        assert!(
+            pg.summary
+                .contains("8 sockets with the server's last message")
+        );
+        let leak = &findings_of(RuleId::CloseWaitNeverRead, &c[2])[0];
+        assert!(
+            leak.hint.contains("more than a pool keeps"),
+            "{}",
+            leak.hint
+        );
+    }
+}

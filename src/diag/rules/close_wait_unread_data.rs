@@ -1,0 +1,87 @@
+//! `close-wait-unread-data`: data arrived that the application stopped
+//! reading, then the peer closed.
+
+use super::close_wait::{
+    CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+};
+use super::{Doc, close_wait_severity};
+use crate::diag::peer::Runtime;
+use crate::diag::report::{Direction, Policy, Severity};
+use crate::diag::words::plural;
+
+pub const DOC: Doc = Doc {
+    id: "close-wait-unread-data",
+    title: "CLOSE_WAIT with data the application stopped reading (Recv-Q > 1)",
+    meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). Unread bytes that came with the FIN after the connection had idled are a goodbye message, not this rule (see close-wait-never-read).",
+    confirm: "Recv-Q > 1 on CLOSE_WAIT sockets (ss -tanp state close-wait); a thread dump (jstack, py-spy dump, gdb) or strace of the owner shows what the workers wait on.",
+    fix: "Find and unblock what the workers wait on: timeouts on every downstream call, a worker pool sized to the load, handlers that read to EOF or close on timeout.",
+    avoid: "Raising the listen backlog or somaxconn only queues more requests that clients abandon. No sysctl fixes CLOSE_WAIT.",
+};
+
+pub fn words(
+    e: &CloseWaitEvidence,
+    total: usize,
+    p: &Policy,
+    _runtime: Option<Runtime>,
+) -> (Severity, String, String) {
+    let who = owner_words(e);
+    let summary = format!(
+        "{} {} held by {who}{}: {} bytes unread when the peer closed",
+        plural(e.count, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
+        place_words(e),
+        age_words(e),
+        e.unread_bytes
+    );
+    let what = match e.direction {
+        Direction::Inbound => format!(
+            "Clients sent requests on port {} that {who} never read before they gave up: usually every worker is busy (a saturated worker pool) or a handler is blocked. Take a thread dump (jstack, py-spy dump, gdb) to see what the workers wait on; put timeouts on downstream calls and size the pool to the load.",
+            e.port
+        ),
+        Direction::Outbound => format!(
+            "{who} stopped reading responses from {} before the server closed: a blocked reader, or a response abandoned without close(). Take a thread dump to see where the reader waits.",
+            e.peers
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("port {}", e.port))
+        ),
+    };
+    let hint = format!(
+        "{}{what} Closing these sends RST, not FIN (unread data is discarded). {NO_SYSCTL}",
+        unknown_owner_prefix(e)
+    );
+    (close_wait_severity(total, p), summary, hint)
+}
+
+#[cfg(test)]
+pub fn cases() -> Vec<super::cases::Case> {
+    use super::cases::{fires, silent};
+    use crate::diag::testkit::SnapBuilder;
+    // A pre-fork server whose workers are all busy: requests unread.
+    let mut busy = SnapBuilder::new().listen("0.0.0.0:8000", Some(30), 0, 128);
+    for i in 0..11 {
+        let peer = format!("10.1.0.{i}:5{i:04}");
+        busy = busy.close_wait(
+            "10.0.0.1:8000",
+            &peer,
+            300,
+            Some(31),
+            Some((40_000, 30_000, 29_000)),
+        );
+    }
+    // The PostgreSQL goodbye after idling is not unread data.
+    let goodbye = SnapBuilder::new().close_wait(
+        "10.0.0.1:42000",
+        "10.0.0.8:5432",
+        118,
+        Some(21),
+        Some((15_000, 3_000, 3_000)),
+    );
+    vec![
+        fires(
+            "requests unread by busy workers",
+            busy.build(),
+            Severity::Warning,
+        ),
+        silent("an idle PostgreSQL connection's goodbye", goodbye.build()),
+    ]
+}

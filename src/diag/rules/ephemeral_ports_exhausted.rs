@@ -1,0 +1,145 @@
+//! `ephemeral-ports-exhausted`: local ports held towards one destination
+//! against the ephemeral range (`inet_hashtables.c:__inet_hash_connect`
+//! needs a free 4-tuple per connection).
+
+use super::time_wait::tw_reuse_words;
+use super::{Ctx, Doc, Evidence, RuleId};
+use crate::diag::group::{TimeWaitClock, round3};
+use crate::diag::report::{Finding, Severity, TIME_WAIT_LEN_S};
+use crate::model::{Socket, TcpState};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+pub const DOC: Doc = Doc {
+    id: "ephemeral-ports-exhausted",
+    title: "Ephemeral ports towards one destination running out",
+    meaning: "Local ports held (every state, TIME_WAIT included) per (source IP, destination IP, destination port) against ip_local_port_range minus ip_local_reserved_ports. At 100 % connect() fails with EADDRNOTAVAIL ('Cannot assign requested address'). The headroom is judged from the recent close rate (from TIME_WAIT's remaining times) against what the range sustains: ports / 60 s.",
+    confirm: "Application logs show EADDRNOTAVAIL; the ratio in the evidence approaches 1; sysctl net.ipv4.ip_local_port_range.",
+    fix: "Reuse connections; add source IPs or destination addresses (the budget is per 4-tuple); tcp_tw_reuse=1 for outgoing connects with timestamps on; widen ip_local_port_range while reserving service ports with ip_local_reserved_ports.",
+    avoid: "tcp_fin_timeout does not shorten TIME_WAIT; tcp_tw_recycle is gone; bind() before connect() takes ports exclusively unless IP_BIND_ADDRESS_NO_PORT is set.",
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortsEvidence {
+    pub state: TcpState,
+    /// Local ports held towards the destination, every state.
+    pub count: usize,
+    pub local_ip: String,
+    pub peer: String,
+    pub port: u16,
+    pub time_wait: usize,
+    pub port_budget: u32,
+    pub port_ratio: f64,
+    /// Closes per second over the span TIME_WAIT's remaining times cover.
+    pub close_rate_per_s: f64,
+    /// Closes per second over the last 10 s.
+    pub last_10s_close_rate_per_s: f64,
+    /// port_budget / 60: new connections per second the range sustains.
+    pub sustainable_rate_per_s: f64,
+}
+
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    let mut per: BTreeMap<(IpAddr, IpAddr, u16), (usize, Vec<&Socket>)> = BTreeMap::new();
+    for s in ctx.selected {
+        if s.state == TcpState::Listen
+            || ctx.listen_ports.contains(&s.local.port())
+            || s.peer.port() == 0
+        {
+            continue;
+        }
+        let a = per
+            .entry((s.local.ip(), s.peer.ip(), s.peer.port()))
+            .or_default();
+        a.0 += 1;
+        if s.state == TcpState::TimeWait {
+            a.1.push(s);
+        }
+    }
+    let budget = ctx.budget;
+    per.into_iter()
+        .filter(|(_, (held, _))| {
+            budget > 0 && *held as f64 / f64::from(budget) >= ctx.policy.port_ratio_warn
+        })
+        .map(|((src, dst, dport), (held, tw))| {
+            let clock = TimeWaitClock::of(tw.iter().copied());
+            let ratio = held as f64 / f64::from(budget);
+            let severity = if ratio >= ctx.policy.port_ratio_crit {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            let dest = SocketAddr::new(dst, dport).to_string();
+            let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
+            let sustainable = f64::from(budget) / f64::from(TIME_WAIT_LEN_S);
+            let e = PortsEvidence {
+                state: TcpState::TimeWait,
+                count: held,
+                local_ip: src.to_string(),
+                peer: dest.clone(),
+                port: dport,
+                time_wait: clock.count,
+                port_budget: budget,
+                port_ratio: round3(ratio),
+                close_rate_per_s: round3(clock.rate_per_s()),
+                last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
+                sustainable_rate_per_s: round3(sustainable),
+            };
+            let headroom = if rate >= sustainable {
+                format!("closing ~{rate:.0}/s is past the ~{sustainable:.0}/s the range sustains: connect() will fail with EADDRNOTAVAIL")
+            } else {
+                format!("closing ~{rate:.0}/s against a sustainable ~{sustainable:.0}/s")
+            };
+            Finding {
+                rule_id: RuleId::EphemeralPortsExhausted,
+                severity,
+                summary: format!(
+                    "{src} -> {dest} holds {held} of {budget} ephemeral ports ({:.0} %), {} in TIME_WAIT; {headroom}",
+                    ratio * 100.0,
+                    clock.count
+                ),
+                hint: format!(
+                    "Each connection to {dest} from {src} needs its own local port, and each close holds it for 60 s in TIME_WAIT; past {budget} ports connect() fails with EADDRNOTAVAIL. Reuse connections (keep-alive, a pool sized to the real concurrency); spread over more source IPs or destination addresses; {}. Widening ip_local_port_range must not cover service ports (reserve them in ip_local_reserved_ports). tcp_fin_timeout does not shorten TIME_WAIT.",
+                    tw_reuse_words(ctx, dst.is_loopback())
+                ),
+                evidence: Evidence::Ports(e),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub fn cases() -> Vec<super::cases::Case> {
+    use super::cases::{fires, silent};
+    use crate::diag::testkit::SnapBuilder;
+    let narrow = |n: u32| {
+        SnapBuilder::new()
+            .sysctl("net.ipv4.ip_local_port_range", "40000 40999")
+            .sysctl("net.ipv4.tcp_tw_reuse", "0")
+            .time_waits("10.0.0.1", "10.0.0.9:5432", n, 9_000)
+            .build()
+    };
+    vec![
+        fires(
+            "850 of 1000 ports in TIME_WAIT",
+            narrow(850),
+            Severity::Critical,
+        ),
+        fires("600 of 1000 ports", narrow(600), Severity::Warning),
+        silent("300 of 1000 ports", narrow(300)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases;
+    use crate::diag::rules::{RuleId, cases::findings_of};
+
+    #[test]
+    fn headroom_uses_the_recent_rate() {
+        let f = &findings_of(RuleId::EphemeralPortsExhausted, &cases()[0])[0];
+        // 850 closes in 9 s ~ 94/s, past 1000/60 ~ 17/s.
+        assert!(f.summary.contains("past the ~17/s"), "{}", f.summary);
+        assert!(f.hint.contains("tcp_tw_reuse is 0 (off)"), "{}", f.hint);
+    }
+}

@@ -1,0 +1,467 @@
+//! The rules. Each lives in a module of its own holding what it detects,
+//! its typed evidence, its words (summary and hint), its `explain` text
+//! and its tests. [`RuleId`] and [`RuleId::doc`] are the one registry that
+//! `explain`, the JSON `rule_id`, the Prometheus `rule_id` label and the
+//! README's rule table all come from: a rule cannot exist without its
+//! documentation, and the registry test below fails for a rule that no
+//! test shows firing and staying silent.
+
+mod accept_queue_not_drained;
+mod close_wait;
+mod close_wait_eof_not_closed;
+mod close_wait_growing;
+mod close_wait_never_read;
+mod close_wait_unread_data;
+mod ephemeral_ports_exhausted;
+mod fd_exhaustion_risk;
+mod orphans_near_limit;
+mod stale_socket_fds;
+mod sysctl;
+mod sysctl_abort_on_overflow;
+mod sysctl_fin_timeout_myth;
+mod sysctl_keepalive_myth;
+mod sysctl_tcp_tw_recycle;
+mod time_wait;
+mod time_wait_buckets_full;
+mod time_wait_client_churn;
+mod time_wait_server_closes;
+
+pub use accept_queue_not_drained::{AcceptQueueEvidence, ListenerEvidence};
+pub use close_wait::{CloseWaitEvidence, CloseWaitKind};
+pub use close_wait_growing::GrowthEvidence;
+pub use ephemeral_ports_exhausted::PortsEvidence;
+pub use fd_exhaustion_risk::FdEvidence;
+pub use stale_socket_fds::StaleEvidence;
+pub use sysctl::SysctlEvidence;
+pub use time_wait::TimeWaitEvidence;
+
+pub(crate) use close_wait_growing::detect as growing;
+
+use super::host::Host;
+use super::report::{Finding, Group, Policy, Severity};
+use crate::model::{Snapshot, Socket, TcpState};
+use rustc_hash::FxHashSet;
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Every rule cwdiag raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleId {
+    CloseWaitEofNotClosed,
+    CloseWaitNeverRead,
+    CloseWaitUnreadData,
+    CloseWaitGrowing,
+    AcceptQueueNotDrained,
+    TimeWaitServerCloses,
+    TimeWaitClientChurn,
+    EphemeralPortsExhausted,
+    TimeWaitBucketsFull,
+    SysctlTcpTwRecycle,
+    SysctlFinTimeoutMyth,
+    SysctlKeepaliveMyth,
+    SysctlAbortOnOverflow,
+    OrphansNearLimit,
+    FdExhaustionRisk,
+    StaleSocketFds,
+}
+
+/// A rule's write-up, printed by `cwdiag explain RULE`.
+pub struct Doc {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub meaning: &'static str,
+    pub confirm: &'static str,
+    pub fix: &'static str,
+    pub avoid: &'static str,
+}
+
+impl RuleId {
+    pub const ALL: [RuleId; 16] = [
+        RuleId::CloseWaitEofNotClosed,
+        RuleId::CloseWaitNeverRead,
+        RuleId::CloseWaitUnreadData,
+        RuleId::CloseWaitGrowing,
+        RuleId::AcceptQueueNotDrained,
+        RuleId::TimeWaitServerCloses,
+        RuleId::TimeWaitClientChurn,
+        RuleId::EphemeralPortsExhausted,
+        RuleId::TimeWaitBucketsFull,
+        RuleId::SysctlTcpTwRecycle,
+        RuleId::SysctlFinTimeoutMyth,
+        RuleId::SysctlKeepaliveMyth,
+        RuleId::SysctlAbortOnOverflow,
+        RuleId::OrphansNearLimit,
+        RuleId::FdExhaustionRisk,
+        RuleId::StaleSocketFds,
+    ];
+
+    pub fn doc(self) -> &'static Doc {
+        match self {
+            RuleId::CloseWaitEofNotClosed => &close_wait_eof_not_closed::DOC,
+            RuleId::CloseWaitNeverRead => &close_wait_never_read::DOC,
+            RuleId::CloseWaitUnreadData => &close_wait_unread_data::DOC,
+            RuleId::CloseWaitGrowing => &close_wait_growing::DOC,
+            RuleId::AcceptQueueNotDrained => &accept_queue_not_drained::DOC,
+            RuleId::TimeWaitServerCloses => &time_wait_server_closes::DOC,
+            RuleId::TimeWaitClientChurn => &time_wait_client_churn::DOC,
+            RuleId::EphemeralPortsExhausted => &ephemeral_ports_exhausted::DOC,
+            RuleId::TimeWaitBucketsFull => &time_wait_buckets_full::DOC,
+            RuleId::SysctlTcpTwRecycle => &sysctl_tcp_tw_recycle::DOC,
+            RuleId::SysctlFinTimeoutMyth => &sysctl_fin_timeout_myth::DOC,
+            RuleId::SysctlKeepaliveMyth => &sysctl_keepalive_myth::DOC,
+            RuleId::SysctlAbortOnOverflow => &sysctl_abort_on_overflow::DOC,
+            RuleId::OrphansNearLimit => &orphans_near_limit::DOC,
+            RuleId::FdExhaustionRisk => &fd_exhaustion_risk::DOC,
+            RuleId::StaleSocketFds => &stale_socket_fds::DOC,
+        }
+    }
+
+    /// The kebab-case id (`close-wait-never-read`).
+    pub fn as_str(self) -> &'static str {
+        self.doc().id
+    }
+
+    pub fn parse(s: &str) -> Option<RuleId> {
+        RuleId::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RuleId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A finding's evidence: one shape per family of rules (the README lists
+/// which rule carries which). Serialised without a tag: `rule_id` beside
+/// it says which shape it is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Evidence {
+    CloseWait(CloseWaitEvidence),
+    Growth(GrowthEvidence),
+    AcceptQueue(AcceptQueueEvidence),
+    TimeWait(TimeWaitEvidence),
+    Ports(PortsEvidence),
+    Sysctl(SysctlEvidence),
+    Fds(FdEvidence),
+    Stale(StaleEvidence),
+}
+
+impl Evidence {
+    /// The number of sockets (or fds) the finding is about, for ordering.
+    pub fn count(&self) -> usize {
+        match self {
+            Evidence::CloseWait(e) => e.count,
+            Evidence::Growth(e) => e.count,
+            Evidence::AcceptQueue(e) => e.count,
+            Evidence::TimeWait(e) => e.count,
+            Evidence::Ports(e) => e.count,
+            Evidence::Sysctl(e) => e.count,
+            Evidence::Fds(e) => e.close_wait,
+            Evidence::Stale(e) => e.count,
+        }
+    }
+}
+
+/// What every rule may look at: the snapshot, the sockets the filters
+/// selected, the groups built from them, and the policy.
+pub struct Ctx<'a> {
+    pub snap: &'a Snapshot,
+    pub host: Host<'a>,
+    pub selected: &'a [&'a Socket],
+    pub groups: &'a [Group],
+    pub states: &'a BTreeMap<TcpState, usize>,
+    pub listen_ports: &'a FxHashSet<u16>,
+    pub policy: &'a Policy,
+    pub budget: u32,
+    pub filter: &'a crate::filter::Filter,
+}
+
+impl Ctx<'_> {
+    /// Does the process selection (--pid, --comm) take this process?
+    pub fn selected_pid(&self, pid: u32) -> bool {
+        let f = self.filter;
+        (f.pids.is_empty() || f.pids.contains(&pid))
+            && (f.comms.is_empty()
+                || self
+                    .snap
+                    .processes
+                    .get(&pid)
+                    .is_some_and(|p| f.comms.contains(&p.comm)))
+    }
+
+    pub fn state_count(&self, s: TcpState) -> usize {
+        self.states.get(&s).copied().unwrap_or(0)
+    }
+}
+
+/// Every single-snapshot rule, in catalogue order. Growth is judged over
+/// samples by [`growing`].
+pub fn run(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for kind in [
+        CloseWaitKind::EofNotClosed,
+        CloseWaitKind::NeverRead,
+        CloseWaitKind::UnreadData,
+    ] {
+        out.extend(close_wait::detect(ctx, kind));
+    }
+    out.extend(accept_queue_not_drained::detect(ctx));
+    out.extend(time_wait::detect(ctx));
+    out.extend(ephemeral_ports_exhausted::detect(ctx));
+    out.extend(time_wait_buckets_full::detect(ctx));
+    out.extend(sysctl_tcp_tw_recycle::detect(ctx));
+    out.extend(sysctl_fin_timeout_myth::detect(ctx));
+    out.extend(sysctl_keepalive_myth::detect(ctx));
+    out.extend(sysctl_abort_on_overflow::detect(ctx));
+    out.extend(orphans_near_limit::detect(ctx));
+    out.extend(fd_exhaustion_risk::detect(ctx));
+    out.extend(stale_socket_fds::detect(ctx));
+    out
+}
+
+/// Severity by count against the CLOSE_WAIT thresholds.
+pub(crate) fn close_wait_severity(count: usize, p: &Policy) -> Severity {
+    if count >= p.close_wait_crit {
+        Severity::Critical
+    } else if count >= p.close_wait_warn {
+        Severity::Warning
+    } else {
+        Severity::Info
+    }
+}
+
+/// The write-up `cwdiag explain RULE_ID` prints.
+pub fn render(r: &Doc, width: usize) -> String {
+    let opts = |indent: &'static str| {
+        textwrap::Options::new(width)
+            .initial_indent(indent)
+            .subsequent_indent(indent)
+    };
+    let mut out = format!("{}: {}\n", r.id, r.title);
+    for (head, body) in [
+        ("What it means", r.meaning),
+        ("How to confirm", r.confirm),
+        ("Fix", r.fix),
+        ("What not to do", r.avoid),
+    ] {
+        out.push_str(&format!("\n{head}\n{}\n", textwrap::fill(body, opts("  "))));
+    }
+    out
+}
+
+/// One line per rule, for `cwdiag explain` without an argument.
+pub fn list() -> String {
+    let w = RuleId::ALL
+        .iter()
+        .map(|r| r.as_str().len())
+        .max()
+        .unwrap_or(0);
+    RuleId::ALL
+        .iter()
+        .map(|r| format!("{:w$}  {}\n", r.as_str(), r.doc().title))
+        .collect()
+}
+
+/// The README's rule table, generated from the registry.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| rule | what it means |\n|---|---|\n");
+    for r in RuleId::ALL {
+        out.push_str(&format!("| `{}` | {} |\n", r.as_str(), r.doc().title));
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod cases {
+    //! Each rule's table of cases: snapshots where it fires and healthy
+    //! look-alikes where it stays silent.
+    use super::*;
+    use crate::diag::report::Policy;
+
+    pub struct Case {
+        pub name: &'static str,
+        /// One snapshot, or several samples for growth rules.
+        pub samples: Vec<Snapshot>,
+        pub policy: Policy,
+        /// `Some(severity)`: the rule fires with it; `None`: silent.
+        pub expect: Option<Severity>,
+    }
+
+    pub fn fires(name: &'static str, snap: Snapshot, severity: Severity) -> Case {
+        Case {
+            name,
+            samples: vec![snap],
+            policy: Policy::default(),
+            expect: Some(severity),
+        }
+    }
+
+    pub fn silent(name: &'static str, snap: Snapshot) -> Case {
+        Case {
+            name,
+            samples: vec![snap],
+            policy: Policy::default(),
+            expect: None,
+        }
+    }
+
+    pub fn of(id: RuleId) -> Vec<Case> {
+        match id {
+            RuleId::CloseWaitEofNotClosed => close_wait_eof_not_closed::cases(),
+            RuleId::CloseWaitNeverRead => close_wait_never_read::cases(),
+            RuleId::CloseWaitUnreadData => close_wait_unread_data::cases(),
+            RuleId::CloseWaitGrowing => close_wait_growing::cases(),
+            RuleId::AcceptQueueNotDrained => accept_queue_not_drained::cases(),
+            RuleId::TimeWaitServerCloses => time_wait_server_closes::cases(),
+            RuleId::TimeWaitClientChurn => time_wait_client_churn::cases(),
+            RuleId::EphemeralPortsExhausted => ephemeral_ports_exhausted::cases(),
+            RuleId::TimeWaitBucketsFull => time_wait_buckets_full::cases(),
+            RuleId::SysctlTcpTwRecycle => sysctl_tcp_tw_recycle::cases(),
+            RuleId::SysctlFinTimeoutMyth => sysctl_fin_timeout_myth::cases(),
+            RuleId::SysctlKeepaliveMyth => sysctl_keepalive_myth::cases(),
+            RuleId::SysctlAbortOnOverflow => sysctl_abort_on_overflow::cases(),
+            RuleId::OrphansNearLimit => orphans_near_limit::cases(),
+            RuleId::FdExhaustionRisk => fd_exhaustion_risk::cases(),
+            RuleId::StaleSocketFds => stale_socket_fds::cases(),
+        }
+    }
+
+    /// The findings of `id` for a case: classify every sample, and judge
+    /// growth over them when there are several.
+    pub fn findings_of(id: RuleId, case: &Case) -> Vec<Finding> {
+        let filter = crate::filter::Filter::default();
+        let reports: Vec<_> = case
+            .samples
+            .iter()
+            .map(|s| crate::diag::classify(s, &filter, &case.policy))
+            .collect();
+        let mut all = growing(&crate::diag::growth::series(&reports), &reports);
+        if let Some(last) = reports.last() {
+            all.extend(last.findings.iter().cloned());
+        }
+        all.into_iter().filter(|f| f.rule_id == id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases::*;
+    use super::*;
+
+    /// The registry test: every rule has a case where it fires and one
+    /// where a healthy look-alike stays silent, and each holds.
+    #[test]
+    fn every_rule_fires_on_its_cases_and_stays_silent_on_look_alikes() {
+        for id in RuleId::ALL {
+            let cases = of(id);
+            assert!(
+                cases.iter().any(|c| c.expect.is_some()),
+                "{id}: no case shows it firing"
+            );
+            assert!(
+                cases.iter().any(|c| c.expect.is_none()),
+                "{id}: no healthy look-alike"
+            );
+            for case in &cases {
+                let got = findings_of(id, case);
+                match case.expect {
+                    Some(sev) => {
+                        assert!(!got.is_empty(), "{id} / {}: did not fire", case.name);
+                        assert!(
+                            got.iter().any(|f| f.severity == sev),
+                            "{id} / {}: severity {:?}, want {sev:?}: {got:#?}",
+                            case.name,
+                            got.iter().map(|f| f.severity).collect::<Vec<_>>()
+                        );
+                    }
+                    None => assert!(
+                        got.is_empty(),
+                        "{id} / {}: fired on a healthy look-alike: {got:#?}",
+                        case.name
+                    ),
+                }
+                for f in &got {
+                    assert!(!f.summary.is_empty() && !f.hint.is_empty());
+                    assert_eq!(f.rule_id, id);
+                }
+            }
+        }
+    }
+
+    /// The README's rule table is the registry's: a rule cannot be added,
+    /// renamed or dropped without the README following.
+    #[test]
+    fn readme_rule_table_is_the_registry() {
+        let readme = include_str!("../../../README.md");
+        let begin = "<!-- rules:begin -->\n";
+        let start = readme.find(begin).expect("rules:begin marker") + begin.len();
+        let end = readme.find("<!-- rules:end -->").expect("rules:end marker");
+        assert_eq!(
+            &readme[start..end],
+            markdown_table(),
+            "README rule table is out of date; it should read:\n{}",
+            markdown_table()
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_kebab_case_and_parse_back() {
+        let mut ids: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), RuleId::ALL.len());
+        for r in RuleId::ALL {
+            assert_eq!(RuleId::parse(r.as_str()), Some(r));
+            assert!(
+                r.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-')
+            );
+        }
+    }
+
+    #[test]
+    fn explain_texts_cite_only_what_a_user_can_read() {
+        for r in RuleId::ALL {
+            let d = r.doc();
+            let text = [d.title, d.meaning, d.confirm, d.fix, d.avoid].join(" ");
+            for word in [
+                "seed post",
+                "tcp-states.md",
+                "services.md",
+                "../shared",
+                "issue #",
+            ] {
+                assert!(!text.contains(word), "{r}: cites '{word}'");
+            }
+        }
+    }
+
+    #[test]
+    fn hints_never_repeat_the_myths() {
+        for id in RuleId::ALL {
+            for case in of(id) {
+                for f in findings_of(id, &case) {
+                    let h = f.hint.to_lowercase();
+                    for myth in [
+                        "tcp_tw_recycle=1",
+                        "lower tcp_keepalive",
+                        "set tcp_fin_timeout",
+                        "so_reuseaddr",
+                    ] {
+                        assert!(!h.contains(myth), "{id}: hint repeats '{myth}': {}", f.hint);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! What the two TIME_WAIT rules share: TIME_WAIT per local listening
+//! port (this host closed first as the server) and per destination (this
+//! host closed first as the client), with close rates read from the
+//! remaining times.
+
+use super::{Ctx, Evidence, RuleId};
+use crate::diag::group::{TimeWaitClock, direction, round3};
+use crate::diag::report::{Direction, Finding, Severity};
+use crate::model::{Socket, TcpState};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeWaitEvidence {
+    pub state: TcpState,
+    pub count: usize,
+    pub direction: Direction,
+    /// Local port (inbound) or destination port (outbound).
+    pub port: u16,
+    /// The destination, for outbound findings.
+    pub peer: Option<String>,
+    /// Sockets by seconds left: [0,10) .. [50,60].
+    pub time_wait_left_s: [usize; 6],
+    /// Closes per second over the span the remaining times cover.
+    pub close_rate_per_s: f64,
+    /// Closes per second over the last 10 s.
+    pub last_10s_close_rate_per_s: f64,
+    /// Outbound: ephemeral ports per destination, and the share in use.
+    pub port_budget: Option<u32>,
+    pub port_ratio: Option<f64>,
+}
+
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    let mut agg: BTreeMap<(Direction, u16, Option<String>), Vec<&Socket>> = BTreeMap::new();
+    for s in ctx
+        .selected
+        .iter()
+        .filter(|s| s.state == TcpState::TimeWait)
+    {
+        let d = direction(s, ctx.listen_ports);
+        let key = match d {
+            Direction::Inbound => (d, s.local.port(), None),
+            Direction::Outbound => (d, s.peer.port(), Some(s.peer.to_string())),
+        };
+        agg.entry(key).or_default().push(s);
+    }
+    agg.into_iter()
+        .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
+        .map(|((direction, port, peer), socks)| {
+            let clock = TimeWaitClock::of(socks.iter().copied());
+            let outbound = direction == Direction::Outbound;
+            let ratio = (outbound && ctx.budget > 0)
+                .then(|| round3(clock.count as f64 / f64::from(ctx.budget)));
+            let e = TimeWaitEvidence {
+                state: TcpState::TimeWait,
+                count: clock.count,
+                direction,
+                port,
+                peer,
+                time_wait_left_s: clock.left_s,
+                close_rate_per_s: round3(clock.rate_per_s()),
+                last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
+                port_budget: outbound.then_some(ctx.budget),
+                port_ratio: ratio,
+            };
+            let (rule_id, severity, summary, hint) = if outbound {
+                let severity = if ratio.is_some_and(|r| r >= ctx.policy.port_ratio_crit) {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                let (s, h) = super::time_wait_client_churn::words(&e, ctx);
+                (RuleId::TimeWaitClientChurn, severity, s, h)
+            } else {
+                let (s, h) = super::time_wait_server_closes::words(&e);
+                (RuleId::TimeWaitServerCloses, Severity::Info, s, h)
+            };
+            Finding {
+                rule_id,
+                severity,
+                summary,
+                evidence: Evidence::TimeWait(e),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
+/// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
+/// connect(), and needs TCP timestamps.
+pub fn tw_reuse_words(ctx: &Ctx, loopback: bool) -> String {
+    use crate::diag::host::Sysctl;
+    let reuse = ctx.host.sysctl_u64(Sysctl::TcpTwReuse);
+    if ctx.host.sysctl_u64(Sysctl::TcpTimestamps) == Some(0) {
+        return "tcp_tw_reuse needs tcp_timestamps, which is off here".to_string();
+    }
+    match reuse {
+        Some(1) => "tcp_tw_reuse is already 1: outgoing connects reuse TIME_WAIT ports older than 1 s, so the churn outruns even that".to_string(),
+        Some(2) if loopback => "tcp_tw_reuse is 2 (the default): outgoing connects to loopback already reuse TIME_WAIT ports after 1 s".to_string(),
+        Some(2) | None => "tcp_tw_reuse=2 (the default) reuses TIME_WAIT ports for loopback connections only; 1 extends it to every outgoing connect (after 1 s, with timestamps on)".to_string(),
+        Some(0) => "tcp_tw_reuse is 0 (off): 1 lets outgoing connects reuse TIME_WAIT ports after 1 s, with timestamps on".to_string(),
+        Some(v) => format!("tcp_tw_reuse is {v}, not a value the kernel documents (0, 1 or 2)"),
+    }
+}
