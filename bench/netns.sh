@@ -128,7 +128,8 @@ for count in $COUNTS; do
         CWDIAG_TIMING=1 nice -n "$NICE" "$BIN" scan --all-netns 2>"$RAW/timing-$count-$i.txt" >/dev/null
     done
     grep 'all namespaces' "$RAW/timing-$count-1.txt" >&2 || true
-    find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 2>/dev/null | wc -l >"$RAW/fds-$count"
+    # (find fails on processes that exit while it looks: that is not an error here)
+    { find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 2>/dev/null || true; } | wc -l >"$RAW/fds-$count"
 done
 
 python3 - "$RAW" "$OUT" "$CMDLINE" "$COUNTS" "$PER_NS" "$CW_PER_NS" <<'EOF'

@@ -469,3 +469,38 @@ fn ns_inode_of_file(path: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
+
+#[test]
+fn serve_all_netns_labels_every_series_with_its_namespace() {
+    let Some((ns, port)) = NamedNs::new("serve", 3, 0) else {
+        return;
+    };
+    let serve = crate::deploy::Serve::start(&["--all-netns", "--min-interval", "0s"]);
+    let (code, body) = crate::deploy::http_get(serve.port, "/metrics").expect("serve answers");
+    assert_eq!(code, 200);
+    let label = format!("netns=\"{}\"", ns.name);
+    let line = |prefix: &str| {
+        body.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&label))
+            .unwrap_or_else(|| panic!("no {prefix} for {}:\n{body}", ns.name))
+            .to_string()
+    };
+    let cw = body
+        .lines()
+        .find(|l| {
+            l.starts_with("cwdiag_sockets{") && l.contains(&label) && l.contains("\"CLOSE_WAIT\"")
+        })
+        .expect("CLOSE_WAIT count of our namespace");
+    assert!(cw.ends_with(" 3"), "{cw}");
+    let group = body
+        .lines()
+        .find(|l| {
+            l.starts_with("cwdiag_group_sockets{")
+                && l.contains(&label)
+                && l.contains("\"CLOSE_WAIT\"")
+                && l.contains(&format!("port=\"{port}\""))
+        })
+        .expect("CLOSE_WAIT group of our namespace");
+    assert!(group.ends_with(" 3"), "{group}");
+    assert!(line("cwdiag_attribution_complete{").ends_with(" 1"));
+}
