@@ -39,10 +39,11 @@ pub fn free_port() -> u16 {
 }
 
 /// GET `path` from 127.0.0.1:`port` (HTTP/1.0: the server closes after
-/// the answer); None when nobody answers.
+/// the answer); None when nobody answers. A scan of every namespace on a
+/// busy host can take many seconds: the read timeout is generous.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
@@ -68,7 +69,7 @@ impl Serve {
             .spawn()
             .expect("cwdiag serve starts");
         let s = Serve { port, child };
-        poll("cwdiag serve to answer", Duration::from_secs(30), || {
+        poll("cwdiag serve to answer", Duration::from_secs(120), || {
             http_get(port, "/metrics").filter(|(code, _)| *code == 200)
         });
         s
