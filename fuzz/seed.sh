@@ -85,6 +85,21 @@ done
 [ "${#proc_tcp[@]}" -gt 0 ] && copy proc_net_tcp "${proc_tcp[@]}"
 [ "${#proc_text[@]}" -gt 0 ] && copy proc_text "${proc_text[@]}"
 
+# Exporter inputs: web configuration files and request bytes (committed
+# seeds), plus one configuration with inline PEM made here.
+for t in web_config http_request_bytes; do
+  copy "$t" "$fuzz_dir"/seeds/"$t"/*
+done
+if command -v openssl >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$tmp/k.pem" -out "$tmp/c.pem" -days 1 -subj /CN=localhost 2>/dev/null; then
+    { printf 'tls_server_config:\n  cert: |\n'; sed 's/^/    /' "$tmp/c.pem"
+      printf '  key: |\n'; sed 's/^/    /' "$tmp/k.pem"; } > "$corpus/web_config/inline-pem.yml"
+  fi
+  rm -rf "$tmp"
+fi
+
 for d in "$corpus"/*/; do
   printf '%-20s %3d files\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"
 done

@@ -44,6 +44,14 @@ pub enum Command {
     Watch(WatchArgs),
     /// Serve Prometheus metrics over HTTP (/metrics), scanning at scrape
     /// time, at most one scan at a time.
+    ///
+    /// HTTP/1.0 and 1.1, GET and HEAD; TLS and basic auth with
+    /// --web-config. Limits: request head 16 KiB
+    /// within 10 s (also the keep-alive idle time), request bodies refused
+    /// (413), 30 s per request, a connection idle 10 s outside a request is
+    /// closed. At most --max-connections open; the fd limit is raised to
+    /// its hard limit at start. SIGTERM or Ctrl-C: finish the scrapes in
+    /// progress, exit 0.
     Serve(ServeArgs),
     /// Emergency first aid: destroy selected sockets with SOCK_DESTROY
     /// (as `ss -K`). Dry run unless --yes. A state is mandatory; LISTEN is
@@ -69,6 +77,16 @@ pub enum Command {
         #[arg(value_name = "SUBCOMMAND")]
         subcommand: Option<String>,
     },
+}
+
+/// A whole number of at least 1.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "invalid number '{s}': expected a whole number of at least 1"
+        )),
+    }
 }
 
 /// Parses `2s`, `500ms`, `1m` or a bare number of seconds (`2`, `0.5`).
@@ -161,13 +179,18 @@ pub struct SelectArgs {
     pub ports: Vec<u16>,
 
     /// Only sockets held by process PID (repeatable). Sockets without an
-    /// owner (TIME_WAIT, orphans) never match.
+    /// owner (TIME_WAIT, orphans) never match. A PID that is not running
+    /// is reported in a warning.
     #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
 
-    /// Only sockets held by a process with this command name (repeatable).
-    #[arg(long = "comm", value_name = "COMM")]
-    pub comms: Vec<String>,
+    /// Only sockets held by a process named NAME (repeatable): the
+    /// kernel's comm (cut to 15 characters), the executable's file name
+    /// or argv[0]'s file name, matched exactly; `*` and `?` make a
+    /// pattern ('billing-*'). A NAME that matches no running process is
+    /// reported in a warning.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<crate::filter::CommPattern>,
 
     /// Only sockets whose peer is ADDR or ADDR:PORT ([v6]:port for IPv6).
     #[arg(long, value_name = "ADDR[:PORT]")]
@@ -331,6 +354,22 @@ pub struct ServeArgs {
     /// Series kept per state in cwdiag_group_sockets (0 = keep all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top_k: usize,
+
+    /// TLS and basic authentication from a Prometheus exporter-toolkit
+    /// web configuration file (YAML: tls_server_config with cert_file,
+    /// key_file and optionally client_ca_file and client_auth_type;
+    /// basic_auth_users mapping user names to bcrypt hashes). Relative
+    /// paths are relative to the file's directory. Read once at start.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
+
+    /// Connections open at once (at most the file descriptor limit less
+    /// 128). Beyond it, the connection quiet the longest that is not in a
+    /// request is closed for the new one; when all are in a request, the
+    /// new one gets 503.
+    #[arg(long, value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_positive)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +407,11 @@ pub struct AssertArgs {
 
     #[command(flatten)]
     pub sampling: SampleArgs,
+
+    /// Exit 2 when a --comm or --pid value matches no running process,
+    /// instead of passing with a warning (a gate that cannot fire).
+    #[arg(long)]
+    pub require_match: bool,
 
     /// Print the result as JSON.
     #[arg(long)]

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod filter;
 pub mod model;
 pub mod output;
+pub mod procname;
 pub mod report;
 pub mod serve;
 #[cfg(test)]

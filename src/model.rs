@@ -287,6 +287,13 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// Bytes of `/proc/PID/cmdline` read at most.
+pub const CMDLINE_MAX: usize = 4096;
+
 impl Socket {
     pub fn is_ipv6(&self) -> bool {
         self.local.is_ipv6()
@@ -297,7 +304,32 @@ impl Socket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Process {
+    /// The kernel's command name (`/proc/PID/comm`): the executable's
+    /// name cut to 15 bytes, or what the process set with `PR_SET_NAME`.
     pub comm: String,
+    /// Command line (`/proc/PID/cmdline`), one string per argument; at
+    /// most [`CMDLINE_MAX`] bytes are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<Vec<String>>,
+    /// True when the command line was longer than [`CMDLINE_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cmdline_truncated: bool,
+    /// Executable (`/proc/PID/exe`); `None` for kernel threads and when
+    /// it cannot be read (another user's process without root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Effective uid, and its name in the user database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Parent pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// Process start, milliseconds since the Unix epoch (from the boot
+    /// time and the start tick in `/proc/PID/stat`: one-second precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
     /// Open file descriptors (only for owners of flagged sockets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd_count: Option<usize>,
@@ -318,12 +350,23 @@ pub struct Process {
     pub stale_socket_fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_socket_inodes: Vec<u64>,
+    /// Runtime recognised from the executable itself (`Go`, from its
+    /// build-ID note), for owners of CLOSE_WAIT sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Process {
     pub fn named(comm: impl Into<String>) -> Process {
         Process {
             comm: comm.into(),
+            cmdline: None,
+            cmdline_truncated: false,
+            exe: None,
+            uid: None,
+            user: None,
+            ppid: None,
+            started_at_ms: None,
             fd_count: None,
             nofile_soft: None,
             nofile_hard: None,
@@ -331,6 +374,7 @@ impl Process {
             container: None,
             stale_socket_fds: None,
             stale_socket_inodes: Vec::new(),
+            runtime: None,
         }
     }
 }
@@ -409,6 +453,11 @@ pub struct Snapshot {
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,
     pub attribution: Attribution,
+    /// Listener inode -> the other processes holding that listening
+    /// socket (a pre-fork server's workers), for listeners with children
+    /// nobody accepted. The socket's own `pid` is the first holder found.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listener_holders: BTreeMap<u32, Vec<u32>>,
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,

@@ -1,7 +1,7 @@
 //! `cwdiag assert`: limits for CI, exit 0 within them and 1 when one is
 //! broken.
 
-use super::{Collected, collect_all, filter_of, json_output, per_namespace_text, sample};
+use super::{Collected, collect_selected, filter_of, json_output, per_namespace_text, sample};
 use crate::cli::AssertArgs;
 use crate::collect::{self, Attribute, Plan};
 use crate::diag::limits::{self as assertion, Limits};
@@ -19,6 +19,9 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
         max_time_wait_growth: args.max_time_wait_growth,
         max_stale_socket_fds: args.max_stale_socket_fds,
     };
+    if args.require_match && !filter.needs_owner() {
+        anyhow::bail!("--require-match needs a process selector: --pid or --comm");
+    }
     let growth_limits =
         limits.max_close_wait_growth.is_some() || limits.max_time_wait_growth.is_some();
     if growth_limits && args.sampling.samples < 2 {
@@ -41,8 +44,16 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
     let mut plan = Plan::new(&wanted);
     plan.ports = filter.ports.clone();
     plan.tcp_info = false;
+    let stale_limit = limits.max_stale_socket_fds.is_some();
+    if stale_limit {
+        // Stale fds are socket fds in no table: that needs every table
+        // whole, and every process searched.
+        plan.states = crate::collect::sockdiag::all_states();
+        plan.ports.clear();
+        plan.sweep_stale = true;
+    }
     // Growth is tracked per process: every sample needs owners.
-    plan.attribute = if filter.needs_owner() || growth_limits {
+    plan.attribute = if filter.needs_owner() || growth_limits || stale_limit {
         Attribute::Default
     } else {
         Attribute::Nothing
@@ -57,7 +68,7 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
         }
         c
     } else {
-        let c = collect_all(&args.source, &plan, None)?;
+        let c = collect_selected(&args.source, &plan, None, &filter)?;
         plan.proc_root = args.source.proc_root.clone();
         for snap in &c.snapshots {
             let mut snap = snap.clone();
@@ -78,6 +89,11 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
             ..c
         }
     };
+    if args.require_match
+        && let Some(line) = c.selection.first()
+    {
+        anyhow::bail!("--require-match: {line}");
+    }
     let ok = outcomes.iter().all(|o| o.ok);
     let text = if args.json {
         json_output(&outcomes, &c.warnings, c.multi)?

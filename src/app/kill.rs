@@ -1,7 +1,7 @@
 //! `cwdiag kill`: destroy selected sockets with SOCK_DESTROY (dry run by
 //! default).
 
-use super::{collect_all, filter_of};
+use super::{collect_selected, filter_of};
 use crate::collect::{Attribute, Plan};
 use crate::output::emit;
 use crate::report;
@@ -37,22 +37,23 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
     if filter.needs_owner() {
         plan.attribute = Attribute::All;
     }
-    let c = collect_all(&args.source, &plan, None)?;
+    let c = collect_selected(&args.source, &plan, None, &filter)?;
     let snap = c
         .snapshots
         .first()
         .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-    let comm = |s: &crate::model::Socket| {
-        s.pid
-            .and_then(|p| snap.processes.get(&p))
-            .map(|p| p.comm.as_str())
-    };
+    let process_of = |s: &crate::model::Socket| s.pid.and_then(|p| snap.processes.get(&p));
     let chosen: Vec<&crate::model::Socket> = snap
         .sockets
         .iter()
-        .filter(|s| s.state != TcpState::Listen && filter.matches(s, comm(s)))
+        .filter(|s| s.state != TcpState::Listen && filter.matches(s, process_of(s)))
         .collect();
-    let mut out = report::kill::list(&chosen, &snap.processes);
+    let mut out: String = c
+        .selection
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect();
+    out.push_str(&report::kill::list(&chosen, &snap.processes));
     let mut code = ExitCode::SUCCESS;
     if !args.yes {
         out.push_str(&format!(

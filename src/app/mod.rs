@@ -84,6 +84,52 @@ struct Collected {
     warnings: Vec<String>,
     /// True with --all-netns: output is labelled per namespace.
     multi: bool,
+    /// What the process selectors matched nothing of (also in the
+    /// warnings), for `assert --require-match`, `kill` and `serve`.
+    selection: Vec<String>,
+}
+
+/// [`collect_all`], then says in the warnings when `--pid` or `--comm`
+/// names no running process (for a replay: no owner in the capture).
+fn collect_selected(
+    src: &SourceArgs,
+    plan: &Plan,
+    record: Option<&Path>,
+    filter: &Filter,
+) -> Result<Collected> {
+    let mut c = collect_all(src, plan, record)?;
+    if !filter.needs_owner() {
+        return Ok(c);
+    }
+    let line = if let Some(path) = &src.from {
+        let procs = c
+            .snapshots
+            .iter()
+            .flat_map(|s| s.processes.iter().map(|(pid, p)| (*pid, p.clone())));
+        filter.selection(procs).warning(
+            filter,
+            &format!("process that owns a socket in {}", path.display()),
+        )
+    } else {
+        match collect::selection::check(&src.proc_root, filter) {
+            Some(sel) => sel.warning(filter, "running process"),
+            None => Some(format!(
+                "could not tell within {} s whether --pid/--comm match a running process (reading /proc was too slow)",
+                collect::identity::DEADLINE.as_secs()
+            )),
+        }
+    };
+    if let Some(line) = line {
+        if c.multi {
+            c.warnings.push(line.clone());
+        } else {
+            for s in &mut c.snapshots {
+                s.warnings.push(line.clone());
+            }
+        }
+        c.selection.push(line);
+    }
+    Ok(c)
 }
 
 /// Live collection (in the chosen namespaces), or a replay with `--from`.
@@ -95,6 +141,7 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
         snapshots,
         warnings: Vec::new(),
         multi: false,
+        selection: Vec::new(),
     };
     if let Some(path) = &src.from {
         return Ok(one(vec![collect::replay::load(path)?]));
@@ -129,12 +176,14 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
             snapshots: c.snapshots,
             warnings,
             multi: true,
+            selection: Vec::new(),
         });
     }
     let mut out = Collected {
         snapshots: Vec::new(),
         warnings,
         multi: false,
+        selection: Vec::new(),
     };
     for t in targets {
         let (plan, info, record) = (plan.clone(), t.info.clone(), record.map(Path::to_path_buf));
@@ -210,7 +259,10 @@ fn per_namespace_text<T>(
     netns: impl Fn(&T) -> Option<&crate::model::NetnsInfo>,
     render: impl Fn(&T) -> String,
 ) -> String {
-    let mut t: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+    let mut t: String = warnings
+        .iter()
+        .map(|w| format!("warning: {}\n", crate::procname::printable(w)))
+        .collect();
     for item in items {
         t.push_str(&netns_heading(netns(item)));
         t.push_str(&render(item));
@@ -312,12 +364,14 @@ fn sample(
     }
     let mut reports = Vec::new();
     let mut warnings = Vec::new();
+    let mut selection = Vec::new();
     for i in 0..s.samples {
         if i > 0 {
             std::thread::sleep(s.interval);
         }
-        let c = collect_all(src, plan, None)?;
+        let c = collect_selected(src, plan, None, filter)?;
         warnings.extend(c.warnings);
+        selection = c.selection;
         for snap in &c.snapshots {
             reports.push(classify::classify(snap, filter, policy));
         }
@@ -329,6 +383,7 @@ fn sample(
             snapshots: Vec::new(),
             warnings,
             multi: false,
+            selection,
         },
     ))
 }

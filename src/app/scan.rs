@@ -2,7 +2,8 @@
 //! Prometheus text.
 
 use super::{
-    collect_all, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample, style,
+    collect_selected, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample,
+    style,
 };
 use crate::cli::{ColorChoice, Format, ScanArgs};
 use crate::collect::{self, Attribute, Plan};
@@ -38,7 +39,7 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         last.growth = Some(series);
         (vec![last], c)
     } else {
-        let c = collect_all(&args.source, &plan, args.record.as_deref())?;
+        let c = collect_selected(&args.source, &plan, args.record.as_deref(), &filter)?;
         let t = std::time::Instant::now();
         let reports = c
             .snapshots
@@ -51,7 +52,13 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
         Format::Json => json_output(&reports, &c.warnings, c.multi)?,
-        Format::Prometheus => prometheus(&reports, args.top_k, Some(started.elapsed()), 0),
+        Format::Prometheus => {
+            // The exposition has no place for warnings: say it on stderr.
+            for line in &c.selection {
+                eprintln!("cwdiag: warning: {line}");
+            }
+            prometheus(&reports, args.top_k, Some(started.elapsed()), 0)
+        }
         Format::Table => {
             let st = style(color, args.top, !args.no_header);
             per_namespace_text(

@@ -1,7 +1,7 @@
 //! `cwdiag serve`: the Prometheus exposition over HTTP, scanned at scrape
 //! time.
 
-use super::{collect_all, filter_of, policy_of, prometheus};
+use super::{collect_selected, filter_of, policy_of, prometheus};
 use crate::collect::Plan;
 use crate::diag::{self as classify, Report};
 use anyhow::Result;
@@ -16,12 +16,23 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
     let plan = Plan::for_filter(&filter);
     let policy = policy_of(&args.policy);
     let errors = AtomicU64::new(0);
+    // Selector warnings go to the log once each time they change: the
+    // exposition format has no place for them.
+    let said = std::sync::Mutex::new(Vec::<String>::new());
     let (source, top_k) = (args.source.clone(), args.top_k);
     let collect: crate::serve::Collect = Box::new(move || {
         let started = std::time::Instant::now();
-        let c = collect_all(&source, &plan, None).inspect_err(|_| {
+        let c = collect_selected(&source, &plan, None, &filter).inspect_err(|_| {
             errors.fetch_add(1, Ordering::Relaxed);
         })?;
+        if let Ok(mut said) = said.lock()
+            && *said != c.selection
+        {
+            for line in &c.selection {
+                eprintln!("cwdiag serve: warning: {line}");
+            }
+            *said = c.selection.clone();
+        }
         let reports: Vec<Report> = c
             .snapshots
             .iter()
@@ -38,6 +49,8 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
         crate::serve::ServeConfig {
             listen: args.listen,
             min_interval: args.min_interval,
+            max_connections: args.max_connections,
+            web_config: args.web_config,
         },
         collect,
     )?;

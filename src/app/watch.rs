@@ -1,7 +1,7 @@
 //! `cwdiag watch`: a live view that redraws every interval and marks
 //! growing rows.
 
-use super::{collect_all, filter_of, policy_of, style};
+use super::{collect_selected, filter_of, policy_of, style};
 use crate::cli::ColorChoice;
 use crate::collect::Plan;
 use crate::diag::{self as classify, Report};
@@ -37,7 +37,7 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
     let mut n = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
-        let c = collect_all(&args.source, &plan, None)?;
+        let c = collect_selected(&args.source, &plan, None, &filter)?;
         let mut report = c
             .snapshots
             .first()

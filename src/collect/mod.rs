@@ -4,13 +4,18 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod holders;
+pub mod identity;
 pub mod multi;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
 pub mod replay;
+pub mod runtime;
+pub mod selection;
 pub mod sockdiag;
+pub mod stale;
 pub mod sysctl;
 
 use crate::diag::group::attributed_by_default;
@@ -58,6 +63,9 @@ pub struct Plan {
     /// (see `dump_and_attribute`); false keeps one dump with tcp_info for
     /// every socket (`snapshot` records everything).
     pub parallel: bool,
+    /// Look for stale socket fds in every process of the namespace, not
+    /// only when the kernel's counters show unhashed TCP sockets.
+    pub sweep_stale: bool,
 }
 
 impl Plan {
@@ -83,6 +91,7 @@ impl Plan {
             source: SourceChoice::Auto,
             ports: Vec::new(),
             parallel: true,
+            sweep_stale: false,
         }
     }
 }
@@ -133,16 +142,32 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
+    finish(&mut snap, plan, &tables);
+    Ok(snap)
+}
+
+/// What follows attribution, in the calling thread's namespace: holders
+/// of sockets without an owner, the owners' details (fds, limits, stale
+/// socket fds) and their identity.
+pub(crate) fn finish(
+    snap: &mut Snapshot,
+    plan: &Plan,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+) {
+    let t1 = std::time::Instant::now();
+    if plan.attribute != Attribute::Nothing {
+        holders::find(snap, &plan.proc_root);
+    }
+    timing("holders", t1);
     let t2 = std::time::Instant::now();
-    if plan.attribute != Attribute::Nothing && has_close_wait_owner(&snap) {
-        let known = namespace_inodes(&snap, plan);
-        let kind = snap.source.kind.clone();
-        enrich_owners(&mut snap, plan, &tables, known.as_ref(), || {
-            recheck_inodes(kind, plan)
-        });
+    if plan.attribute != Attribute::Nothing {
+        enrich_owners(snap, plan, tables);
     }
     timing("enrich", t2);
-    Ok(snap)
+    // Last, so that holders of stale fds the enrichment added are named too.
+    let t = std::time::Instant::now();
+    identify_owners(snap, &plan.proc_root);
+    timing("identify owners", t);
 }
 
 /// The tables of the calling thread's namespace (sockets, counters,
@@ -236,6 +261,7 @@ pub(crate) fn read_tables(
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: Default::default(),
         sysctls: sysctl::read(&plan.proc_root),
         counters,
         warnings,
@@ -255,22 +281,35 @@ pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
     }
 }
 
-/// True when some CLOSE_WAIT socket has a known owner (the processes
-/// [`enrich_owners`] looks at).
-pub(crate) fn has_close_wait_owner(snap: &Snapshot) -> bool {
-    snap.sockets
+/// Fd counts, limits, cgroups and stale socket fds of the processes that
+/// own CLOSE_WAIT sockets (the ones findings will name).
+fn enrich_owners(
+    snap: &mut Snapshot,
+    plan: &Plan,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+) {
+    let pids: HashSet<u32> = snap
+        .sockets
         .iter()
-        .any(|s| s.state == TcpState::CloseWait && s.pid.is_some())
-}
-
-/// Every socket inode of the calling thread's namespace: its TCP sockets
-/// (from `snap`) and the inodes of its other tables (UDP, UNIX, ...).
-/// None when the dump was filtered: stale-fd detection needs every TCP
-/// socket of the namespace.
-pub(crate) fn namespace_inodes(snap: &Snapshot, plan: &Plan) -> Option<rustc_hash::FxHashSet<u64>> {
+        .filter(|s| s.state == TcpState::CloseWait)
+        .filter_map(|s| s.pid)
+        .collect();
+    // Stale-fd detection needs every TCP socket of the namespace.
     let complete_dump =
         plan.states & sockdiag::all_states() == sockdiag::all_states() && plan.ports.is_empty();
-    complete_dump.then(|| {
+    // Beyond the CLOSE_WAIT owners, every process is searched when the
+    // kernel counts TCP sockets in no table (or when asked to).
+    let t = std::time::Instant::now();
+    let sweep = complete_dump
+        && snap.source.kind == SourceKind::Netlink
+        && (plan.sweep_stale
+            || stale::unhashed_tcp_sockets(&plan.proc_root)
+                .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+    timing("stale-fd trigger", t);
+    if pids.is_empty() && !sweep {
+        return;
+    }
+    let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
         let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
         k.extend(
             snap.sockets
@@ -279,39 +318,33 @@ pub(crate) fn namespace_inodes(snap: &Snapshot, plan: &Plan) -> Option<rustc_has
                 .map(|s| u64::from(s.inode)),
         );
         k
-    })
-}
-
-/// Fd counts, limits, cgroups and stale socket fds of the processes that
-/// own CLOSE_WAIT sockets (the ones findings will name). `known` holds the
-/// socket inodes the tables showed ([`namespace_inodes`]; None: no stale
-/// check); `recheck` takes a second look at the snapshot's TCP table,
-/// called only when some socket fd was in none of them.
-pub(crate) fn enrich_owners(
-    snap: &mut Snapshot,
-    plan: &Plan,
-    tables: &std::collections::HashMap<u32, procmap::FdTable>,
-    known: Option<&rustc_hash::FxHashSet<u64>>,
-    recheck: impl FnOnce() -> Option<rustc_hash::FxHashSet<u32>>,
-) {
-    let pids: HashSet<u32> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::CloseWait)
-        .filter_map(|s| s.pid)
-        .collect();
-    if pids.is_empty() {
-        return;
-    }
+    });
     let mut candidates = Vec::new();
-    for pid in pids {
+    for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known);
+            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            if runtime::is_go(&plan.proc_root, pid) {
+                p.runtime = Some("Go".to_string());
+            }
             candidates.push((pid, c));
         }
     }
-    if known.is_none() {
+    let Some(known_set) = known.as_ref() else {
         return;
+    };
+    let mut added = Vec::new();
+    if sweep {
+        let t = std::time::Instant::now();
+        if let Some(ns) = stale::current_netns(&plan.proc_root) {
+            for c in stale::sweep(&plan.proc_root, ns, known_set, &pids) {
+                snap.processes
+                    .entry(c.pid)
+                    .or_insert_with(|| crate::model::Process::named(c.comm));
+                added.push(c.pid);
+                candidates.push((c.pid, c.fds));
+            }
+        }
+        timing("stale-fd sweep", t);
     }
     // Socket fds in no table are mostly sockets newer than the dump (a busy
     // server accepts all the time): check them against a second look at
@@ -321,7 +354,7 @@ pub(crate) fn enrich_owners(
         Default::default()
     } else {
         let t = std::time::Instant::now();
-        let live = recheck();
+        let live = recheck_inodes(snap.source.kind.clone(), plan);
         timing("stale-fd recheck", t);
         live
     };
@@ -336,11 +369,22 @@ pub(crate) fn enrich_owners(
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
         }
     }
+    // Processes read only for the sweep stay in the snapshot only when
+    // they hold stale fds.
+    for pid in added {
+        if snap
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.stale_socket_fds == Some(0))
+        {
+            snap.processes.remove(&pid);
+        }
+    }
 }
 
 /// The socket inodes of the TCP table as it is now, from the same source
 /// as the snapshot; None when it cannot be read.
-pub(crate) fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
+fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
     match kind {
         SourceKind::Netlink => sockdiag::socket_inodes(&sockdiag::DumpRequest {
             states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
@@ -361,14 +405,47 @@ pub fn attribute(
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
     let owners = find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere);
-    apply_owners(snap, owners)
+    let tables = apply_owners(snap, owners);
+    identify_owners(snap, &plan.proc_root);
+    tables
+}
+
+/// Command line, executable, user, parent and start time of every owner
+/// in the snapshot (a warning when they could not be read in time).
+fn identify_owners(snap: &mut Snapshot, proc_root: &std::path::Path) {
+    if snap.processes.is_empty() {
+        return;
+    }
+    let pids: Vec<u32> = snap.processes.keys().copied().collect();
+    match identity::identify(proc_root, pids) {
+        Some(found) => {
+            for (pid, id) in found {
+                if let Some(p) = snap.processes.get_mut(&pid) {
+                    id.apply(p);
+                }
+            }
+        }
+        None => snap.warnings.push(format!(
+            "the command lines and users of {} socket owners could not be read within {} s: owners are named by their kernel comm only",
+            snap.processes.len(),
+            identity::DEADLINE.as_secs()
+        )),
+    }
 }
 
 /// Looks up the owners of the sockets the plan wants attributed.
 fn find_owners_of(sockets: &[Socket], plan: &Plan, search: procmap::Search) -> procmap::Owners {
+    let wants = |s: &Socket| {
+        s.inode != 0
+            && match plan.attribute {
+                Attribute::Nothing => false,
+                Attribute::Default => attributed_by_default(s.state),
+                Attribute::All => true,
+            }
+    };
     let mut wanted = HashSet::new();
     let mut uids = HashSet::new();
-    for s in sockets.iter().filter(|s| plan.wants_owner(s)) {
+    for s in sockets.iter().filter(|s| wants(s)) {
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }

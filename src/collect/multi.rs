@@ -14,9 +14,8 @@
 //! others are still reported.
 
 use super::netns::Target;
-use super::{Attribute, Plan, procmap, timing};
+use super::{Plan, procmap, timing};
 use crate::model::{Attribution, Snapshot};
-use rustc_hash::FxHashSet;
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use std::collections::{BTreeSet, HashSet};
 use std::os::fd::AsFd;
@@ -33,11 +32,10 @@ pub struct Collected {
 }
 
 /// Collects every target: dumps in parallel, one attribution walk, then
-/// the owners' details (and the stale-fd recheck in the namespaces that
-/// need one), again in parallel.
+/// the owners' details (holders, stale fds, identities), again in
+/// parallel, each inside its namespace.
 pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
     let t0 = Instant::now();
-    let attributing = plan.attribute != Attribute::Nothing;
     let dumped = on_workers(targets.iter().collect(), |t: &Target| {
         enter(t)?;
         let (mut snap, _) = super::read_tables(plan, None, false).map_err(|e| {
@@ -47,31 +45,15 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
             )
         })?;
         snap.netns = Some(t.info.clone());
-        // Stale-fd detection needs the namespace's other tables (UDP,
-        // UNIX, ...), which can only be read from inside it.
-        let known = if attributing {
-            super::namespace_inodes(&snap, plan)
-        } else {
-            None
-        };
-        Ok::<_, String>((snap, known))
+        Ok::<_, String>(snap)
     });
     timing("all namespaces: dump", t0);
 
     let mut out = Collected::default();
     let mut read = Vec::new();
-    let mut known: Option<FxHashSet<u64>> = Some(FxHashSet::default());
     for (t, r) in targets.iter().zip(dumped) {
         match r {
-            Ok((snap, k)) => {
-                // Union: a process may hold sockets of another namespace
-                // than the one its CLOSE_WAIT sockets are in.
-                match (&mut known, k) {
-                    (Some(all), Some(k)) => all.extend(k),
-                    (all, _) => *all = None,
-                }
-                read.push((snap, t));
-            }
+            Ok(snap) => read.push((snap, t)),
             Err(w) => out.warnings.push(w),
         }
     }
@@ -97,16 +79,15 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
     timing("all namespaces: attribute (one walk)", t1);
 
     let t2 = Instant::now();
-    let known = known.as_ref();
     let tables = &owners.tables;
+    // Holders, stale fds and identities read the namespace's own tables:
+    // each snapshot is finished inside its namespace.
     let snapshots = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
-        if attributing && super::has_close_wait_owner(&snap) {
-            let kind = snap.source.kind.clone();
-            super::enrich_owners(&mut snap, plan, tables, known, || {
-                // The second look must be at this namespace's table.
-                enter(t).ok()?;
-                super::recheck_inodes(kind, plan)
-            });
+        match enter(t) {
+            Ok(()) => super::finish(&mut snap, plan, tables),
+            Err(w) => snap
+                .warnings
+                .push(format!("{w} (its owners' details are missing)")),
         }
         snap
     });

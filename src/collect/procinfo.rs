@@ -151,7 +151,11 @@ pub fn container_id(path: &str) -> Option<String> {
     if leaf.ends_with(".service") || leaf.ends_with(".scope") {
         return Some(format!("systemd:{leaf}"));
     }
-    None
+    // A cgroup a unit made below its own (systemd.resource-control(5),
+    // Delegate=): the innermost unit above it.
+    path.rsplit('/')
+        .find(|c| c.ends_with(".service"))
+        .map(|unit| format!("systemd:{unit}"))
 }
 
 /// Socket inodes of the non-TCP tables in `/proc/net` of the calling
@@ -228,6 +232,14 @@ mod tests {
         assert_eq!(
             container_id("/system.slice/nginx.service").unwrap(),
             "systemd:nginx.service"
+        );
+        assert_eq!(
+            container_id("/system.slice/billing.service/workers/3").unwrap(),
+            "systemd:billing.service"
+        );
+        assert_eq!(
+            container_id("/user.slice/user-1000.slice/user@1000.service/app.slice/x/y").unwrap(),
+            "systemd:user@1000.service"
         );
         assert_eq!(container_id("/"), None);
         assert_eq!(container_id("/user.slice"), None);

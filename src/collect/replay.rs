@@ -146,6 +146,7 @@ fn from_dump(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
+        listener_holders: BTreeMap::new(),
         sysctls: BTreeMap::new(),
         counters: BTreeMap::new(),
         warnings: Vec::new(),

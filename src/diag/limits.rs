@@ -71,6 +71,10 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
+    /// Names of the report's owners (`Process::label`),
+    /// for the text; not part of the JSON.
+    #[serde(skip)]
+    pub names: std::collections::BTreeMap<u32, String>,
 }
 
 /// Evaluates `limits` on the last report; growth limits on `series`
@@ -172,6 +176,11 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
         checks,
         attribution: r.attribution.clone(),
         warnings: r.warnings.clone(),
+        names: r
+            .processes
+            .iter()
+            .map(|(pid, p)| (*pid, p.label()))
+            .collect(),
     }
 }
 
@@ -193,7 +202,7 @@ pub fn render_text(o: &Outcome) -> String {
         );
         for s in &c.growing {
             let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -216,12 +225,12 @@ pub fn render_text(o: &Outcome) -> String {
                 out,
                 "     {:>6}  {}",
                 s.count,
-                super::words::who(Some(s.pid), Some(&s.comm))
+                super::words::who(Some(s.pid), Some(o.names.get(&s.pid).unwrap_or(&s.comm)))
             );
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({c})"),
+                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -233,7 +242,7 @@ pub fn render_text(o: &Outcome) -> String {
         }
     }
     for w in &o.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", crate::procname::printable(w));
     }
     out
 }

@@ -30,15 +30,11 @@ use std::collections::BTreeMap;
 pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     // Direction needs every listening port, whatever the filters say.
     let listen_ports = group::listen_ports(snap);
-    let comm_of = |s: &Socket| {
-        s.pid
-            .and_then(|p| snap.processes.get(&p))
-            .map(|p| p.comm.as_str())
-    };
+    let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
     let selected: Vec<&Socket> = snap
         .sockets
         .iter()
-        .filter(|s| filter.matches(s, comm_of(s)))
+        .filter(|s| filter.matches(s, process_of(s)))
         .collect();
     let mut states: BTreeMap<TcpState, usize> = TcpState::ALL.iter().map(|&s| (s, 0)).collect();
     for s in &selected {

@@ -96,6 +96,29 @@ impl Service {
     }
 }
 
+/// How to reuse connections to this kind of server instead of opening
+/// one per request (TIME_WAIT churn on the client).
+pub fn reuse_advice(service: Option<Service>) -> &'static str {
+    match service {
+        Some(Service::Http | Service::Https | Service::Elasticsearch) => {
+            "reuse connections with HTTP keep-alive (one client or Session per destination, idle connections per host sized to the real concurrency; Go's MaxIdleConnsPerHost defaults to 2)"
+        }
+        Some(Service::Postgres | Service::MySql) => {
+            "reuse database connections through a pool (HikariCP, SQLAlchemy's QueuePool, database/sql) or a pooler such as PgBouncer, instead of a connection per query"
+        }
+        Some(Service::PgBouncer) => {
+            "reuse client connections to PgBouncer through a pool in the application instead of a connection per query"
+        }
+        Some(Service::Redis | Service::Memcached) => {
+            "reuse one client and its connection pool for the process instead of connecting per command"
+        }
+        Some(Service::Kafka | Service::MongoDb | Service::Amqp) => {
+            "keep one long-lived client per process (its driver multiplexes requests) instead of one per operation"
+        }
+        None => "reuse connections (keep-alive, a pool sized to the real concurrency)",
+    }
+}
+
 /// The runtime a process runs on, from its executable and argv[0].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -124,6 +147,29 @@ impl Runtime {
             };
             Some(r)
         })
+    }
+
+    /// The runtime a collector recorded by name (`Go`).
+    pub fn parse(name: &str) -> Option<Runtime> {
+        [
+            Runtime::Jvm,
+            Runtime::CPython,
+            Runtime::Node,
+            Runtime::DotNet,
+            Runtime::Ruby,
+            Runtime::Go,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
+    /// A process's runtime: what the collector read from its executable,
+    /// else what its names say.
+    pub fn of(p: &crate::model::Process) -> Option<Runtime> {
+        p.runtime
+            .as_deref()
+            .and_then(Runtime::parse)
+            .or_else(|| Runtime::detect(p.names()))
     }
 
     pub fn name(self) -> &'static str {

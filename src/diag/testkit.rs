@@ -26,6 +26,7 @@ impl SnapBuilder {
                     complete: true,
                     ..Default::default()
                 },
+                listener_holders: Default::default(),
                 sysctls: Default::default(),
                 counters: Default::default(),
                 warnings: Vec::new(),

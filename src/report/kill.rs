@@ -12,13 +12,9 @@ pub fn list(socks: &[&Socket], procs: &BTreeMap<u32, Process>) -> String {
     t.load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(100)
-        .set_header(["STATE", "LOCAL", "PEER", "PID", "COMM", "COOKIE"]);
+        .set_header(["STATE", "LOCAL", "PEER", "PID", "PROCESS", "COOKIE"]);
     for s in socks {
-        let comm = s
-            .pid
-            .and_then(|p| procs.get(&p))
-            .map(|p| p.comm.clone())
-            .unwrap_or_default();
+        let comm = super::table::process_cell(s.pid, None, procs, 30);
         t.add_row(vec![
             Cell::new(s.state.name()),
             Cell::new(s.local.to_string()),

@@ -3,6 +3,8 @@
 pub mod json;
 pub mod kill;
 pub mod prometheus;
+#[cfg(test)]
+mod snapshot_tests;
 pub mod table;
 pub mod watch;
 

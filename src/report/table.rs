@@ -13,6 +13,7 @@ pub fn render(r: &Report, st: &Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", super::wrap(&headline(r), st.width, "  "));
     for w in &r.warnings {
+        let w = crate::procname::printable(w);
         let line = super::wrap(&format!("warning: {w}"), st.width, "  ");
         let _ = writeln!(out, "{}", paint(st, warn_style(), &line));
     }
@@ -26,7 +27,7 @@ pub fn render(r: &Report, st: &Style) -> String {
         .collect();
     if !cw.is_empty() {
         out.push_str("\nCLOSE_WAIT by process and port\n");
-        out.push_str(&close_wait_table(&cw, st));
+        out.push_str(&close_wait_table(&cw, r, st));
     }
     let tw: Vec<&Group> = r
         .groups
@@ -116,11 +117,28 @@ fn place(g: &Group) -> String {
     }
 }
 
-fn owner_cells(g: &Group) -> (String, String) {
+/// Characters of a command line shown in a table cell.
+pub const COMMAND_WIDTH: usize = 40;
+
+/// The owner's short command line (see `Process::short_command`), or its
+/// escaped comm when the report does not list it.
+pub fn process_cell(
+    pid: Option<u32>,
+    comm: Option<&str>,
+    procs: &std::collections::BTreeMap<u32, crate::model::Process>,
+    width: usize,
+) -> String {
+    match pid.and_then(|p| procs.get(&p)) {
+        Some(p) => p.short_command(width),
+        None => comm.map(crate::procname::printable).unwrap_or_default(),
+    }
+}
+
+fn owner_cells(g: &Group, r: &Report) -> (String, String) {
     match g.owner {
         Owner::Process => (
             g.pid.map(|p| p.to_string()).unwrap_or_default(),
-            g.comm.clone().unwrap_or_default(),
+            process_cell(g.pid, g.comm.as_deref(), &r.processes, COMMAND_WIDTH),
         ),
         Owner::None => ("-".into(), "(no owner: not accepted)".into()),
         Owner::Unknown => ("?".into(), "(owner unreadable)".into()),
@@ -147,14 +165,21 @@ fn limit<'a>(groups: &'a [&'a Group], st: &Style) -> &'a [&'a Group] {
     }
 }
 
-fn close_wait_table(groups: &[&Group], st: &Style) -> String {
+fn close_wait_table(groups: &[&Group], r: &Report, st: &Style) -> String {
     let mut t = new_table(
         st,
-        &["PID", "COMM", "WHERE", "COUNT", "RECV-Q 0/1/>1", "OLDEST"],
+        &[
+            "PID",
+            "PROCESS",
+            "WHERE",
+            "COUNT",
+            "RECV-Q 0/1/>1",
+            "OLDEST",
+        ],
     );
     let shown = limit(groups, st);
     for g in shown {
-        let (pid, comm) = owner_cells(g);
+        let (pid, comm) = owner_cells(g, r);
         t.add_row(vec![
             Cell::new(pid),
             Cell::new(comm),
@@ -223,8 +248,58 @@ fn findings(fs: &[Finding], st: &Style) -> String {
             &format!("[{}]", f.severity.label()),
         );
         let _ = writeln!(out, "{label} {}", f.rule_id);
-        let _ = writeln!(out, "{}", textwrap::fill(&f.summary, &body));
-        let _ = writeln!(out, "{}", textwrap::fill(&f.hint, &hint));
+        // Findings quote process names: escape what could drive the terminal.
+        let summary = crate::procname::printable(&f.summary);
+        let _ = writeln!(out, "{}", textwrap::fill(&summary, &body));
+        let _ = writeln!(
+            out,
+            "{}",
+            textwrap::fill(&crate::procname::printable(&f.hint), &hint)
+        );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::testkit::SnapBuilder;
+
+    #[test]
+    fn owners_show_their_full_name_and_command_escaped() {
+        let mut snap = SnapBuilder::new()
+            .listen("10.0.0.1:8080", Some(7), 0, 128)
+            .close_wait("10.0.0.1:8080", "10.0.0.9:40000", 1, Some(7), None)
+            .close_wait("10.0.0.1:8080", "10.0.0.9:40001", 1, Some(8), None)
+            .process(7, "billing-sync-wo", None, None)
+            .process(8, "evil\u{1b}[2J", None, None)
+            .build();
+        let p = snap.processes.get_mut(&7).unwrap();
+        p.exe = Some("/opt/billing/billing-sync-worker".into());
+        p.cmdline = Some(vec!["/opt/billing/billing-sync-worker".into(), "-q".into()]);
+        let r = crate::diag::classify(
+            &snap,
+            &crate::filter::Filter::default(),
+            &crate::diag::Policy::default(),
+        );
+        let st = Style {
+            color: false,
+            width: 120,
+            top: 0,
+            header: true,
+        };
+        let text = render(&r, &st);
+        let row = |pid: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("│ {pid} ")))
+                .unwrap_or_else(|| panic!("row {pid}:\n{text}"))
+                .to_string()
+        };
+        assert!(row("7").contains("billing-sync-worker -q"), "{text}");
+        assert!(row("8").contains("evil\\u{1b}[2J"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "no raw escape reaches the terminal"
+        );
+    }
 }

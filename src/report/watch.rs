@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Samples the TREND sparkline shows (the most recent).
-const TREND_SAMPLES: usize = 12;
+const TREND_SAMPLES: usize = 8;
 
 pub fn render(
     n: u32,
@@ -38,7 +38,11 @@ pub fn render(
         let _ = writeln!(
             out,
             "{}",
-            super::wrap(&format!("warning: {w}"), st.width, "  ")
+            super::wrap(
+                &format!("warning: {}", crate::procname::printable(w)),
+                st.width,
+                "  "
+            )
         );
     }
     let mut t = Table::new();
@@ -46,7 +50,7 @@ pub fn render(
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(st.width)
         .set_header([
-            "STATE", "PID", "COMM", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
+            "STATE", "PID", "NAME", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
         ]);
     let shown = if st.top == 0 {
         series.len()
@@ -73,7 +77,15 @@ pub fn render(
         t.add_row(vec![
             Cell::new(s.state.name()),
             Cell::new(s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::new(s.comm.clone().unwrap_or_default()),
+            // The owner's label (full name; what a runtime runs): the
+            // live view is narrow, the scan table has the command line.
+            Cell::new(
+                s.pid
+                    .and_then(|p| r.processes.get(&p))
+                    .map(|p| p.label())
+                    .or_else(|| s.comm.as_deref().map(crate::procname::printable))
+                    .unwrap_or_default(),
+            ),
             Cell::new(place),
             Cell::new(now).set_alignment(CellAlignment::Right),
             delta_cell.set_alignment(CellAlignment::Right),
@@ -91,7 +103,12 @@ pub fn render(
         );
     }
     for f in growth {
-        let line = format!("[{}] {}: {}", f.severity.label(), f.rule_id, f.summary);
+        let line = format!(
+            "[{}] {}: {}",
+            f.severity.label(),
+            f.rule_id,
+            crate::procname::printable(&f.summary)
+        );
         let _ = writeln!(out, "{}", super::wrap(&line, st.width, "  "));
     }
     out

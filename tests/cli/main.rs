@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod identity;
 mod live;
 mod namespaces;
 mod netns;
@@ -11,5 +12,6 @@ mod promserver;
 mod readme;
 mod replay;
 mod schema;
+mod serve;
 mod support;
 mod ux;

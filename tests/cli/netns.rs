@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 /// Runs `body` on a thread that lives in a fresh network namespace.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
     if !is_root() {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
@@ -263,8 +263,14 @@ fn port_exhaustion_is_measured_against_the_namespace_port_range() {
     in_netns("port exhaustion", || {
         std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40999")
             .expect("set the namespace's port range");
+        // tcp_tw_reuse=2 (the default) lets loopback connects reuse
+        // TIME_WAIT ports older than 1 s: on a loaded machine the 800
+        // connections take longer than that, and the count would depend
+        // on timing.
+        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").expect("set tcp_tw_reuse");
         let mut w = Workload::default();
-        let dest = w.listen("127.0.0.1:0");
+        // A listener outside the narrowed ephemeral range.
+        let dest = w.listen("127.0.0.1:9000");
         w.time_wait(format!("127.0.0.1:{dest}").parse().unwrap(), 800);
         wait_for_ss("TIME_WAIT", dest, 800);
         let r = json(&["scan", "--json"]);
@@ -616,7 +622,7 @@ const BUSY_STALE: usize = 3;
 const BUSY_PAIRS: usize = 300;
 
 /// Kills and reaps a child process when dropped, even when a test fails.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -671,5 +677,173 @@ fn stale_check_ignores_sockets_opened_after_the_dump() {
             assert_eq!(f["evidence"]["pid"], pid);
             assert_eq!(f["evidence"]["count"], BUSY_STALE as u64);
         }
+    });
+}
+
+/// A client process holding `n` connections to 127.0.0.1:`port`, started
+/// in the calling thread's namespace; prints its pid when connected.
+fn python_client(port: u16, n: usize) -> std::process::Child {
+    use std::io::BufRead;
+    let script = format!(
+        "import socket, sys, time\n\
+         keep = [socket.create_connection(('127.0.0.1', {port})) for _ in range({n})]\n\
+         print('ready', flush=True)\n\
+         time.sleep(60)\n"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    let out = child.stdout.take().unwrap();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[test]
+fn stale_fds_of_reset_connections_are_found_in_any_process() {
+    in_netns("stale sweep", || {
+        // The server resets every connection (SO_LINGER {1,0} close): the
+        // client's sockets go CLOSE and leave every table, while the
+        // client keeps their fds. It holds no CLOSE_WAIT socket at all.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = python_client(port, 30);
+        for _ in 0..30 {
+            let (a, _) = listener.accept().unwrap();
+            linger_zero(&a);
+            drop(a);
+        }
+        let pid = u64::from(client.id());
+        let r = poll(
+            "the resets to land",
+            std::time::Duration::from_secs(10),
+            || {
+                let r = json(&["scan", "--json"]);
+                finding(&r, "stale-socket-fds")
+                    .is_some_and(|f| f["evidence"]["count"] == 30)
+                    .then_some(r)
+            },
+        );
+        let f = finding(&r, "stale-socket-fds").unwrap();
+        assert_eq!(f["evidence"]["pid"], pid, "{f:#}");
+        assert_eq!(r["states"]["CLOSE_WAIT"], 0);
+        let out = run(&["assert", "--max-stale-socket-fds", "0"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("(pid {pid})")), "{text}");
+        assert_eq!(
+            run(&["assert", "--max-stale-socket-fds", "30"])
+                .status
+                .code(),
+            Some(0)
+        );
+        let _ = client.kill();
+        let _ = client.wait();
+
+        // The healthy look-alike: 30 live connections, nothing stale.
+        let mut healthy = python_client(port, 30);
+        let accepted: Vec<_> = (0..30).map(|_| listener.accept().unwrap().0).collect();
+        let r = json(&["scan", "--json"]);
+        assert!(finding(&r, "stale-socket-fds").is_none(), "{r:#}");
+        assert_eq!(
+            run(&["assert", "--max-stale-socket-fds", "0"])
+                .status
+                .code(),
+            Some(0)
+        );
+        drop(accepted);
+        let _ = healthy.kill();
+        let _ = healthy.wait();
+    });
+}
+
+/// Sets SO_LINGER {1, 0} so that dropping the stream sends an RST.
+fn linger_zero(s: &std::net::TcpStream) {
+    rustix::net::sockopt::set_socket_linger(s, Some(std::time::Duration::ZERO)).unwrap();
+}
+
+#[test]
+fn a_prefork_server_is_named_whole_master_and_busy_workers() {
+    in_netns("prefork", || {
+        use std::io::BufRead;
+        // A master that listens and forks two workers; each worker
+        // accepts one connection and then hangs in a slow handler.
+        let script = "import os, socket, sys, time\n\
+            l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(16)\n\
+            kids = []\n\
+            for _ in range(2):\n\
+            \x20   pid = os.fork()\n\
+            \x20   if pid == 0:\n\
+            \x20       c, _ = l.accept(); time.sleep(60); os._exit(0)\n\
+            \x20   kids.append(pid)\n\
+            print(l.getsockname()[1], *kids, flush=True)\n\
+            time.sleep(60)\n";
+        let mut master = Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(master.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let nums: Vec<u32> = line
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let (port, workers) = (nums[0] as u16, &nums[1..]);
+        // Two clients keep the workers busy; five more wait in the queue,
+        // three of which give up.
+        let mut clients: Vec<_> = (0..7)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        clients.truncate(4);
+        wait_for_ss("CLOSE_WAIT", port, 3);
+        let r = poll(
+            "both workers to hold a connection",
+            std::time::Duration::from_secs(10),
+            || {
+                let r = json(&["scan", "--json"]);
+                let f = finding(&r, "accept-queue-not-drained")?;
+                (f["evidence"]["connection_holders"].as_array()?.len() == 2).then_some(r)
+            },
+        );
+        let f = finding(&r, "accept-queue-not-drained").unwrap();
+        let mut holders: Vec<u64> = f["evidence"]["listeners"][0]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        holders.sort_unstable();
+        let mut want: Vec<u64> = workers.iter().map(|&p| u64::from(p)).collect();
+        want.push(u64::from(master.id()));
+        want.sort_unstable();
+        assert_eq!(holders, want, "{f:#}");
+        let busy: Vec<u64> = f["evidence"]["connection_holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["pid"].as_u64().unwrap())
+            .collect();
+        for w in workers {
+            assert!(busy.contains(&u64::from(*w)), "{f:#}");
+        }
+        assert_eq!(f["evidence"]["unaccepted_close_wait"], 3);
+        assert!(f["hint"].as_str().unwrap().contains("saturated"), "{f:#}");
+        drop(clients);
+        for w in workers {
+            let _ = Command::new("kill").arg(w.to_string()).status();
+        }
+        let _ = master.kill();
+        let _ = master.wait();
     });
 }

@@ -5,7 +5,7 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn promtool_ok(text: &str) {
     let Ok(mut child) = Command::new("promtool")
@@ -119,25 +119,9 @@ fn get(addr: &str, path: &str) -> std::io::Result<String> {
 
 #[test]
 fn serve_answers_concurrent_scrapes_and_survives_garbage() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = cwdiag()
-        .args(["serve", "--listen", &addr])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(&addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Port 0: serve picks a free port and logs it; killed on drop.
+    let served = crate::serve::Served::start(&[], None);
+    let addr = served.addr.to_string();
     let result = std::panic::catch_unwind(|| {
         let handles: Vec<_> = (0..20)
             .map(|_| {
@@ -157,8 +141,7 @@ fn serve_answers_concurrent_scrapes_and_survives_garbage() {
         assert!(get(&addr, "/").unwrap().contains("/metrics"));
         assert!(get(&addr, "/metrics").unwrap().starts_with("HTTP/1.1 200"));
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

@@ -75,6 +75,11 @@ pub fn enter_fresh_netns() -> Result<(), String> {
     if !st.success() {
         return Err("ip link set lo up failed".into());
     }
+    // Exact counts: no connect() may reuse a TIME_WAIT port of the test
+    // (tcp_tw_reuse=2, the default, does so on loopback after 1 s, which
+    // a loaded machine reaches in the middle of a workload).
+    std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0")
+        .map_err(|e| format!("set the namespace's tcp_tw_reuse: {e}"))?;
     Ok(())
 }
 

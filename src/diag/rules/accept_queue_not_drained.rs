@@ -25,6 +25,9 @@ pub struct ListenerEvidence {
     pub local: String,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Every process holding this listening socket (a pre-fork master
+    /// and its workers share one), `pid` first.
+    pub holders: Vec<u32>,
     /// Recv-Q of the listener: connections waiting for accept().
     pub accept_queue: u32,
     /// Send-Q of the listener: the backlog.
@@ -113,6 +116,18 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     local: l.local.to_string(),
                     pid: l.pid,
                     comm: comm(l.pid),
+                    holders: l
+                        .pid
+                        .into_iter()
+                        .chain(
+                            ctx.snap
+                                .listener_holders
+                                .get(&l.inode)
+                                .into_iter()
+                                .flatten()
+                                .copied(),
+                        )
+                        .collect(),
                     accept_queue: l.recv_q,
                     backlog: l.send_q,
                 })
@@ -127,18 +142,36 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     connections,
                 })
                 .collect();
-            let mut names: Vec<String> = listeners
+            let mut holder_pids: Vec<u32> =
+                listeners.iter().flat_map(|l| l.holders.iter().copied()).collect();
+            holder_pids.sort_unstable();
+            holder_pids.dedup();
+            let names: Vec<String> = holder_pids
                 .iter()
-                .map(|l| who(l.pid, l.comm.as_deref()).to_string())
+                .map(|&p| who(Some(p), ctx.label(Some(p)).as_deref()).to_string())
                 .collect();
-            names.dedup();
-            let held_by = names.join(", ");
+            let held_by = match names.as_slice() {
+                [] => "no readable process".to_string(),
+                [a, b, c, rest @ ..] if !rest.is_empty() => {
+                    format!("{a}, {b}, {c} and {} more", rest.len())
+                }
+                all => all.join(", "),
+            };
+            // Holders of the listener that hold no accepted connection:
+            // idle workers (or the master, which only forks).
+            let idle = holder_pids
+                .iter()
+                .filter(|p| !connection_holders.iter().any(|h| h.pid == **p))
+                .count();
             let busy = if connection_holders.is_empty() {
                 String::new()
             } else {
                 let list: Vec<String> = connection_holders
                     .iter()
-                    .map(|h| format!("{} {}", who(Some(h.pid), h.comm.as_deref()), h.connections))
+                    .map(|h| {
+                        let name = ctx.label(Some(h.pid));
+                        format!("{} {}", who(Some(h.pid), name.as_deref()), h.connections)
+                    })
                     .collect();
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
@@ -148,8 +181,17 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             };
             let advice = if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
+            } else if idle <= 1 {
+                format!(
+                    "{} of the {} processes holding the listener hold a connection in progress: the worker pool is saturated. Free the workers (timeouts on downstream calls, bounded handler time) or add workers.",
+                    holder_pids.len() - idle,
+                    holder_pids.len()
+                )
             } else {
-                "If every worker holds a connection in progress, the worker pool is saturated: free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
+                format!(
+                    "{idle} of the {} processes holding the listener hold no connection yet nothing accepts: check that their accept loops run and are not blocked (a thread dump shows where they wait).",
+                    holder_pids.len()
+                )
             };
             Some(Finding {
                 rule_id: RuleId::AcceptQueueNotDrained,
@@ -204,10 +246,14 @@ pub fn cases() -> Vec<super::cases::Case> {
     for i in 0..2 {
         busy_ok = busy_ok.established("10.0.0.1:80", &format!("10.3.0.{i}:54000"), None);
     }
+    // The worker inherited the master's listener.
+    let mut prefork = prefork.build();
+    let inode = prefork.sockets[0].inode;
+    prefork.listener_holders.insert(inode, vec![51]);
     vec![
         fires(
             "pre-fork server with a saturated worker",
-            prefork.build(),
+            prefork,
             Severity::Critical,
         ),
         silent(
@@ -233,6 +279,13 @@ mod tests {
         assert_eq!(e.connection_holders[0].pid, 51);
         assert!(f.hint.contains("gunicorn (pid 51) 1"), "{}", f.hint);
         assert!(f.hint.contains("saturated"), "{}", f.hint);
-        assert!(f.summary.contains("gunicorn (pid 50)"), "{}", f.summary);
+        assert!(f.hint.contains("1 of the 2 processes"), "{}", f.hint);
+        assert!(
+            f.summary
+                .contains("held by gunicorn (pid 50), gunicorn (pid 51)"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(e.listeners[0].holders, vec![50, 51]);
     }
 }

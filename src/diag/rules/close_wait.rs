@@ -115,6 +115,9 @@ pub struct CloseWaitEvidence {
     /// Runtime of the owner (`JVM`, `CPython`...), if recognised.
     pub runtime: Option<String>,
     pub container: Option<String>,
+    /// How the words name the owner (`Process::label`); not in JSON.
+    #[serde(skip)]
+    pub label: Option<String>,
 }
 
 #[derive(Default)]
@@ -181,7 +184,7 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
             let mut peers: Vec<(String, usize)> = a.peers.into_iter().collect();
             peers.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             a.idle.sort_unstable();
-            let runtime = process.and_then(|p| Runtime::detect([p.comm.as_str()]));
+            let runtime = process.and_then(Runtime::of);
             let e = CloseWaitEvidence {
                 state: TcpState::CloseWait,
                 count: a.count,
@@ -199,6 +202,7 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
                 service: Service::by_port(port).map(|s| s.name().to_string()),
                 runtime: runtime.map(|r| r.name().to_string()),
                 container: process.and_then(|p| p.container.clone()),
+                label: process.map(|p| p.label()),
             };
             let total = totals.get(&key).copied().unwrap_or(e.count);
             let words = match kind {
@@ -220,7 +224,7 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
 
 /// `comm (pid N)` of the evidence.
 pub fn owner_words(e: &CloseWaitEvidence) -> String {
-    crate::diag::words::who(e.pid, e.comm.as_deref()).to_string()
+    crate::diag::words::who(e.pid, e.label.as_deref().or(e.comm.as_deref())).to_string()
 }
 
 /// `inbound on port 8080` / `to 10.0.0.5:5432`.

@@ -41,6 +41,10 @@ pub struct GrowthEvidence {
     pub fd_limit_eta_s: Option<u64>,
 }
 
+fn process_label(pid: Option<u32>, last: Option<&Report>) -> Option<String> {
+    last?.processes.get(&pid?).map(|p| p.label())
+}
+
 /// A finding per CLOSE_WAIT series that rose at every sample (at least
 /// three samples).
 pub fn detect(series: &[Series], reports: &[Report]) -> Vec<Finding> {
@@ -49,7 +53,8 @@ pub fn detect(series: &[Series], reports: &[Report]) -> Vec<Finding> {
         .iter()
         .filter(|s| s.state == TcpState::CloseWait && s.rising && s.counts.len() >= 3)
         .map(|s| {
-            let owner = who(s.pid, s.comm.as_deref()).to_string();
+            let label = process_label(s.pid, last);
+            let owner = who(s.pid, label.as_deref().or(s.comm.as_deref())).to_string();
             let place = match s.direction {
                 Direction::Inbound => format!("inbound on port {}", s.port),
                 Direction::Outbound => format!("to port {}", s.port),

@@ -74,7 +74,15 @@ pub fn words(
                 None => "The server closed idle connections (its idle timeout).".to_string(),
             };
             let pid = e.pid.map(|p| format!(" --pid {p}")).unwrap_or_default();
-            let verdict = if e.count <= p.pool_bound {
+            let verdict = if runtime == Some(Runtime::Go) {
+                // net/http's Transport runs a read loop on every pooled
+                // connection and drops one the server closed
+                // (transport.go, errServerClosedIdle).
+                format!(
+                    "Go's HTTP Transport closes pooled connections the server closes, so CLOSE_WAIT in a Go client usually means responses whose Body was never closed, or a client of its own that keeps idle connections unwatched. {} sockets now; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells a steady handful from a leak.",
+                    e.count
+                )
+            } else if e.count <= p.pool_bound {
                 format!(
                     "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} sockets fit a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
                     e.count
@@ -217,5 +225,26 @@ mod tests {
             "{}",
             leak.hint
         );
+    }
+
+    #[test]
+    fn a_go_client_points_at_bodies_never_closed() {
+        use crate::diag::testkit::SnapBuilder;
+        let mut b = SnapBuilder::new().process(60, "billing-sync", Some(40), Some(1024));
+        for i in 0..6 {
+            let local = format!("10.0.0.1:{}", 46_000 + i);
+            b = b.close_wait(&local, "10.0.0.7:443", 1, Some(60), None);
+        }
+        let mut snap = b.build();
+        snap.processes.get_mut(&60).unwrap().runtime = Some("Go".into());
+        let case = crate::diag::rules::cases::fires("go", snap, crate::diag::Severity::Info);
+        let f = &findings_of(RuleId::CloseWaitNeverRead, &case)[0];
+        assert!(f.hint.contains("Body was never closed"), "{}", f.hint);
+        assert!(f.hint.contains("resp.Body"), "{}", f.hint);
+        let crate::diag::Evidence::CloseWait(e) = &f.evidence else {
+            panic!()
+        };
+        assert_eq!(e.runtime.as_deref(), Some("Go"));
+        assert_eq!(e.service.as_deref(), Some("HTTPS"));
     }
 }

@@ -99,7 +99,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     clock.count
                 ),
                 hint: format!(
-                    "Each connection to {dest} from {src} needs its own local port, and each close holds it for 60 s in TIME_WAIT; past {budget} ports connect() fails with EADDRNOTAVAIL. Reuse connections (keep-alive, a pool sized to the real concurrency); spread over more source IPs or destination addresses; {}. Widening ip_local_port_range must not cover service ports (reserve them in ip_local_reserved_ports). tcp_fin_timeout does not shorten TIME_WAIT.",
+                    "Each connection to {dest} from {src} needs its own local port, and each close holds it for 60 s in TIME_WAIT; past {budget} ports connect() fails with EADDRNOTAVAIL. Fix: {}; spread over more source IPs or destination addresses; {}. Widening ip_local_port_range must not cover service ports (reserve them in ip_local_reserved_ports). tcp_fin_timeout does not shorten TIME_WAIT.",
+                    crate::diag::peer::reuse_advice(crate::diag::peer::Service::by_port(dport)),
                     tw_reuse_words(ctx, dst.is_loopback())
                 ),
                 evidence: Evidence::Ports(e),
@@ -141,5 +142,11 @@ mod tests {
         // 850 closes in 9 s ~ 94/s, past 1000/60 ~ 17/s.
         assert!(f.summary.contains("past the ~17/s"), "{}", f.summary);
         assert!(f.hint.contains("tcp_tw_reuse is 0 (off)"), "{}", f.hint);
+        // Port 5432 is PostgreSQL: a pool, not HTTP keep-alive.
+        assert!(
+            f.hint.contains("PgBouncer") && !f.hint.contains("HTTP"),
+            "{}",
+            f.hint
+        );
     }
 }

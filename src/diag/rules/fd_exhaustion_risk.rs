@@ -58,7 +58,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         } else {
             continue;
         };
-        let owner = who(Some(pid), Some(&p.comm));
+        let label = p.label();
+        let owner = who(Some(pid), Some(&label));
         let stale = p.stale_socket_fds.unwrap_or(0);
         out.push(Finding {
             rule_id: RuleId::FdExhaustionRisk,

@@ -186,6 +186,13 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// How findings name a process: its full name and what it runs
+    /// (`java -jar billing.jar`), escaped; `None` when unknown.
+    pub fn label(&self, pid: Option<u32>) -> Option<String> {
+        pid.and_then(|p| self.snap.processes.get(&p))
+            .map(|p| p.label())
+    }
+
     /// Does the process selection (--pid, --comm) take this process?
     pub fn selected_pid(&self, pid: u32) -> bool {
         let f = self.filter;
@@ -195,7 +202,7 @@ impl Ctx<'_> {
                     .snap
                     .processes
                     .get(&pid)
-                    .is_some_and(|p| f.comms.contains(&p.comm)))
+                    .is_some_and(|p| f.comms.iter().any(|c| c.matches(p))))
     }
 
     pub fn state_count(&self, s: TcpState) -> usize {

@@ -30,7 +30,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         .filter(|(pid, _)| ctx.selected_pid(**pid))
         .filter_map(|(&pid, p)| {
             let n = p.stale_socket_fds.filter(|&n| n > 0)?;
-            let owner = who(Some(pid), Some(&p.comm));
+            let label = p.label();
+            let owner = who(Some(pid), Some(&label));
             Some(Finding {
                 rule_id: RuleId::StaleSocketFds,
                 severity: Severity::Warning,

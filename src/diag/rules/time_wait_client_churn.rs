@@ -21,6 +21,10 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
         .map(|r| format!(" ({:.0} % of {budget} ephemeral ports)", r * 100.0))
         .unwrap_or_default();
     let rate = e.close_rate_per_s.max(e.last_10s_close_rate_per_s);
+    let service = crate::diag::peer::Service::by_port(e.port);
+    let svc = service
+        .map(|s| format!(" ({})", s.name()))
+        .unwrap_or_default();
     let sustainable = f64::from(budget) / 60.0;
     let loopback = e
         .peer
@@ -33,7 +37,8 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
             e.count
         ),
         format!(
-            "This host opens and closes connections to {dest}; each close holds a local port for 60 s, so one destination sustains about {sustainable:.0} new connections/s, and it is closing ~{rate:.0}/s. Reuse connections (HTTP keep-alive, a pool sized to the real concurrency). {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
+            "This host opens and closes connections to {dest}{svc}; each close holds a local port for 60 s, so one destination sustains about {sustainable:.0} new connections/s, and it is closing ~{rate:.0}/s. Fix: {}. {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
+            crate::diag::peer::reuse_advice(service),
             tw_reuse_words(ctx, loopback)
         ),
     )

@@ -1,0 +1,160 @@
+//! Every process behind a listener in trouble. A pre-fork server's master
+//! and workers share one listening socket (one inode, held by each after
+//! fork()), so the attribution walk, which stops at the first holder,
+//! names only one of them. When a listener has children nobody accepted,
+//! the owner's family (its parent, its children, their children) is
+//! read: every holder of the listener is recorded, and so is who holds
+//! the accepted connections on its port (ESTABLISHED ones are not
+//! attributed by default), so the report can tell a hung master from a
+//! saturated worker pool. SO_REUSEPORT listeners are separate sockets,
+//! each found by the walk on its own.
+
+use super::procmap::socket_inode;
+use crate::model::{Snapshot, TcpState};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// Processes read at most per listener port (a family larger than this
+/// is cut, and the evidence says so by what it lists).
+const MAX_FAMILY: usize = 256;
+
+pub fn find(snap: &mut Snapshot, proc_root: &Path) {
+    // Ports with children nobody accepted, and their listeners' owners.
+    let troubled: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.inode == 0 && matches!(s.state, TcpState::Established | TcpState::CloseWait))
+        .map(|s| s.local.port())
+        .collect();
+    if troubled.is_empty() {
+        return;
+    }
+    let owners: HashSet<u32> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen && troubled.contains(&s.local.port()))
+        .filter_map(|s| s.pid)
+        .collect();
+    if owners.is_empty() {
+        return;
+    }
+    let parents = parent_pids(proc_root);
+    let mut family: HashSet<u32> = HashSet::new();
+    for &o in &owners {
+        family.insert(o);
+        if let Some(&pp) = parents.get(&o).filter(|&&pp| pp > 1) {
+            family.insert(pp);
+        }
+    }
+    // Children and grandchildren of everyone found so far.
+    for _ in 0..2 {
+        let more: Vec<u32> = parents
+            .iter()
+            .filter(|(_, pp)| family.contains(pp))
+            .map(|(p, _)| *p)
+            .collect();
+        family.extend(more);
+        if family.len() > MAX_FAMILY {
+            break;
+        }
+    }
+    // Inodes worth looking for: the listeners, and the accepted sockets
+    // on those ports nobody is known to hold.
+    let mut wanted: HashMap<u32, usize> = HashMap::new();
+    for (i, s) in snap.sockets.iter().enumerate() {
+        if s.inode != 0
+            && troubled.contains(&s.local.port())
+            && (s.state == TcpState::Listen || s.pid.is_none())
+        {
+            wanted.insert(s.inode, i);
+        }
+    }
+    let mut shared: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut comms: Vec<u32> = Vec::new();
+    for &pid in family.iter().take(MAX_FAMILY) {
+        let Ok(dir) = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(ino) = std::fs::read_link(e.path())
+                .ok()
+                .and_then(|l| socket_inode(l.as_os_str().as_encoded_bytes()))
+            else {
+                continue;
+            };
+            let Some(&i) = wanted.get(&ino) else { continue };
+            let s = &mut snap.sockets[i];
+            if s.state == TcpState::Listen {
+                if s.pid != Some(pid) {
+                    let v = shared.entry(ino).or_default();
+                    if !v.contains(&pid) {
+                        v.push(pid);
+                        comms.push(pid);
+                    }
+                }
+            } else if s.pid.is_none() {
+                s.pid = Some(pid);
+                s.fd = Some(fd);
+                comms.push(pid);
+            }
+        }
+    }
+    for v in shared.values_mut() {
+        v.sort_unstable();
+    }
+    for pid in comms {
+        snap.processes
+            .entry(pid)
+            .or_insert_with(|| crate::model::Process::named(read_comm(proc_root, pid)));
+    }
+    snap.listener_holders = shared;
+}
+
+/// The comm of `pid` (at most 64 bytes: the kernel's is 16).
+fn read_comm(proc_root: &Path, pid: u32) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = std::fs::File::open(proc_root.join(format!("{pid}/comm")))
+        .and_then(|f| f.take(64).read_to_end(&mut buf));
+    String::from_utf8_lossy(&buf).trim_end().to_string()
+}
+
+/// pid -> parent pid, from /proc/PID/stat (the field after the comm).
+fn parent_pids(proc_root: &Path) -> HashMap<u32, u32> {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let mut stat = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(e.path().join("stat")).ok()?, 1024),
+                &mut stat,
+            )
+            .ok()?;
+            Some((pid, parse_ppid(&stat)?))
+        })
+        .collect()
+}
+
+/// The ppid field of /proc/PID/stat: after the last ')' (the comm may
+/// hold spaces and parentheses), skip the state.
+pub fn parse_ppid(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ppid_survives_odd_comms() {
+        assert_eq!(super::parse_ppid(b"42 (gunicorn) S 7 42 42 0"), Some(7));
+        assert_eq!(super::parse_ppid(b"42 (a) b) c) R 9 1"), Some(9));
+        assert_eq!(super::parse_ppid(b"42 (x"), None);
+    }
+}
