@@ -70,6 +70,20 @@ inet_payloads() { # dump-file max
 copy netlink_decode "${dumps[@]}"
 for f in "${dumps[@]}"; do inet_payloads "$f" 8; done
 copy replay_from_bytes "${dumps[@]}" "${json[@]}"
+# replay_stream reads its first byte as the read size: the same files,
+# each behind a byte giving reads of 1, 8 and 256 bytes.
+mkdir -p "$corpus/replay_stream"
+for f in "${dumps[@]}" "${json[@]}"; do
+  for n in 000 007 377; do
+    { printf "\\$n"; cat "$f"; } > "$corpus/replay_stream/$(basename "$f").$n"
+  done
+done
+# kill_plan: a plan as `cwdiag kill --json` prints it.
+mkdir -p "$corpus/kill_plan"
+cat > "$corpus/kill_plan/plan.json" <<'PLAN'
+{"schema_version":1,"kind":"cwdiag-kill-plan","sockets":[{"cookie":4097,"state":"CLOSE_WAIT","local":"127.0.0.1:8080","peer":"127.0.0.1:50312","pid":4242,"comm":"app"},{"cookie":4098,"state":"CLOSE_WAIT","local":"[::1]:8080","peer":"[::1]:50313"}]}
+PLAN
+printf '0x1f3a' > "$corpus/kill_plan/cookie"
 copy snapshot_json "${json[@]}"
 # /proc text: the external samples, and this machine's own files.
 proc_tcp=() proc_text=()

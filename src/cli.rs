@@ -153,6 +153,23 @@ pub struct KillArgs {
     /// Really destroy the sockets (default: only list what would be hit).
     #[arg(long)]
     pub yes: bool,
+
+    /// Act only on the socket with this cookie (repeatable), as the dry
+    /// run's COOKIE column shows it (0x1f3a or decimal). Replaces the
+    /// selection flags; a listener is never destroyed.
+    #[arg(long = "cookie", value_name = "COOKIE", value_parser = crate::killplan::parse_cookie, value_delimiter = ',', conflicts_with = "plan")]
+    pub cookies: Vec<u64>,
+
+    /// Act only on the sockets of FILE, a plan saved from a dry run with
+    /// `--json`, that still exist with the same cookie, state and
+    /// addresses; the rest are reported as gone or changed and left alone.
+    /// Replaces the selection flags.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+
+    /// Dry run only: print the selection as JSON, a plan for --plan.
+    #[arg(long, conflicts_with = "yes")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +224,9 @@ pub struct SelectArgs {
 pub struct SourceArgs {
     /// Read a capture instead of the live kernel: a cwdiag JSON snapshot
     /// (`cwdiag snapshot`), a dump written by `cwdiag scan --record` or by
-    /// `ss -ntaD FILE`. The format is detected from the content.
+    /// `ss -ntaD FILE`. The format is detected from the content. A dump is
+    /// read as a stream and must end with NLMSG_DONE (else it is
+    /// truncated: exit 2); FIFOs are refused.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "netns_pid", "all_netns", "source"])]
     pub from: Option<PathBuf>,
 
@@ -282,7 +301,9 @@ pub struct ScanArgs {
 
     /// Also save the raw netlink replies to FILE, in the format `ss -D`
     /// writes, plus owners and sysctls in FILE.cwdiag.json, so that
-    /// `--from FILE` reproduces this report.
+    /// `--from FILE` reproduces this report. Both are mode 0600 and written
+    /// as --output is (no symlinks followed, no other user's file
+    /// replaced); a FIFO or device gets the dump only.
     #[arg(long, value_name = "FILE", conflicts_with = "from")]
     pub record: Option<PathBuf>,
 
@@ -316,8 +337,10 @@ pub struct ScanArgs {
     #[arg(short = 'H', long, help_heading = "Output")]
     pub no_header: bool,
 
-    /// Write the output to FILE atomically (temp file + rename), e.g. for
-    /// node_exporter's textfile collector, instead of stdout.
+    /// Write the output to FILE atomically (a new file, mode 0644, renamed
+    /// into place), e.g. for node_exporter's textfile collector, instead of
+    /// stdout. Symlinks and files owned by other users are refused; `-`,
+    /// /dev/stdout, a FIFO or /dev/null are written in place.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub output: Option<PathBuf>,
 

@@ -29,7 +29,11 @@ fn main() -> ExitCode {
     match app::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cwdiag: {e:#}");
+            // Errors quote file names and contents: escape them as all text.
+            eprintln!(
+                "cwdiag: {}",
+                cwdiag::report::escape::Escaped(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

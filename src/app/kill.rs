@@ -1,8 +1,11 @@
 //! `cwdiag kill`: destroy selected sockets with SOCK_DESTROY (dry run by
-//! default).
+//! default). With `--plan FILE` or `--cookie C`, only reviewed sockets that
+//! still exist unchanged are acted on.
 
 use super::{collect_selected, filter_of};
 use crate::collect::{Attribute, Plan};
+use crate::killplan::{self, KillPlan, Planned};
+use crate::model::{Socket, TcpState};
 use crate::output::emit;
 use crate::report;
 use anyhow::Result;
@@ -11,12 +14,40 @@ use std::process::ExitCode;
 /// Printed with every `kill`, dry run or not.
 const KILL_WARNING: &str = "note: destroying a socket resets the connection (RST) and returns ECONNABORTED to the application, but its file descriptor stays leaked until the application calls close(): this is first aid, not a fix.";
 
+/// Changed sockets listed by cookie, at most.
+const LISTED_CHANGED: usize = 10;
+
+fn read_plan(path: &std::path::Path) -> Result<KillPlan> {
+    let name = path.display().to_string();
+    let c = crate::collect::fsread::read_named(path, killplan::MAX_PLAN)
+        .map_err(|e| anyhow::anyhow!("cannot read --plan {name}: {e}"))?;
+    if c.truncated {
+        anyhow::bail!(
+            "{name}: larger than {} bytes: not a kill plan",
+            killplan::MAX_PLAN
+        );
+    }
+    killplan::parse(&c.bytes, &name).map_err(anyhow::Error::msg)
+}
+
 pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
     use crate::collect::destroy::{self, Destroyer, Outcome};
-    use crate::model::TcpState;
     let filter = filter_of(&args.select);
-    if filter.states.is_empty() {
-        anyhow::bail!("kill: --state is required (e.g. --state close-wait)");
+    let plan_file = args.plan.as_deref().map(read_plan).transpose()?;
+    let reviewed = plan_file.is_some() || !args.cookies.is_empty();
+    let selects = !(filter.states.is_empty()
+        && filter.ports.is_empty()
+        && filter.pids.is_empty()
+        && filter.comms.is_empty()
+        && filter.peer.is_none()
+        && filter.family.is_none());
+    if reviewed && selects {
+        anyhow::bail!(
+            "kill: --plan and --cookie name the sockets: drop the selection flags (--state, --port, ...)"
+        );
+    }
+    if !reviewed && filter.states.is_empty() {
+        anyhow::bail!("kill: --state is required (e.g. --state close-wait), or --plan / --cookie");
     }
     if filter.states.contains(&TcpState::Listen) {
         anyhow::bail!(
@@ -31,7 +62,19 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
             "kill --yes needs root or CAP_NET_ADMIN (the dry run without --yes works for everyone)"
         );
     }
-    let mut plan = Plan::for_filter(&filter);
+    let mut plan = match &plan_file {
+        Some(p) => {
+            let mut states: Vec<TcpState> = p.sockets.iter().map(|s| s.state).collect();
+            states.dedup();
+            if states.is_empty() {
+                // Nothing reviewed: dump as little as possible.
+                states.push(TcpState::CloseWait);
+            }
+            Plan::new(&states)
+        }
+        None if reviewed => Plan::new(&[]),
+        None => Plan::for_filter(&filter),
+    };
     plan.tcp_info = false;
     // Selection by process needs owners for every selected state.
     if filter.needs_owner() {
@@ -42,17 +85,49 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
         .snapshots
         .first()
         .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-    let process_of = |s: &crate::model::Socket| s.pid.and_then(|p| snap.processes.get(&p));
-    let chosen: Vec<&crate::model::Socket> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.state != TcpState::Listen && filter.matches(s, process_of(s)))
-        .collect();
+    let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
     let mut out: String = c
         .selection
         .iter()
-        .map(|w| format!("warning: {w}\n"))
+        .map(|w| format!("warning: {}\n", crate::procname::printable(w)))
         .collect();
+    let chosen: Vec<&Socket> = if reviewed {
+        let wanted: Vec<(u64, Option<&Planned>)> = match &plan_file {
+            Some(p) => p.sockets.iter().map(|s| (s.cookie, Some(s))).collect(),
+            None => args.cookies.iter().map(|&c| (c, None)).collect(),
+        };
+        let m = killplan::matches(&wanted, &snap.sockets);
+        out.push_str(&format!(
+            "reviewed {}: {} still present, {} gone (closed since the review), {} changed (left alone)\n",
+            m.present.len() + m.gone.len() + m.changed.len(),
+            m.present.len(),
+            m.gone.len(),
+            m.changed.len()
+        ));
+        for (cookie, why) in m.changed.iter().take(LISTED_CHANGED) {
+            out.push_str(&format!("  changed {cookie:#x}: {why}\n"));
+        }
+        if m.changed.len() > LISTED_CHANGED {
+            out.push_str(&format!(
+                "  ... and {} more changed\n",
+                m.changed.len() - LISTED_CHANGED
+            ));
+        }
+        m.present
+    } else {
+        snap.sockets
+            .iter()
+            .filter(|s| s.state != TcpState::Listen && filter.matches(s, process_of(s)))
+            .collect()
+    };
+    if args.json {
+        let doc = KillPlan::of(&chosen, |s| process_of(s).map(|p| p.comm.clone()));
+        emit(&report::json::render(&doc)?)?;
+        // stdout is the plan; the rest goes to stderr.
+        eprint!("{out}");
+        eprintln!("{KILL_WARNING}");
+        return Ok(ExitCode::SUCCESS);
+    }
     out.push_str(&report::kill::list(&chosen, &snap.processes));
     let mut code = ExitCode::SUCCESS;
     if !args.yes {

@@ -200,22 +200,45 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
     Ok(out)
 }
 
-/// Live collection that also writes the raw replies and a sidecar.
+/// Live collection that also writes the raw replies and a sidecar (both
+/// through [`crate::outfile`], mode 0600). A dump written in place (stdout,
+/// a FIFO, a device) gets no sidecar: there is no file to put it beside.
 fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
+    use crate::outfile::{self, OutFile};
     use std::io::Write;
     let name = path.display();
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?;
+    // Both targets are checked before anything is collected or written.
+    let file = OutFile::create(path, outfile::RECORD_MODE)?;
+    let stream = outfile::is_stream(&file);
+    let side_path = collect::replay::sidecar_path(path);
+    let side = if stream {
+        None
+    } else {
+        Some(OutFile::create(&side_path, outfile::RECORD_MODE)?)
+    };
     let mut out = std::io::BufWriter::new(file);
     let mut rec = |b: &[u8]| -> Result<()> {
         out.write_all(b)
             .with_context(|| format!("cannot write {name}"))
     };
-    let snap = collect::live(plan, Some(&mut rec))?;
-    out.flush()
-        .with_context(|| format!("cannot write {name}"))?;
-    let side = collect::replay::sidecar_path(path);
+    let mut snap = collect::live(plan, Some(&mut rec))?;
+    let Some(mut side) = side else {
+        out.into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
+            .commit()?;
+        snap.warnings.push(format!(
+            "--record {name} is not a regular file: no sidecar written, so a replay will not know owners or sysctls"
+        ));
+        return Ok(snap);
+    };
     let json = report::json::render(&collect::replay::Sidecar::of(&snap))?;
-    std::fs::write(&side, json).with_context(|| format!("cannot write {}", side.display()))?;
+    side.write_all(json.as_bytes())
+        .with_context(|| format!("cannot write {}", side_path.display()))?;
+    // The sidecar first: a dump is never left without the sidecar it needs.
+    side.commit()?;
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {name}: {}", e.error()))?
+        .commit()?;
     Ok(snap)
 }
 
@@ -237,7 +260,11 @@ fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> 
 
 fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
     match netns {
-        Some(n) => format!("=== network namespace {} (net:[{}]) ===\n", n.name, n.inode),
+        Some(n) => format!(
+            "=== network namespace {} (net:[{}]) ===\n",
+            report::escape::Escaped(&n.name),
+            n.inode
+        ),
         None => String::new(),
     }
 }

@@ -71,7 +71,7 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     };
     collect::timing("scan", started);
     match &args.output {
-        Some(path) => report::prometheus::write_atomic(path, &text)?,
+        Some(path) => crate::outfile::write(path, text.as_bytes(), crate::outfile::OUTPUT_MODE)?,
         None => emit(&text)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -74,11 +74,13 @@ pub fn parse_sockstat(text: &str) -> BTreeMap<String, u64> {
     out
 }
 
-/// Reads the counters of the network namespace of the calling thread.
-pub fn read(proc_root: &Path) -> BTreeMap<String, u64> {
+/// Reads the counters of the network namespace of the calling thread;
+/// files cut at their size cap are named in `warnings`.
+pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {
     let net = super::net_dir(proc_root);
     let mut out = BTreeMap::new();
-    if let Ok(t) = std::fs::read_to_string(net.join("netstat")) {
+    let mut text = |file: &str| super::fsread::small_text(&net.join(file), warnings);
+    if let Some(t) = text("netstat") {
         let all = parse_header_value_pairs(&t);
         for k in TCP_EXT {
             let key = format!("TcpExt.{k}");
@@ -87,7 +89,7 @@ pub fn read(proc_root: &Path) -> BTreeMap<String, u64> {
             }
         }
     }
-    if let Ok(t) = std::fs::read_to_string(net.join("snmp")) {
+    if let Some(t) = text("snmp") {
         let all = parse_header_value_pairs(&t);
         for k in TCP {
             let key = format!("Tcp.{k}");
@@ -97,7 +99,7 @@ pub fn read(proc_root: &Path) -> BTreeMap<String, u64> {
         }
     }
     for file in ["sockstat", "sockstat6"] {
-        if let Ok(t) = std::fs::read_to_string(net.join(file)) {
+        if let Some(t) = text(file) {
             out.extend(
                 parse_sockstat(&t)
                     .into_iter()

@@ -109,7 +109,8 @@ impl Destroyer {
 /// its effective set.
 pub fn has_net_admin(proc_root: &std::path::Path) -> bool {
     const CAP_NET_ADMIN: u32 = 12;
-    let Ok(status) = std::fs::read_to_string(proc_root.join("self/status")) else {
+    let Some(status) = super::fsread::small_text(&proc_root.join("self/status"), &mut Vec::new())
+    else {
         return false;
     };
     status

@@ -115,11 +115,9 @@ pub fn find(snap: &mut Snapshot, proc_root: &Path) {
 
 /// The comm of `pid` (at most 64 bytes: the kernel's is 16).
 fn read_comm(proc_root: &Path, pid: u32) -> String {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    let _ = std::fs::File::open(proc_root.join(format!("{pid}/comm")))
-        .and_then(|f| f.take(64).read_to_end(&mut buf));
-    String::from_utf8_lossy(&buf).trim_end().to_string()
+    super::fsread::read(&proc_root.join(format!("{pid}/comm")), 64)
+        .map(|c| c.text().trim_end().to_string())
+        .unwrap_or_default()
 }
 
 /// pid -> parent pid, from /proc/PID/stat (the field after the comm).
@@ -130,13 +128,8 @@ fn parent_pids(proc_root: &Path) -> HashMap<u32, u32> {
     dir.flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let mut stat = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::open(e.path().join("stat")).ok()?, 1024),
-                &mut stat,
-            )
-            .ok()?;
-            Some((pid, parse_ppid(&stat)?))
+            let stat = super::fsread::read(&e.path().join("stat"), 1024).ok()?;
+            Some((pid, parse_ppid(&stat.bytes)?))
         })
         .collect()
 }

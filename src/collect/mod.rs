@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod decode;
 pub mod destroy;
+pub mod fsread;
 pub mod holders;
 pub mod identity;
 pub mod multi;
@@ -121,8 +122,7 @@ pub fn now_ms() -> u64 {
 /// stderr (for BENCHMARKS.md work; off by default).
 pub fn timing(step: &str, since: std::time::Instant) {
     if std::env::var_os("CWDIAG_TIMING").is_some() {
-        let peak = std::fs::read_to_string("/proc/self/status")
-            .ok()
+        let peak = fsread::small_text(std::path::Path::new("/proc/self/status"), &mut Vec::new())
             .and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
@@ -160,14 +160,21 @@ pub(crate) fn finish(
     }
     timing("holders", t1);
     let t2 = std::time::Instant::now();
+    // Files cut at their size cap, named in the snapshot's warnings.
+    let mut read_warnings = Vec::new();
     if plan.attribute != Attribute::Nothing {
-        enrich_owners(snap, plan, tables);
+        enrich_owners(snap, plan, tables, &mut read_warnings);
     }
     timing("enrich", t2);
     // Last, so that holders of stale fds the enrichment added are named too.
     let t = std::time::Instant::now();
     identify_owners(snap, &plan.proc_root);
     timing("identify owners", t);
+    for w in read_warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
+    }
 }
 
 /// The tables of the calling thread's namespace (sockets, counters,
@@ -181,7 +188,9 @@ pub(crate) fn read_tables(
 ) -> Result<(Snapshot, Option<procmap::Owners>)> {
     let taken_at_ms = now_ms();
     let t0 = std::time::Instant::now();
-    let counters = counters::read(&plan.proc_root);
+    // Files cut at their size cap, named in the snapshot's warnings.
+    let mut read_warnings = Vec::new();
+    let counters = counters::read(&plan.proc_root, &mut read_warnings);
     // Reserve for every socket when all states are dumped; a filtered dump
     // is usually much smaller, so let it grow.
     let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states()
@@ -215,7 +224,7 @@ pub(crate) fn read_tables(
     };
     let (sockets, mut warnings, kind, owners) = match plan.source {
         SourceChoice::Proc => (
-            procnet::read(&plan.proc_root)?,
+            procnet::read(&plan.proc_root, &mut read_warnings)?,
             Vec::new(),
             SourceKind::Proc,
             None,
@@ -227,9 +236,10 @@ pub(crate) fn read_tables(
         SourceChoice::Auto => match netlink(record) {
             Ok((s, w, o)) => (s, w, SourceKind::Netlink, o),
             Err(e) => {
-                let mut socks = procnet::read(&plan.proc_root).with_context(|| {
-                    format!("sock_diag failed ({e:#}) and so did the /proc fallback")
-                })?;
+                let mut socks =
+                    procnet::read(&plan.proc_root, &mut read_warnings).with_context(|| {
+                        format!("sock_diag failed ({e:#}) and so did the /proc fallback")
+                    })?;
                 // /proc/net/tcp has no kernel filter: apply the plan's here.
                 socks.retain(|s| {
                     plan.states & s.state.mask_bit() != 0
@@ -253,7 +263,7 @@ pub(crate) fn read_tables(
             "source is /proc/net/tcp (--source proc): no timers, cookies or ages".to_string(),
         );
     }
-    let snap = Snapshot {
+    let mut snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
@@ -262,11 +272,16 @@ pub(crate) fn read_tables(
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: Default::default(),
-        sysctls: sysctl::read(&plan.proc_root),
+        sysctls: sysctl::read(&plan.proc_root, &mut read_warnings),
         counters,
         warnings,
     };
     timing("dump", t0);
+    for w in read_warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
+    }
     Ok((snap, owners))
 }
 
@@ -287,6 +302,7 @@ fn enrich_owners(
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    warnings: &mut Vec<String>,
 ) {
     let pids: HashSet<u32> = snap
         .sockets
@@ -309,8 +325,12 @@ fn enrich_owners(
     if pids.is_empty() && !sweep {
         return;
     }
-    let known: Option<rustc_hash::FxHashSet<u64>> = complete_dump.then(|| {
-        let mut k = procinfo::other_table_inodes(&net_dir(&plan.proc_root));
+    let known: Option<rustc_hash::FxHashSet<u64>> = if complete_dump {
+        procinfo::other_table_inodes(&net_dir(&plan.proc_root), warnings)
+    } else {
+        None
+    }
+    .map(|mut k| {
         k.extend(
             snap.sockets
                 .iter()
@@ -322,7 +342,14 @@ fn enrich_owners(
     let mut candidates = Vec::new();
     for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            let c = procinfo::enrich(&plan.proc_root, pid, p, tables.get(&pid), known.as_ref());
+            let c = procinfo::enrich(
+                &plan.proc_root,
+                pid,
+                p,
+                tables.get(&pid),
+                known.as_ref(),
+                warnings,
+            );
             if runtime::is_go(&plan.proc_root, pid) {
                 p.runtime = Some("Go".to_string());
             }
@@ -392,7 +419,7 @@ fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet
             ports: Vec::new(),
         })
         .ok(),
-        _ => procnet::read(&plan.proc_root)
+        _ => procnet::read(&plan.proc_root, &mut Vec::new())
             .ok()
             .map(|v| v.iter().map(|s| s.inode).filter(|&i| i != 0).collect()),
     }
@@ -465,6 +492,11 @@ fn apply_owners(
     }
     // The "no known owner" warning is the report's, worded for the
     // filtered view (diag::classify); the snapshot carries the numbers.
+    for w in owners.warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
+    }
     snap.processes = owners.processes;
     snap.attribution = owners.stats;
     snap.attribution.as_root = rustix::process::geteuid().is_root();

@@ -108,8 +108,11 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
             let name = if Some(meta.ino()) == host {
                 "host".to_string()
             } else {
-                let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-                    .unwrap_or_default();
+                let comm = super::fsread::small_text(
+                    &proc_root.join(pid.to_string()).join("comm"),
+                    &mut Vec::new(),
+                )
+                .unwrap_or_default();
                 format!("pid:{pid}({})", comm.trim())
             };
             Target {
@@ -129,7 +132,15 @@ pub fn run_in<T: Send + 'static>(
     target: &Target,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let file = std::fs::File::open(&target.path).with_context(|| {
+    // Non-blocking and close-on-exec: whatever is at the path, opening it
+    // cannot hang, and setns refuses anything that is not a namespace.
+    let file = rustix::fs::open(
+        &target.path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .with_context(|| {
         format!(
             "cannot open network namespace {} ({})",
             target.info.name,

@@ -22,11 +22,11 @@ pub fn enrich(
     p: &mut Process,
     table: Option<&FdTable>,
     known: Option<&FxHashSet<u64>>,
+    warnings: &mut Vec<String>,
 ) -> Vec<(u32, u32)> {
     let dir = proc_root.join(pid.to_string());
-    if let Ok(limits) = std::fs::File::open(dir.join("limits"))
-        .map_err(|_| ())
-        .and_then(|f| procfs_core::process::Limits::from_read(f).map_err(|_| ()))
+    if let Some(limits) = super::fsread::small_text(&dir.join("limits"), warnings)
+        .and_then(|t| procfs_core::process::Limits::from_read(t.as_bytes()).ok())
     {
         p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
         p.nofile_hard = limit_value(&limits.max_open_files.hard_limit);
@@ -159,8 +159,11 @@ pub fn container_id(path: &str) -> Option<String> {
 }
 
 /// Socket inodes of the non-TCP tables in `/proc/net` of the calling
-/// thread's namespace (UDP, raw, UNIX, netlink, packet).
-pub fn other_table_inodes(net: &Path) -> FxHashSet<u64> {
+/// thread's namespace (UDP, raw, UNIX, netlink, packet). `None` when a
+/// table was cut at its size cap (named in `warnings`): the set would then
+/// miss sockets, and every fd of theirs would look stale.
+pub fn other_table_inodes(net: &Path, warnings: &mut Vec<String>) -> Option<FxHashSet<u64>> {
+    use super::fsread;
     let mut out = FxHashSet::default();
     for (file, col) in [
         ("udp", Some(9)),
@@ -175,12 +178,17 @@ pub fn other_table_inodes(net: &Path) -> FxHashSet<u64> {
         ("netlink", None),
         ("packet", None),
     ] {
-        let Ok(text) = std::fs::read_to_string(net.join(file)) else {
+        let path = net.join(file);
+        let Ok(c) = fsread::read(&path, fsread::TABLE) else {
             continue;
         };
-        out.extend(inode_column(&text, col));
+        if c.truncated {
+            c.note(&path, fsread::TABLE, warnings);
+            return None;
+        }
+        out.extend(inode_column(&c.text(), col));
     }
-    out
+    Some(out)
 }
 
 /// Inode column (`col`, or the last one) of a `/proc/net` table.

@@ -26,6 +26,8 @@ pub struct Owners {
     /// For owners found: what the walk already read of their fd tables,
     /// so later steps need not read it again.
     pub tables: HashMap<u32, FdTable>,
+    /// Files that were cut at their size cap.
+    pub warnings: Vec<String>,
 }
 
 impl Owners {
@@ -39,6 +41,11 @@ impl Owners {
         }
         for (pid, t) in o.tables {
             self.tables.entry(pid).or_insert(t);
+        }
+        for w in o.warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
         }
         let (s, t) = (&mut self.stats, o.stats);
         s.wanted_sockets += t.wanted_sockets;
@@ -235,9 +242,23 @@ pub fn find_owners_in(
     }
     for pid in found_in {
         let pid_str = pid.to_string();
-        let comm = read_comm(&root, &pid_str).unwrap_or_else(|| "?".to_string());
+        let comm = read_small(
+            &root,
+            proc_root,
+            &format!("{pid_str}/comm"),
+            COMM_CAP,
+            &mut out.warnings,
+        )
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|| "?".to_string());
         let mut p = Process::named(comm);
-        if let Some(cg) = read_small(&root, &format!("{pid_str}/cgroup"), 4096) {
+        if let Some(cg) = read_small(
+            &root,
+            proc_root,
+            &format!("{pid_str}/cgroup"),
+            super::fsread::SMALL,
+            &mut out.warnings,
+        ) {
             p.cgroup = super::procinfo::cgroup_path(&cg);
             p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
         }
@@ -755,22 +776,21 @@ pub fn socket_inode(link: &[u8]) -> Option<u32> {
     std::str::from_utf8(rest).ok()?.parse().ok()
 }
 
-fn read_comm(root: &rustix::fd::OwnedFd, pid: &str) -> Option<String> {
-    read_small(root, &format!("{pid}/comm"), 64).map(|c| c.trim_end().to_string())
-}
+/// `comm` is at most 15 bytes and a newline (`TASK_COMM_LEN`).
+const COMM_CAP: usize = 64;
 
-/// Reads up to `max` bytes of a small /proc file relative to `root`.
-fn read_small(root: &rustix::fd::OwnedFd, path: &str, max: usize) -> Option<String> {
-    let fd = openat(root, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let mut buf = vec![0u8; max];
-    let mut n = 0;
-    while n < max {
-        match rustix::io::read(&fd, &mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+/// Reads up to `max` bytes of a small /proc file relative to `root` (see
+/// [`super::fsread`]); a cut file is named in `warnings`.
+fn read_small(
+    root: &rustix::fd::OwnedFd,
+    proc_root: &Path,
+    path: &str,
+    max: usize,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    let c = super::fsread::read_at(root, path, max).ok()?;
+    c.note(&proc_root.join(path), max, warnings);
+    Some(c.text())
 }
 
 #[cfg(test)]

@@ -45,14 +45,28 @@ pub fn parse(text: &[u8], name: &str) -> Result<Vec<Socket>> {
         .collect()
 }
 
-/// Reads both tables of the calling thread's namespace under `proc_root`.
-pub fn read(proc_root: &Path) -> Result<Vec<Socket>> {
+/// Reads both tables of the calling thread's namespace under `proc_root`;
+/// a table cut at its size cap is named in `warnings`.
+pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> Result<Vec<Socket>> {
+    use super::fsread;
     let net = super::net_dir(proc_root);
     let mut out = Vec::new();
     for file in ["tcp", "tcp6"] {
         let path = net.join(file);
-        match std::fs::read(&path) {
-            Ok(bytes) => out.extend(parse(&bytes, &path.display().to_string())?),
+        match fsread::read(&path, fsread::TABLE) {
+            Ok(mut c) => {
+                if c.truncated {
+                    // Keep whole lines only: the cut one would not parse.
+                    let end = c
+                        .bytes
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1);
+                    c.bytes.truncate(end);
+                    c.note(&path, fsread::TABLE, warnings);
+                }
+                out.extend(parse(&c.bytes, &path.display().to_string())?)
+            }
             // No IPv6 in this kernel: nothing to read.
             Err(e) if file == "tcp6" && e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -105,7 +119,7 @@ mod tests {
     fn live_tables_match_the_listener_we_open() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let socks = read(Path::new("/proc")).unwrap();
+        let socks = read(Path::new("/proc"), &mut Vec::new()).unwrap();
         assert!(
             socks
                 .iter()

@@ -3,7 +3,6 @@
 //! page of every executable it links, so the runtime of a process whose
 //! name says nothing (`billing-sync`) can still be told.
 
-use std::io::Read;
 use std::path::Path;
 
 /// Bytes of the executable read: the note sits right after the headers.
@@ -18,23 +17,9 @@ pub fn is_go(proc_root: &Path, pid: u32) -> bool {
 /// Opened without blocking, and read only if it is a regular file (a
 /// FIFO planted under `--proc-root` cannot stall the scan).
 pub fn is_go_file(path: &Path) -> bool {
-    use rustix::fs::{FileType, Mode, OFlags, fstat, open};
-    let Ok(fd) = open(
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    ) else {
-        return false;
-    };
-    if fstat(&fd).map(|st| FileType::from_raw_mode(st.st_mode)) != Ok(FileType::RegularFile) {
-        return false;
-    }
-    let mut head = Vec::new();
-    let ok = std::fs::File::from(fd)
-        .take(HEAD)
-        .read_to_end(&mut head)
-        .is_ok();
-    ok && has_go_note(&head)
+    // `/proc/PID/exe` is a link to follow; what it leads to must still be
+    // a regular file. Only the head is wanted: a longer file is the norm.
+    super::fsread::read_named(path, HEAD as usize).is_ok_and(|c| has_go_note(&c.bytes))
 }
 
 /// An ELF note with namesz 4, type 4 (`NT_GOBUILDID`), name "Go\0\0".

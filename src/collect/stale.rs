@@ -154,23 +154,10 @@ pub fn current_netns(proc_root: &Path) -> Option<u64> {
 }
 
 /// Up to `max` bytes of a small regular file, without following a final
-/// symlink or blocking (a FIFO planted under --proc-root is refused).
+/// symlink or blocking (a FIFO planted under --proc-root is refused): see
+/// [`super::fsread`].
 fn read_capped(path: &Path, max: usize) -> Option<String> {
-    use rustix::fs::{FileType, Mode, OFlags, fstat, open};
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOFOLLOW;
-    let fd = open(path, flags, Mode::empty()).ok()?;
-    if FileType::from_raw_mode(fstat(&fd).ok()?.st_mode) != FileType::RegularFile {
-        return None;
-    }
-    let mut buf = vec![0u8; max];
-    let mut n = 0;
-    while n < max {
-        match rustix::io::read(&fd, &mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    super::fsread::read(path, max).ok().map(|c| c.text())
 }
 
 #[cfg(test)]

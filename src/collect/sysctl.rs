@@ -30,12 +30,13 @@ pub const NAMES: &[&str] = &[
     "net.core.somaxconn",
 ];
 
-/// Missing files (e.g. `tcp_tw_recycle` on kernels >= 4.12) are skipped.
-pub fn read(proc_root: &Path) -> BTreeMap<String, String> {
+/// Missing files (e.g. `tcp_tw_recycle` on kernels >= 4.12) are skipped;
+/// files cut at their size cap are named in `warnings`.
+pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for name in NAMES {
         let path = proc_root.join("sys").join(name.replace('.', "/"));
-        if let Ok(v) = std::fs::read_to_string(path) {
+        if let Some(v) = super::fsread::small_text(&path, warnings) {
             out.insert(
                 (*name).to_string(),
                 v.split_whitespace().collect::<Vec<_>>().join(" "),

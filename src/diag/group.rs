@@ -144,7 +144,7 @@ pub struct TimeWaitClock {
     /// Sockets by seconds left, [0,10) .. [50,60]; bucket 5 holds the
     /// closes of the last ten seconds.
     pub left_s: [usize; 6],
-    /// Milliseconds since the oldest of them was closed.
+    /// Milliseconds between the oldest and the newest close.
     pub span_ms: u32,
 }
 
@@ -152,16 +152,23 @@ impl TimeWaitClock {
     pub fn of<'a>(socks: impl IntoIterator<Item = &'a Socket>) -> TimeWaitClock {
         let full = TIME_WAIT_LEN_S * 1000;
         let mut c = TimeWaitClock::default();
+        let (mut oldest, mut newest) = (0u32, u32::MAX);
         for s in socks {
             c.count += 1;
             c.left_s[(s.expires_ms / 10_000).min(5) as usize] += 1;
-            c.span_ms = c.span_ms.max(full.saturating_sub(s.expires_ms.min(full)));
+            let ago = full.saturating_sub(s.expires_ms.min(full));
+            oldest = oldest.max(ago);
+            newest = newest.min(ago);
         }
+        // The time the closes took, not the time since the first: a burst
+        // that ended a while ago still closed at its own rate.
+        c.span_ms = oldest.saturating_sub(newest.min(oldest));
         c
     }
 
-    /// Closes per second over the time the sockets span (at least 1 s):
-    /// count / 60 for a steady churn, count / 9 for 9 s of burst.
+    /// Closes per second over the time the closes took (at least 1 s):
+    /// count / 60 for a steady churn, count / 9 for 9 s of burst, however
+    /// long ago the burst ended.
     pub fn rate_per_s(&self) -> f64 {
         if self.count == 0 {
             return 0.0;
@@ -261,5 +268,17 @@ mod tests {
         let c = TimeWaitClock::of(&s.sockets);
         assert!((c.rate_per_s() - 10.0).abs() < 0.5, "{}", c.rate_per_s());
         assert!((c.last_10s_rate_per_s() - 10.0).abs() < 0.5);
+        // 3000 closes in 0.9 s, seen 14 s later: ~3000/s (the 1 s floor),
+        // not 3000 / 15 s.
+        let mut b = SnapBuilder::new();
+        for i in 0..3000u32 {
+            b = b.time_wait("10.0.0.1:40000", "10.0.0.2:80", 46_000 - i * 3 / 10);
+        }
+        let c = TimeWaitClock::of(&b.build().sockets);
+        assert!(
+            (c.rate_per_s() - 3000.0).abs() < 100.0,
+            "{}",
+            c.rate_per_s()
+        );
     }
 }

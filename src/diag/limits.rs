@@ -184,6 +184,14 @@ pub fn evaluate(r: &Report, limits: &Limits, series: &[Series]) -> Outcome {
     }
 }
 
+/// The owner's label (already printable), else its comm escaped.
+fn name_of(names: &std::collections::BTreeMap<u32, String>, pid: u32, comm: &str) -> String {
+    names
+        .get(&pid)
+        .cloned()
+        .unwrap_or_else(|| crate::procname::printable(comm))
+}
+
 /// Plain-text result: one line per limit, offenders under broken ones.
 pub fn render_text(o: &Outcome) -> String {
     let mut out = String::new();
@@ -202,7 +210,7 @@ pub fn render_text(o: &Outcome) -> String {
         );
         for s in &c.growing {
             let who = match (s.pid, &s.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
+                (Some(p), Some(c)) => format!("pid {p} ({})", name_of(&o.names, p, c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };
@@ -225,12 +233,12 @@ pub fn render_text(o: &Outcome) -> String {
                 out,
                 "     {:>6}  {}",
                 s.count,
-                super::words::who(Some(s.pid), Some(o.names.get(&s.pid).unwrap_or(&s.comm)))
+                super::words::who(Some(s.pid), Some(&name_of(&o.names, s.pid, &s.comm)))
             );
         }
         for g in &c.offenders {
             let who = match (g.pid, &g.comm) {
-                (Some(p), Some(c)) => format!("pid {p} ({})", o.names.get(&p).unwrap_or(c)),
+                (Some(p), Some(c)) => format!("pid {p} ({})", name_of(&o.names, p, c)),
                 (Some(p), None) => format!("pid {p}"),
                 _ => "no owner".to_string(),
             };

@@ -224,7 +224,7 @@ pub fn client_fix(service: Option<Service>, runtime: Option<Runtime>) -> Option<
         }
         // Apache HttpClient 4.x/5.x; java.net.http; HttpURLConnection KeepAliveCache.
         (Http | Https | Elasticsearch, Jvm) => {
-            "with Apache HttpClient enable evictIdleConnections (or IdleConnectionEvictor) below the server's keep-alive timeout; java.net.http.HttpClient uses jdk.httpclient.keepalive.timeout"
+            "with Apache HttpClient enable evictIdleConnections (or IdleConnectionEvictor) below the server's keep-alive timeout; java.net.http.HttpClient uses jdk.httpclient.keepalive.timeout; HttpURLConnection's keep-alive cache drops idle connections by itself after 5 s (http.keepAlive.time.server), so a few short-lived ones are expected there"
         }
         // urllib3 connectionpool: no idle eviction, 10 per host.
         (Http | Https | Elasticsearch, CPython) => {

@@ -1,5 +1,6 @@
 //! Rendering: pure functions from a report to text.
 
+pub mod escape;
 pub mod json;
 pub mod kill;
 pub mod prometheus;

@@ -1,6 +1,6 @@
 //! Prometheus text exposition format (version 0.0.4) for a [`Report`]:
 //! `cwdiag scan --format prometheus`, the node_exporter textfile collector
-//! (`--output FILE`, written with [`write_atomic`]) and `cwdiag serve`.
+//! (`--output FILE`, written by [`crate::outfile`]) and `cwdiag serve`.
 //!
 //! Every metric is prefixed `cwdiag_` and has `# HELP` and `# TYPE`:
 //!
@@ -36,10 +36,8 @@
 
 use crate::diag::{Direction, Report, Severity};
 use crate::model::TcpState;
-use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// What the exposition adds to the report's numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,48 +340,6 @@ impl<'a> Exposition<'a> {
         }
         let _ = writeln!(self.text, " {value}");
     }
-}
-
-/// Writes `text` to `path` through a temporary file in the same directory
-/// and a rename, so a reader (node_exporter's textfile collector) never
-/// sees a partial file. The temporary name does not end in `.prom`, and the
-/// file is created world-readable (0644 less the umask) so a collector
-/// running as another user can read it.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let name = path
-        .file_name()
-        .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display())));
-    }
-    // Make the rename durable; not worth failing over.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Merges expositions of several namespaces (each rendered with its own
@@ -843,27 +799,5 @@ mod tests {
         assert_eq!(float(f64::NEG_INFINITY), "-Inf");
         assert_eq!(float(1.5), "1.5");
         assert_eq!(float(0.0), "0");
-    }
-
-    #[test]
-    fn write_atomic_replaces_the_file_and_leaves_no_temp() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cwdiag.prom");
-        std::fs::write(&path, "old\n").unwrap();
-        write_atomic(&path, "new\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("cwdiag.prom")]);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o044, 0o044, "not readable by others: {mode:o}");
-
-        let missing = dir.path().join("no/such/dir/cwdiag.prom");
-        let err = format!("{:#}", write_atomic(&missing, "x").unwrap_err());
-        assert!(err.contains("cannot write"), "{err}");
-        assert!(err.contains("no/such/dir/cwdiag.prom"), "{err}");
     }
 }

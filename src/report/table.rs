@@ -2,6 +2,7 @@
 //! TIME_WAIT by port or destination, then the findings with their hints.
 
 use super::Style;
+use super::escape::Escaped;
 use crate::diag::{Direction, Finding, Group, Owner, Report, Severity};
 use crate::model::{SourceKind, TcpState};
 use crate::units::age;
@@ -47,7 +48,7 @@ fn headline(r: &Report) -> String {
     let source = match (&r.source.kind, &r.source.path) {
         (SourceKind::Netlink, _) => "netlink sock_diag".to_string(),
         (SourceKind::Proc, _) => "/proc/net/tcp (fallback)".to_string(),
-        (_, Some(p)) => format!("replay of {p}"),
+        (_, Some(p)) => format!("replay of {}", Escaped(p)),
         (_, None) => "replay".to_string(),
     };
     let a = &r.attribution;
@@ -296,7 +297,7 @@ mod tests {
                 .to_string()
         };
         assert!(row("7").contains("billing-sync-worker -q"), "{text}");
-        assert!(row("8").contains("evil\\u{1b}[2J"), "{text}");
+        assert!(row("8").contains("evil\\x1b[2J"), "{text}");
         assert!(
             !text.contains('\u{1b}'),
             "no raw escape reaches the terminal"

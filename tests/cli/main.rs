@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod hardening;
 mod identity;
 mod live;
 mod namespaces;
@@ -10,6 +11,7 @@ mod netns;
 mod prometheus;
 mod promserver;
 mod readme;
+mod realworld;
 mod replay;
 mod schema;
 mod serve;

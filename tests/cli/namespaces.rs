@@ -233,18 +233,29 @@ fn privileged_actions_refuse_unprivileged_users_with_one_line() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
-            .arg(&bin)
-            .args(args)
-            .output()
-            .unwrap()
+        let start = std::time::Instant::now();
+        loop {
+            let out = Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--",
+                ])
+                .arg(&bin)
+                .args(args)
+                .output()
+                .unwrap();
+            // ETXTBSY: a process forked by a parallel test still holds the
+            // copy's write fd until it execs; it goes away at once.
+            let busy = out.status.code() == Some(126)
+                && String::from_utf8_lossy(&out.stderr).contains("Text file busy");
+            if !busy || start.elapsed() > std::time::Duration::from_secs(10) {
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     };
     for (args, needle) in [
         (

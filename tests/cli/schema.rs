@@ -404,6 +404,48 @@ fn assert_json_matches_the_schema() {
     assert!(!o.checks[0].offenders.is_empty());
 }
 
+/// `cwdiag kill --json`: the plan `kill --plan` reads back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct KillPlan {
+    schema_version: u32,
+    kind: String,
+    sockets: Vec<PlannedSocket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PlannedSocket {
+    cookie: u64,
+    state: String,
+    local: String,
+    peer: String,
+    pid: Option<u64>,
+    comm: Option<String>,
+}
+
+#[test]
+fn kill_plan_json_matches_the_schema() {
+    // A dry run touches nothing, and works for everyone.
+    let out = run(&["kill", "--state", "close-wait,time-wait", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: KillPlan = serde_json::from_slice(&out.stdout).expect("plan matches the schema");
+    assert_eq!((p.schema_version, p.kind.as_str()), (1, "cwdiag-kill-plan"));
+    for s in &p.sockets {
+        assert!(
+            ["CLOSE_WAIT", "TIME_WAIT"].contains(&s.state.as_str()),
+            "{s:?}"
+        );
+        assert_ne!(s.cookie, 0);
+    }
+}
+
 /// A snapshot built to raise every single-snapshot rule at once.
 fn every_rule_snapshot() -> String {
     let mut sockets = Vec::new();

@@ -66,8 +66,9 @@ pub fn words(
                 .map(|s| format!(" ({})", s.name()))
                 .unwrap_or_default();
             let summary = format!(
-                "{} to {dest}{svc} held by {who}: the server closed them{idle}{goodbye}; never read since",
+                "{} to {dest}{svc} held by {who}: the server closed {}{idle}{goodbye}; never read since",
                 plural(e.count, "CLOSE_WAIT socket", "CLOSE_WAIT sockets"),
+                if e.count == 1 { "it" } else { "them" },
             );
             let closer = match service {
                 Some(s) => format!("{}.", s.idle_close_setting()),
@@ -84,8 +85,8 @@ pub fn words(
                 )
             } else if e.count <= p.pool_bound {
                 format!(
-                    "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} sockets fit a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
-                    e.count
+                    "Two causes fit: a pool that checks connections only when it hands them out (expected: up to the pool size per destination, steady), or connections and responses the code never closes (the count keeps growing). {} a bounded pool; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells: a steady count is the pool, a rising one a leak.",
+                    plural(e.count, "socket fits", "sockets fit")
                 )
             } else {
                 format!(
@@ -93,7 +94,10 @@ pub fn words(
                     e.count
                 )
             };
+            // Beyond any pool, idle-eviction settings would only hide the
+            // leak (the server's idle timeout is what makes it visible).
             let fix = match client_fix(service, runtime) {
+                _ if e.count > p.pool_bound => "Fix: close every client, connection and response the code opens, and share one pool per destination instead of creating one per request.".to_string(),
                 Some(f) => format!("Fix: {f}."),
                 None => "Fix: evict idle connections sooner than the server's idle timeout (an idle timeout or maximum lifetime in the pool), and close every connection and response the code opens.".to_string(),
             };
@@ -222,6 +226,12 @@ mod tests {
         let leak = &findings_of(RuleId::CloseWaitNeverRead, &c[2])[0];
         assert!(
             leak.hint.contains("more than a pool keeps"),
+            "{}",
+            leak.hint
+        );
+        // Eviction settings would hide a leak, not fix it.
+        assert!(
+            leak.hint.contains("close every client") && !leak.hint.contains("evict"),
             "{}",
             leak.hint
         );

@@ -5,7 +5,7 @@
 use super::time_wait::tw_reuse_words;
 use super::{Ctx, Doc, Evidence, RuleId};
 use crate::diag::group::{TimeWaitClock, round3};
-use crate::diag::report::{Finding, Severity, TIME_WAIT_LEN_S};
+use crate::diag::report::{Finding, Severity};
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -71,7 +71,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             };
             let dest = SocketAddr::new(dst, dport).to_string();
             let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
-            let sustainable = f64::from(budget) / f64::from(TIME_WAIT_LEN_S);
+            let sustainable = f64::from(budget)
+                / f64::from(super::time_wait::port_hold_s(ctx, dst.is_loopback()));
             let e = PortsEvidence {
                 state: TcpState::TimeWait,
                 count: held,

@@ -64,10 +64,28 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 port_ratio: ratio,
             };
             let (rule_id, severity, summary, hint) = if outbound {
-                let severity = if ratio.is_some_and(|r| r >= ctx.policy.port_ratio_crit) {
+                // Critical when the ports held now near the budget; a
+                // warning also when the recent close rate would hold half
+                // of it after a whole TIME_WAIT length. Churn well inside
+                // the budget is worth knowing, not a page.
+                let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
+                let loopback = e
+                    .peer
+                    .as_deref()
+                    .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+                    .is_some_and(|a| a.ip().is_loopback());
+                let hold = port_hold_s(ctx, loopback);
+                let steady =
+                    (ctx.budget > 0).then(|| rate * f64::from(hold) / f64::from(ctx.budget));
+                let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
+                let severity = if at(ratio, ctx.policy.port_ratio_crit) {
                     Severity::Critical
-                } else {
+                } else if at(ratio, ctx.policy.port_ratio_warn)
+                    || at(steady, ctx.policy.port_ratio_warn)
+                {
                     Severity::Warning
+                } else {
+                    Severity::Info
                 };
                 let (s, h) = super::time_wait_client_churn::words(&e, ctx);
                 (RuleId::TimeWaitClientChurn, severity, s, h)
@@ -89,6 +107,24 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
 /// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
 /// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
 /// connect(), and needs TCP timestamps.
+/// Seconds a local port stays unusable after a close towards this
+/// destination: 1 when tcp_tw_reuse applies (1, or the default 2 towards
+/// loopback, with timestamps on), else the whole TIME_WAIT.
+pub fn port_hold_s(ctx: &Ctx, loopback: bool) -> u32 {
+    use crate::diag::host::Sysctl;
+    let timestamps = ctx.host.sysctl_u64(Sysctl::TcpTimestamps) != Some(0);
+    let reuse = match ctx.host.sysctl_u64(Sysctl::TcpTwReuse) {
+        Some(1) => true,
+        Some(2) | None => loopback,
+        _ => false,
+    };
+    if timestamps && reuse {
+        1
+    } else {
+        crate::diag::report::TIME_WAIT_LEN_S
+    }
+}
+
 pub fn tw_reuse_words(ctx: &Ctx, loopback: bool) -> String {
     use crate::diag::host::Sysctl;
     let reuse = ctx.host.sysctl_u64(Sysctl::TcpTwReuse);

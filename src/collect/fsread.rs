@@ -1,0 +1,168 @@
+//! The one way collectors read a file under `/proc` (or `--proc-root`):
+//! opened with `O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY`, accepted
+//! only when `fstat` says it is a regular file (so a FIFO or a device put
+//! in place of a `/proc` file can neither block nor stream forever), and
+//! read up to a size cap. A file longer than its cap is cut there and the
+//! caller gets a warning naming it.
+
+use rustix::fs::{FileType, Mode, OFlags};
+use std::io::Read;
+use std::path::Path;
+
+/// Cap for the small files: sysctls, limits, status, cgroup, comm,
+/// netstat, snmp, sockstat (all a few KB on real kernels).
+pub const SMALL: usize = 256 * 1024;
+
+/// Cap for the `/proc/net` socket tables (`tcp`, `unix`, `udp`, ...):
+/// about 150 bytes a line, so 256 MiB is well over a million sockets.
+pub const TABLE: usize = 256 * 1024 * 1024;
+
+/// What was read of one file.
+#[derive(Debug)]
+pub struct Capped {
+    pub bytes: Vec<u8>,
+    /// The file held more than the cap; `bytes` stops at the cap.
+    pub truncated: bool,
+}
+
+impl Capped {
+    /// The text, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Adds the warning for a cut file to `warnings`, once per file.
+    pub fn note(&self, path: &Path, cap: usize, warnings: &mut Vec<String>) {
+        if self.truncated {
+            let w = cut_warning(path, cap);
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
+}
+
+/// The warning for a file cut at `cap` bytes.
+pub fn cut_warning(path: &Path, cap: usize) -> String {
+    format!(
+        "{} is larger than {cap} bytes: read only the first {cap}",
+        path.display()
+    )
+}
+
+/// Opens `path` for reading without following a final symlink and without
+/// blocking, and returns it only when it is a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(std::fs::File::from(fd))
+}
+
+/// Reads at most `cap` bytes of the regular file at `path`.
+pub fn read(path: &Path, cap: usize) -> std::io::Result<Capped> {
+    read_from(open_regular(path)?, cap)
+}
+
+/// [`read`] of a file the user named on the command line (`--plan FILE`):
+/// a symlink is followed, as `cat` would, but the file it leads to must
+/// still be a regular file, opened without blocking.
+pub fn read_named(path: &Path, cap: usize) -> std::io::Result<Capped> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    read_from(std::fs::File::from(fd), cap)
+}
+
+/// [`read`] of `path` relative to the directory `dir` (as `openat`).
+pub fn read_at(dir: &rustix::fd::OwnedFd, path: &str, cap: usize) -> std::io::Result<Capped> {
+    let fd = rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{path} is not a regular file"),
+        ));
+    }
+    read_from(std::fs::File::from(fd), cap)
+}
+
+fn read_from(f: std::fs::File, cap: usize) -> std::io::Result<Capped> {
+    let mut bytes = Vec::new();
+    // One byte past the cap tells a file of exactly `cap` bytes from a longer one.
+    f.take(cap as u64 + 1).read_to_end(&mut bytes)?;
+    let truncated = bytes.len() > cap;
+    bytes.truncate(cap);
+    Ok(Capped { bytes, truncated })
+}
+
+/// Reads a small file as text, adding a warning to `warnings` when it was
+/// cut; `None` when it cannot be read (missing, not a regular file, ...).
+pub fn small_text(path: &Path, warnings: &mut Vec<String>) -> Option<String> {
+    let c = read(path, SMALL).ok()?;
+    c.note(path, SMALL, warnings);
+    Some(c.text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_large_files_and_refuses_what_is_not_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        let f = std::fs::File::create(&big).unwrap();
+        // Sparse: 100 MB of holes cost nothing on disk.
+        f.set_len(100 * 1024 * 1024).unwrap();
+        let c = read(&big, 1000).unwrap();
+        assert!(c.truncated);
+        assert_eq!(c.bytes.len(), 1000);
+        let mut w = Vec::new();
+        c.note(&big, 1000, &mut w);
+        c.note(&big, 1000, &mut w);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains(&big.display().to_string()), "{w:?}");
+
+        let exact = dir.path().join("exact");
+        std::fs::write(&exact, [b'x'; 1000]).unwrap();
+        assert!(!read(&exact, 1000).unwrap().truncated);
+
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Would block forever without O_NONBLOCK and the type check.
+        assert!(read(&fifo, 1000).is_err());
+        assert!(read(Path::new("/dev/zero"), 1000).is_err());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&exact, &link).unwrap();
+        assert!(
+            read(&link, 1000).is_err(),
+            "a final symlink is not followed"
+        );
+    }
+}
