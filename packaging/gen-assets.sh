@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
-bin=target/release/cwdiag
+bin=${CARGO_TARGET_DIR:-target}/release/cwdiag
 out=target/assets
 mkdir -p "$out"
 "$bin" man > "$out/cwdiag.1"
-for sub in scan assert snapshot explain; do
+# Every subcommand but clap's `help` gets its own page (Cargo.toml lists them).
+subs=$("$bin" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && $1 != "help" && NF { print $1 }')
+for sub in $subs; do
   "$bin" man "$sub" > "$out/cwdiag-$sub.1"
 done
 "$bin" completions bash > "$out/cwdiag.bash"

@@ -246,8 +246,9 @@ pub struct SourceArgs {
     pub netns_pid: Option<u32>,
 
     /// Scan every distinct network namespace (of processes and under
-    /// /run/netns), one report each. Each namespace's dump walks the host's
-    /// whole socket table: the cost is namespaces x host sockets.
+    /// /run/netns), one report each. Namespaces are dumped in parallel and
+    /// one walk of /proc finds the owners in all of them; a namespace that
+    /// vanishes during the scan is a warning.
     #[arg(long)]
     pub all_netns: bool,
 

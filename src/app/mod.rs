@@ -169,10 +169,20 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
             "--record takes one namespace: use --netns or --netns-pid with it, not --all-netns"
         );
     }
+    if src.all_netns {
+        let c = collect::multi::live(&plan, &targets);
+        warnings.extend(c.warnings);
+        return Ok(Collected {
+            snapshots: c.snapshots,
+            warnings,
+            multi: true,
+            selection: Vec::new(),
+        });
+    }
     let mut out = Collected {
         snapshots: Vec::new(),
         warnings,
-        multi: src.all_netns,
+        multi: false,
         selection: Vec::new(),
     };
     for t in targets {
@@ -185,12 +195,7 @@ fn collect_all(src: &SourceArgs, plan: &Plan, record: Option<&Path>) -> Result<C
             snap.netns = Some(info);
             Ok(snap)
         });
-        match res {
-            Ok(s) => out.snapshots.push(s),
-            // One unreadable namespace must not hide the others.
-            Err(e) if src.all_netns => out.warnings.push(format!("{e:#}")),
-            Err(e) => return Err(e),
-        }
+        out.snapshots.push(res?);
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@ pub mod destroy;
 pub mod fsread;
 pub mod holders;
 pub mod identity;
+pub mod multi;
 pub mod netns;
 pub mod procinfo;
 pub mod procmap;
@@ -96,6 +97,18 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// True for a socket whose owner the plan looks up.
+    pub(crate) fn wants_owner(&self, s: &Socket) -> bool {
+        s.inode != 0
+            && match self.attribute {
+                Attribute::Nothing => false,
+                Attribute::Default => attributed_by_default(s.state),
+                Attribute::All => true,
+            }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,6 +136,56 @@ pub fn timing(step: &str, since: std::time::Instant) {
 }
 
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
+    let (mut snap, owners) = read_tables(plan, record, plan.parallel)?;
+    let t1 = std::time::Instant::now();
+    let owners =
+        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
+    let tables = apply_owners(&mut snap, owners);
+    timing("attribute: apply", t1);
+    finish(&mut snap, plan, &tables);
+    Ok(snap)
+}
+
+/// What follows attribution, in the calling thread's namespace: holders
+/// of sockets without an owner, the owners' details (fds, limits, stale
+/// socket fds) and their identity.
+pub(crate) fn finish(
+    snap: &mut Snapshot,
+    plan: &Plan,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+) {
+    let t1 = std::time::Instant::now();
+    if plan.attribute != Attribute::Nothing {
+        holders::find(snap, &plan.proc_root);
+    }
+    timing("holders", t1);
+    let t2 = std::time::Instant::now();
+    // Files cut at their size cap, named in the snapshot's warnings.
+    let mut read_warnings = Vec::new();
+    if plan.attribute != Attribute::Nothing {
+        enrich_owners(snap, plan, tables, &mut read_warnings);
+    }
+    timing("enrich", t2);
+    // Last, so that holders of stale fds the enrichment added are named too.
+    let t = std::time::Instant::now();
+    identify_owners(snap, &plan.proc_root);
+    timing("identify owners", t);
+    for w in read_warnings {
+        if !snap.warnings.contains(&w) {
+            snap.warnings.push(w);
+        }
+    }
+}
+
+/// The tables of the calling thread's namespace (sockets, counters,
+/// sysctls), not yet attributed. With `parallel`, the default scan dumps on
+/// both cores and attributes while it dumps (see [`dump_and_attribute`]):
+/// the owners it found come back too.
+pub(crate) fn read_tables(
+    plan: &Plan,
+    record: Option<sockdiag::Recorder<'_>>,
+    parallel: bool,
+) -> Result<(Snapshot, Option<procmap::Owners>)> {
     let taken_at_ms = now_ms();
     let t0 = std::time::Instant::now();
     // Files cut at their size cap, named in the snapshot's warnings.
@@ -152,7 +215,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         ports: plan.ports.clone(),
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
-        if record.is_none() && plan.attribute == Attribute::Default && plan.parallel {
+        if record.is_none() && plan.attribute == Attribute::Default && parallel {
             dump_and_attribute(plan, &req, expected)
         } else {
             let d = sockdiag::dump(&req, expected, record)?;
@@ -214,29 +277,12 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
         warnings,
     };
     timing("dump", t0);
-    let t1 = std::time::Instant::now();
-    let owners =
-        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
-    let tables = apply_owners(&mut snap, owners);
-    if plan.attribute != Attribute::Nothing {
-        holders::find(&mut snap, &plan.proc_root);
-    }
-    timing("attribute: apply", t1);
-    let t2 = std::time::Instant::now();
-    if plan.attribute != Attribute::Nothing {
-        enrich_owners(&mut snap, plan, &tables, &mut read_warnings);
-    }
-    timing("enrich", t2);
-    // Last, so that holders of stale fds the enrichment added are named too.
-    let t = std::time::Instant::now();
-    identify_owners(&mut snap, &plan.proc_root);
-    timing("identify owners", t);
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
             snap.warnings.push(w);
         }
     }
-    Ok(snap)
+    Ok((snap, owners))
 }
 
 /// `/proc/thread-self/net`: the tables of the calling thread's network

@@ -2,12 +2,14 @@
 //! the JSON contract. One integration binary, as ripgrep and bottom do.
 
 mod bad_input;
+mod deploy;
 mod hardening;
 mod identity;
 mod live;
 mod namespaces;
 mod netns;
 mod prometheus;
+mod promserver;
 mod readme;
 mod realworld;
 mod replay;

@@ -46,6 +46,10 @@ impl NamedNs {
                     .unwrap()
                     .success()
             );
+            // The orphaned client ends stay in FIN_WAIT2 for the whole
+            // test, however slow the machine (the timer is set when they
+            // are orphaned, from the namespace's tcp_fin_timeout).
+            std::fs::write("/proc/sys/net/ipv4/tcp_fin_timeout", "600").unwrap();
             let mut w = Workload::default();
             let port = w.listen("127.0.0.1:0");
             let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -97,6 +101,7 @@ impl Drop for NamedNs {
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -272,8 +277,241 @@ fn privileged_actions_refuse_unprivileged_users_with_one_line() {
     );
 }
 
+/// The CLOSE_WAIT groups of one namespace's report in `--all-netns` JSON.
+fn namespace<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["netns"]["name"] == name)
+        .unwrap_or_else(|| panic!("namespace {name} is listed"))
+}
+
+#[test]
+fn all_netns_counts_and_owners_match_each_namespace() {
+    // Three namespaces with different loads: one walk of /proc must give
+    // each its own owners and counts.
+    let mut all = Vec::new();
+    for (tag, cw, tw) in [("many-a", 2, 1), ("many-b", 3, 2), ("many-c", 5, 0)] {
+        let Some((ns, port)) = NamedNs::new(tag, cw, tw) else {
+            return;
+        };
+        all.push((ns, port, cw as u64));
+    }
+    let r = json(&["scan", "--json", "--all-netns"]);
+    for (ns, port, cw) in &all {
+        let mine = namespace(&r, &ns.name);
+        assert_eq!(nonzero_states(mine), ns.ss(), "{}", ns.name);
+        assert_eq!(
+            close_wait_groups(mine, *port),
+            vec![(Some(u64::from(std::process::id())), *cw)],
+            "{}",
+            ns.name
+        );
+        // Its own sockets only: the listener and the CLOSE_WAIT ends.
+        let a = &mine["attribution"];
+        assert_eq!(a["wanted_sockets"], a["found_sockets"], "{}: {a}", ns.name);
+        assert_eq!(
+            a["wanted_sockets"].as_u64(),
+            Some(cw + 1),
+            "{}: {a}",
+            ns.name
+        );
+    }
+}
+
+#[test]
+fn a_namespace_deleted_before_its_dump_is_a_warning() {
+    use cwdiag::collect::{Plan, multi, netns};
+    let Some((stays, port)) = NamedNs::new("stays", 2, 0) else {
+        return;
+    };
+    let Some((goes, _)) = NamedNs::new("goes", 1, 0) else {
+        return;
+    };
+    // Listed, then deleted before the scan reaches it.
+    let targets = vec![
+        netns::named(&goes.name).unwrap(),
+        netns::named(&stays.name).unwrap(),
+    ];
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", &goes.name])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A handle that is a plain file now (unmounted, not yet unlinked).
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("stale");
+    std::fs::write(&plain, "").unwrap();
+    let mut stale = targets[1].clone();
+    stale.path = plain.clone();
+    stale.info.name = "stale-handle".into();
+    use std::os::unix::fs::MetadataExt;
+    stale.info.inode = std::fs::metadata(&plain).unwrap().ino();
+    let mut targets = targets;
+    targets.push(stale);
+
+    let c = multi::live(&Plan::new(&[]), &targets);
+    assert_eq!(c.snapshots.len(), 1, "{:?}", c.warnings);
+    let snap = &c.snapshots[0];
+    assert_eq!(snap.netns.as_ref().unwrap().name, stays.name);
+    let cw: Vec<_> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == cwdiag::model::TcpState::CloseWait && s.local.port() == port)
+        .collect();
+    assert_eq!(cw.len(), 2);
+    assert!(cw.iter().all(|s| s.pid == Some(std::process::id())));
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    for (w, name) in c.warnings.iter().zip([goes.name.as_str(), "stale-handle"]) {
+        assert!(w.contains(name) && w.contains("vanished"), "{w}");
+        assert_eq!(w.lines().count(), 1);
+    }
+}
+
+/// The `capabilities.add` list of the shipped DaemonSet, as setpriv
+/// spells them (`sys_admin`).
+fn daemonset_capabilities() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/daemonset.yaml"),
+    )
+    .unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "add:").skip(1);
+    let mut caps = Vec::new();
+    while let Some(cap) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
+        caps.push(cap.to_ascii_lowercase());
+    }
+    caps
+}
+
+/// What a scan's groups say, without what changes from one scan to the
+/// next (ages, TIME_WAIT timers, rates).
+fn stable_groups(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let mut g = g.clone();
+            for k in [
+                "oldest_age_ms",
+                "median_age_ms",
+                "time_wait_left_s",
+                "close_rate_per_s",
+            ] {
+                g.as_object_mut().unwrap().remove(k);
+            }
+            g
+        })
+        .collect()
+}
+
+#[test]
+fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("setpriv (util-linux) is not installed");
+        return;
+    }
+    let caps = daemonset_capabilities();
+    assert_eq!(caps, ["sys_admin", "sys_ptrace", "dac_read_search"]);
+    let Some((ns, port)) = NamedNs::new("caps", 4, 0) else {
+        return;
+    };
+    // A copy nobody can run (the target dir may be closed to others).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cwdiag");
+    std::fs::copy(env!("CARGO_BIN_EXE_cwdiag"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scan_with = |caps: &[String]| {
+        let list = caps
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        if list.is_empty() {
+            cmd.arg("--inh-caps=-all");
+        } else {
+            cmd.args([
+                format!("--inh-caps=-all,{list}"),
+                format!("--ambient-caps={list}"),
+            ]);
+        }
+        let out = cmd
+            .arg("--")
+            .arg(&bin)
+            .args(["scan", "--json", "--all-netns"])
+            .output()
+            .unwrap();
+        let r = json_of(out);
+        r["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["netns"]["name"] == ns.name.as_str())
+            .cloned()
+    };
+    let root = json(&["scan", "--json", "--all-netns"]);
+    let root = namespace(&root, &ns.name);
+    assert_eq!(
+        close_wait_groups(root, port),
+        vec![(Some(u64::from(std::process::id())), 4)]
+    );
+    let capped = scan_with(&caps).expect("our namespace, scanned as nobody with the caps");
+    assert_eq!(stable_groups(&capped), stable_groups(root));
+    assert_eq!(capped["attribution"]["found_sockets"], 5, "listener + 4");
+    // Each one is needed: without it our namespace or its owners are lost.
+    for drop in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != drop).cloned().collect();
+        let lost = match scan_with(&fewer) {
+            None => true,
+            Some(r) => close_wait_groups(&r, port) != close_wait_groups(root, port),
+        };
+        assert!(lost, "without {drop} the scan still sees everything");
+    }
+}
+
 /// Inode of a namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
 fn ns_inode_of_file(path: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+#[test]
+fn serve_all_netns_labels_every_series_with_its_namespace() {
+    let Some((ns, port)) = NamedNs::new("serve", 3, 0) else {
+        return;
+    };
+    let serve = crate::deploy::Serve::start(&["--all-netns", "--min-interval", "0s"]);
+    let (code, body) = crate::deploy::http_get(serve.port, "/metrics").expect("serve answers");
+    assert_eq!(code, 200);
+    let label = format!("netns=\"{}\"", ns.name);
+    let line = |prefix: &str| {
+        body.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&label))
+            .unwrap_or_else(|| panic!("no {prefix} for {}:\n{body}", ns.name))
+            .to_string()
+    };
+    let cw = body
+        .lines()
+        .find(|l| {
+            l.starts_with("cwdiag_sockets{") && l.contains(&label) && l.contains("\"CLOSE_WAIT\"")
+        })
+        .expect("CLOSE_WAIT count of our namespace");
+    assert!(cw.ends_with(" 3"), "{cw}");
+    let group = body
+        .lines()
+        .find(|l| {
+            l.starts_with("cwdiag_group_sockets{")
+                && l.contains(&label)
+                && l.contains("\"CLOSE_WAIT\"")
+                && l.contains(&format!("port=\"{port}\""))
+        })
+        .expect("CLOSE_WAIT group of our namespace");
+    assert!(group.ends_with(" 3"), "{group}");
+    assert!(line("cwdiag_attribution_complete{").ends_with(" 1"));
 }
