@@ -5,7 +5,8 @@
 # .ci/run runs it after the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
+# An unoptimised cargo-deb builds in half the time and packages just as well.
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --debug
 packaging/gen-assets.sh
 deb=$(cargo deb --no-build | tail -n 1)
 [ -f "$deb" ] || { echo "check-deb: cargo deb wrote no package ($deb)" >&2; exit 1; }
