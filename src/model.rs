@@ -344,6 +344,9 @@ pub struct Process {
     /// Container or unit recognised in the cgroup path (`docker:0123abcd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Kubernetes pod UID recognised in the cgroup path (kubepods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     /// Socket fds whose inode is in no socket table of the namespace:
     /// sockets the kernel already closed that the app never close()d.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -375,6 +378,7 @@ impl Process {
             stale_socket_fds: None,
             stale_socket_inodes: Vec::new(),
             runtime: None,
+            pod_uid: None,
         }
     }
 }

@@ -158,6 +158,32 @@ pub fn container_id(path: &str) -> Option<String> {
         .map(|unit| format!("systemd:{unit}"))
 }
 
+/// The Kubernetes pod UID in a kubelet cgroup path: the systemd driver's
+/// `kubepods-burstable-pod<UID>.slice` (dashes of the UID written as
+/// `_`) or the cgroupfs driver's `/kubepods/burstable/pod<UID>/...`.
+pub fn pod_uid(path: &str) -> Option<String> {
+    if !path.contains("kubepods") {
+        return None;
+    }
+    path.split('/').find_map(|seg| {
+        let seg = seg.strip_suffix(".slice").unwrap_or(seg);
+        let uid = seg
+            .rsplit_once("-pod")
+            .map(|(_, u)| u)
+            .or_else(|| seg.strip_prefix("pod"))?;
+        let uid = uid.replace('_', "-");
+        let ok = uid.len() == 36
+            && uid.char_indices().all(|(i, c)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        ok.then_some(uid)
+    })
+}
+
 /// Socket inodes of the non-TCP tables in `/proc/net` of the calling
 /// thread's namespace (UDP, raw, UNIX, netlink, packet). `None` when a
 /// table was cut at its size cap (named in `warnings`): the set would then
@@ -209,6 +235,30 @@ pub fn inode_column(text: &str, col: Option<usize>) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_pod_uids_of_both_cgroup_drivers() {
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let id = "a".repeat(64);
+        let systemd = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        );
+        assert_eq!(pod_uid(&systemd).as_deref(), Some(uid));
+        let guaranteed = format!(
+            "/kubepods.slice/kubepods-pod{}.slice/crio-{id}.scope",
+            uid.replace('-', "_")
+        );
+        assert_eq!(pod_uid(&guaranteed).as_deref(), Some(uid));
+        let cgroupfs = format!("/kubepods/besteffort/pod{uid}/{id}");
+        assert_eq!(pod_uid(&cgroupfs).as_deref(), Some(uid));
+        assert_eq!(pod_uid(&format!("/system.slice/docker-{id}.scope")), None);
+        assert_eq!(pod_uid("/kubepods/burstable/podnot-a-uid/x"), None);
+        assert_eq!(
+            pod_uid("/user.slice/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+            None
+        );
+    }
 
     #[test]
     fn recognises_containers_and_units() {

@@ -261,6 +261,7 @@ pub fn find_owners_in(
         ) {
             p.cgroup = super::procinfo::cgroup_path(&cg);
             p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
+            p.pod_uid = p.cgroup.as_deref().and_then(super::procinfo::pod_uid);
         }
         out.processes.insert(pid, p);
     }

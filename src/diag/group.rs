@@ -74,6 +74,7 @@ pub fn groups(snap: &Snapshot, selected: &[&Socket], listen: &FxHashSet<u16>) ->
             g.pid = pid;
             g.comm = process.map(|p| p.comm.clone());
             g.container = process.and_then(|p| p.container.clone());
+            g.pod_uid = process.and_then(|p| p.pod_uid.clone());
             g
         })
         .collect();
@@ -130,6 +131,7 @@ fn build(
         oldest_age_ms: ages.last().copied(),
         median_age_ms: ages.get(ages.len() / 2).copied(),
         container: None,
+        pod_uid: None,
         time_wait_left_s: tw.as_ref().map(|c| c.left_s),
         close_rate_per_s: tw.as_ref().map(|c| round3(c.rate_per_s())),
     }

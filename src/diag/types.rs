@@ -138,6 +138,8 @@ pub struct Group {
     pub median_age_ms: Option<u32>,
     /// Container or systemd unit of the owner.
     pub container: Option<String>,
+    /// Kubernetes pod UID of the owner, when its cgroup names one.
+    pub pod_uid: Option<String>,
     /// TIME_WAIT only: sockets by seconds left, [0,10) .. [50,60].
     pub time_wait_left_s: Option<[usize; 6]>,
     /// TIME_WAIT only: closes per second over the span the remaining

@@ -87,7 +87,8 @@ pub fn render(report: &Report, opts: &PromOptions) -> String {
         "gauge",
         "Sockets by state, port (local port inbound, peer port outbound), direction and owning command \
          (comm, empty when no process owns them). ESTABLISHED and LISTEN are left out. Per state only the \
-         largest series are kept; the rest are summed into port, direction and comm \"other\".",
+         largest series are kept; the rest are summed into port, direction and comm \"other\". pod_uid and \
+         container name the owner's Kubernetes pod and container (empty when none).",
     );
     for (state, series) in group_series(report, opts.top_k) {
         for (key, n) in series {
@@ -99,6 +100,8 @@ pub fn render(report: &Report, opts: &PromOptions) -> String {
                     ("port", &port),
                     ("direction", &key.direction),
                     ("comm", &key.comm),
+                    ("pod_uid", &key.pod_uid),
+                    ("container", &key.container),
                 ],
                 int(n),
             );
@@ -203,6 +206,9 @@ struct SeriesKey {
     port: PortLabel,
     direction: String,
     comm: String,
+    /// Kubernetes pod UID and container of the owner, empty when none.
+    pod_uid: String,
+    container: String,
 }
 
 /// A port number, or the catch-all `other` (sorted last).
@@ -230,6 +236,8 @@ fn group_series(report: &Report, top_k: usize) -> Vec<(TcpState, Vec<(SeriesKey,
             port: PortLabel::Port(g.port),
             direction: direction_label(g.direction).to_string(),
             comm: g.comm.clone().unwrap_or_default(),
+            pod_uid: g.pod_uid.clone().unwrap_or_default(),
+            container: g.container.clone().unwrap_or_default(),
         };
         *by_state.entry(g.state).or_default().entry(key).or_default() += g.count;
     }
@@ -245,6 +253,8 @@ fn group_series(report: &Report, top_k: usize) -> Vec<(TcpState, Vec<(SeriesKey,
                         port: PortLabel::Other,
                         direction: "other".to_string(),
                         comm: "other".to_string(),
+                        pod_uid: "other".to_string(),
+                        container: "other".to_string(),
                     },
                     rest,
                 ));
@@ -517,6 +527,8 @@ mod tests {
                 ("port", &port),
                 ("direction", direction_label(g.direction)),
                 ("comm", g.comm.as_deref().unwrap_or("")),
+                ("pod_uid", g.pod_uid.as_deref().unwrap_or("")),
+                ("container", g.container.as_deref().unwrap_or("")),
             ]);
             *want.entry(key).or_default() += g.count as f64;
         }
@@ -742,6 +754,8 @@ mod tests {
                 ("port", "other"),
                 ("direction", "other"),
                 ("comm", "other"),
+                ("pod_uid", "other"),
+                ("container", "other"),
             ])
         );
         assert_eq!(other.1, total - biggest);

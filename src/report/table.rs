@@ -137,10 +137,21 @@ pub fn process_cell(
 
 fn owner_cells(g: &Group, r: &Report) -> (String, String) {
     match g.owner {
-        Owner::Process => (
-            g.pid.map(|p| p.to_string()).unwrap_or_default(),
-            process_cell(g.pid, g.comm.as_deref(), &r.processes, COMMAND_WIDTH),
-        ),
+        Owner::Process => {
+            let mut cell = process_cell(g.pid, g.comm.as_deref(), &r.processes, COMMAND_WIDTH);
+            // Where it runs: the pod (first 8 of its UID) and container.
+            let place: Vec<String> = g
+                .pod_uid
+                .iter()
+                .map(|u| format!("pod {}", u.get(..8).unwrap_or(u)))
+                .chain(g.container.iter().map(|c| crate::procname::printable(c)))
+                .collect();
+            if !place.is_empty() {
+                cell.push('\n');
+                cell.push_str(&place.join(" "));
+            }
+            (g.pid.map(|p| p.to_string()).unwrap_or_default(), cell)
+        }
         Owner::None => ("-".into(), "(no owner: not accepted)".into()),
         Owner::Unknown => ("?".into(), "(owner unreadable)".into()),
         Owner::NotResolved => ("".into(), "".into()),

@@ -847,3 +847,129 @@ fn a_prefork_server_is_named_whole_master_and_busy_workers() {
         let _ = master.wait();
     });
 }
+
+/// A cgroup v2 hierarchy this test may create cgroups in: the host's
+/// when it is cgroup2, else a private mount of one (unmounted on drop).
+struct Cgroup2 {
+    root: std::path::PathBuf,
+    mounted: bool,
+    made: Vec<std::path::PathBuf>,
+}
+
+impl Cgroup2 {
+    fn new() -> Option<Cgroup2> {
+        let host = std::path::Path::new("/sys/fs/cgroup");
+        if std::fs::metadata(host.join("cgroup.procs")).is_ok()
+            && std::fs::metadata(host.join("cgroup.controllers")).is_ok()
+        {
+            return Some(Cgroup2 {
+                root: host.into(),
+                mounted: false,
+                made: Vec::new(),
+            });
+        }
+        let dir = std::env::temp_dir().join(format!("cwdiag-cg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Cgroup2 {
+            root: dir,
+            mounted: true,
+            made: Vec::new(),
+        })
+    }
+
+    /// Creates `rel` (and its parents) and moves `pid` into it.
+    fn enter(&mut self, rel: &str, pid: u32) {
+        let mut path = self.root.clone();
+        for part in rel.split('/') {
+            path.push(part);
+            if !path.exists() {
+                std::fs::create_dir(&path).expect("create cgroup");
+                self.made.push(path.clone());
+            }
+        }
+        std::fs::write(path.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        for p in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(p);
+        }
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.root).status();
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+}
+
+#[test]
+fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
+    in_netns("pod identity", || {
+        use std::io::BufRead;
+        let Some(mut cg) = Cgroup2::new() else {
+            skip("no cgroup v2 hierarchy can be used or mounted here");
+            return;
+        };
+        let script = "import socket, time\n\
+            l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(16)\n\
+            print(l.getsockname()[1], flush=True)\n\
+            keep = [l.accept()[0] for _ in range(3)]\n\
+            time.sleep(60)\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let id = "ab".repeat(32);
+        cg.enter(
+            &format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+                uid.replace('-', "_")
+            ),
+            child.id(),
+        );
+        for _ in 0..3 {
+            drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+        }
+        wait_for_ss("CLOSE_WAIT", port, 3);
+        let r = poll(
+            "the owner to be attributed",
+            std::time::Duration::from_secs(10),
+            || {
+                let r = json(&["scan", "--json"]);
+                let g = r["groups"]
+                    .as_array()?
+                    .iter()
+                    .find(|g| g["state"] == "CLOSE_WAIT" && g["port"] == port)?
+                    .clone();
+                (g["count"] == 3 && g["pid"].is_u64()).then_some(g)
+            },
+        );
+        assert_eq!(r["pod_uid"], uid, "{r:#}");
+        assert_eq!(r["container"], format!("containerd:{}", &id[..12]));
+        let prom = String::from_utf8(run(&["scan", "--format", "prometheus"]).stdout).unwrap();
+        assert!(
+            prom.lines().any(|l| l.starts_with("cwdiag_group_sockets{")
+                && l.contains("state=\"CLOSE_WAIT\"")
+                && l.contains(&format!("pod_uid=\"{uid}\""))
+                && l.contains(&format!("container=\"containerd:{}\"", &id[..12]))),
+            "{prom}"
+        );
+        let table = String::from_utf8(run(&["scan", "--color", "never"]).stdout).unwrap();
+        assert!(table.contains("pod 0f1e2d3c"), "{table}");
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}

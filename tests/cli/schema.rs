@@ -46,6 +46,7 @@ struct Process {
     nofile_hard: Option<u64>,
     cgroup: Option<String>,
     container: Option<String>,
+    pod_uid: Option<String>,
     stale_socket_fds: Option<u64>,
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
@@ -79,6 +80,7 @@ struct Group {
     oldest_age_ms: Option<u32>,
     median_age_ms: Option<u32>,
     container: Option<String>,
+    pod_uid: Option<String>,
     time_wait_left_s: Option<[u64; 6]>,
     close_rate_per_s: Option<f64>,
 }
