@@ -440,6 +440,12 @@ pub struct NetnsInfo {
     pub name: String,
     /// Namespace inode (as in `net:[4026531840]`).
     pub inode: u64,
+    /// Kubernetes pod UID and container of the process the namespace was
+    /// found through (`--all-netns`), when its cgroup names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// Everything a report is computed from.

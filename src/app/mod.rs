@@ -260,11 +260,20 @@ fn per_namespace_json<T: serde::Serialize>(items: &[T], warnings: &[String]) -> 
 
 fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
     match netns {
-        Some(n) => format!(
-            "=== network namespace {} (net:[{}]) ===\n",
-            report::escape::Escaped(&n.name),
-            n.inode
-        ),
+        Some(n) => {
+            let pod = n
+                .pod_uid
+                .iter()
+                .map(|u| format!(" pod {u}"))
+                .chain(n.container.iter().map(|c| format!(" {c}")))
+                .collect::<String>();
+            format!(
+                "=== network namespace {} (net:[{}]){} ===\n",
+                report::escape::Escaped(&n.name),
+                n.inode,
+                report::escape::Escaped(&pod)
+            )
+        }
         None => String::new(),
     }
 }

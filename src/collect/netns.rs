@@ -37,6 +37,8 @@ pub fn named(name: &str) -> Result<Target> {
         info: NetnsInfo {
             name: name.to_string(),
             inode: meta.ino(),
+            pod_uid: None,
+            container: None,
         },
     })
 }
@@ -55,6 +57,8 @@ pub fn of_pid(proc_root: &Path, pid: u32) -> Result<Target> {
         info: NetnsInfo {
             name: format!("pid:{pid}"),
             inode: meta.ino(),
+            pod_uid: None,
+            container: None,
         },
     })
 }
@@ -75,6 +79,8 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
                         info: NetnsInfo {
                             name: name.to_string(),
                             inode: meta.ino(),
+                            pod_uid: None,
+                            container: None,
                         },
                     },
                 );
@@ -105,6 +111,21 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
             }
         };
         by_ino.entry(meta.ino()).or_insert_with(|| {
+            // The pod and container this namespace belongs to, from the
+            // cgroup of the process it was found through.
+            let (pod_uid, container) = if Some(meta.ino()) == host {
+                (None, None)
+            } else {
+                let cg = super::fsread::small_text(
+                    &proc_root.join(pid.to_string()).join("cgroup"),
+                    &mut Vec::new(),
+                )
+                .and_then(|t| super::procinfo::cgroup_path(&t));
+                (
+                    cg.as_deref().and_then(super::procinfo::pod_uid),
+                    cg.as_deref().and_then(super::procinfo::container_id),
+                )
+            };
             let name = if Some(meta.ino()) == host {
                 "host".to_string()
             } else {
@@ -120,6 +141,8 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
                 info: NetnsInfo {
                     name,
                     inode: meta.ino(),
+                    pod_uid,
+                    container,
                 },
             }
         });

@@ -969,6 +969,26 @@ fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
         );
         let table = String::from_utf8(run(&["scan", "--color", "never"]).stdout).unwrap();
         assert!(table.contains("pod 0f1e2d3c"), "{table}");
+        // --all-netns, run from the host's namespace (the test process's
+        // main thread is there), names this namespace by its pod.
+        let host_ns = format!("--net=/proc/{}/ns/net", std::process::id());
+        let out = Command::new("nsenter")
+            .arg(&host_ns)
+            .arg(env!("CARGO_BIN_EXE_cwdiag"))
+            .args(["scan", "--all-netns", "--json"])
+            .output()
+            .expect("nsenter runs");
+        let all = json_of(out);
+        let ns = all["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["netns"]["pod_uid"] == uid)
+            .unwrap_or_else(|| panic!("no namespace carries the pod: {all:#}"));
+        assert_eq!(
+            ns["netns"]["container"],
+            format!("containerd:{}", &id[..12])
+        );
         let _ = child.kill();
         let _ = child.wait();
     });
