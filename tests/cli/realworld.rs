@@ -5,6 +5,7 @@
 //! ports, which are free inside a private namespace, so that cwdiag can
 //! recognise the service.
 
+use crate::netns::in_netns;
 use crate::support::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -13,22 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Runs `body` on a thread that lives in a fresh network namespace.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
-    if !is_root() {
-        skip(&format!("{name}: needs root to create a network namespace"));
-        return;
-    }
-    std::thread::spawn(move || {
-        if let Err(e) = enter_fresh_netns() {
-            panic!("cannot enter a fresh network namespace as root: {e}");
-        }
-        body();
-    })
-    .join()
-    .expect("netns test thread");
-}
 
 /// A program found on PATH or in one of `also` (Debian keeps nginx in
 /// /usr/sbin and PostgreSQL's server binaries in /usr/lib/postgresql).
