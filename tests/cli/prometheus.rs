@@ -61,10 +61,12 @@ fn exposition_matches_the_json_report_and_passes_promtool() {
         .filter(|g| g["state"] == "CLOSE_WAIT")
     {
         let line = format!(
-            "cwdiag_group_sockets{{state=\"CLOSE_WAIT\",port=\"{}\",direction=\"{}\",comm=\"{}\"}} {}",
+            "cwdiag_group_sockets{{state=\"CLOSE_WAIT\",port=\"{}\",direction=\"{}\",comm=\"{}\",pod_uid=\"{}\",container=\"{}\"}} {}",
             g["port"],
             g["direction"].as_str().unwrap(),
             g["comm"].as_str().unwrap(),
+            g["pod_uid"].as_str().unwrap_or(""),
+            g["container"].as_str().unwrap_or(""),
             g["count"]
         );
         assert!(text.contains(&line), "{line} in\n{text}");
