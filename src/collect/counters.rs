@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// TcpExt counters worth showing (tcp-states.md section 3).
+/// TcpExt counters worth showing: the overflow, drop and abort counts
+/// the kernel keeps for the states cwdiag diagnoses (`net/ipv4/proc.c`,
+/// `snmp4_net_list`).
 pub const TCP_EXT: &[&str] = &[
     "TCPTimeWaitOverflow",
     "TCPAbortOnClose",

@@ -118,3 +118,32 @@ fn tables_fit_80_columns_with_long_names_and_ipv6_peers() {
         String::from_utf8(run(&["scan", "-H", "--from", f.to_str().unwrap()]).stdout).unwrap();
     assert!(!bare.contains("PROCESS"), "-H drops headers");
 }
+
+/// Every rule's write-up cites only what a user can open (man pages,
+/// kernel source, RFCs, upstream docs): never the project's internal
+/// research notes or its issue tracker.
+#[test]
+fn explain_texts_cite_only_what_a_user_can_read() {
+    let list = run(&["explain"]);
+    assert!(list.status.success());
+    let ids: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 16, "{ids:?}");
+    for id in ids {
+        let out = run(&["explain", &id]);
+        assert!(out.status.success(), "{id}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for word in [
+            "seed post",
+            "tcp-states.md",
+            "services.md",
+            "../shared",
+            "issue #",
+        ] {
+            assert!(!text.contains(word), "{id}: cites '{word}'");
+        }
+    }
+}
