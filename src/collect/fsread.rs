@@ -53,19 +53,8 @@ pub fn cut_warning(path: &Path, cap: usize) -> String {
 /// Opens `path` for reading without following a final symlink and without
 /// blocking, and returns it only when it is a regular file.
 pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
-    Ok(std::fs::File::from(fd))
+    let fd = rustix::fs::open(path, FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+    regular(fd, &path.display().to_string())
 }
 
 /// Reads at most `cap` bytes of the regular file at `path`.
@@ -77,37 +66,32 @@ pub fn read(path: &Path, cap: usize) -> std::io::Result<Capped> {
 /// a symlink is followed, as `cat` would, but the file it leads to must
 /// still be a regular file, opened without blocking.
 pub fn read_named(path: &Path, cap: usize) -> std::io::Result<Capped> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    read_from(std::fs::File::from(fd), cap)
+    let fd = rustix::fs::open(path, FLAGS, Mode::empty())?;
+    read_from(regular(fd, &path.display().to_string())?, cap)
 }
 
 /// [`read`] of `path` relative to the directory `dir` (as `openat`).
 pub fn read_at(dir: &rustix::fd::OwnedFd, path: &str, cap: usize) -> std::io::Result<Capped> {
-    let fd = rustix::fs::openat(
-        dir,
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::openat(dir, path, FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+    read_from(regular(fd, path)?, cap)
+}
+
+/// Read-only, never blocking, never a controlling terminal, closed on exec.
+const FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+/// `fd` as a file when `fstat` says it is a regular one.
+fn regular(fd: rustix::fd::OwnedFd, what: &str) -> std::io::Result<std::fs::File> {
     let st = rustix::fs::fstat(&fd)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{path} is not a regular file"),
+            format!("{what} is not a regular file"),
         ));
     }
-    read_from(std::fs::File::from(fd), cap)
+    Ok(std::fs::File::from(fd))
 }
 
 fn read_from(f: std::fs::File, cap: usize) -> std::io::Result<Capped> {

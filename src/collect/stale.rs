@@ -48,7 +48,7 @@ pub fn unhashed_tcp_sockets(proc_root: &Path) -> Option<u64> {
 fn count_unhashed(proc_root: &Path) -> Option<u64> {
     // One process per network namespace.
     let mut per_ns: BTreeMap<u64, u32> = BTreeMap::new();
-    for (pid, _) in pids(proc_root) {
+    for pid in pids(proc_root) {
         if let Ok(m) = std::fs::metadata(proc_root.join(format!("{pid}/ns/net"))) {
             per_ns.entry(m.ino()).or_insert(pid);
         }
@@ -85,13 +85,12 @@ pub fn parse_sockstat_tcp(text: &str) -> Option<(u64, u64)> {
     Some((alloc?, inuse?))
 }
 
-/// Numeric entries of the proc root, with their comm read lazily.
-fn pids(proc_root: &Path) -> Vec<(u32, ())> {
+/// The pids under the proc root.
+fn pids(proc_root: &Path) -> Vec<u32> {
     std::fs::read_dir(proc_root)
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .map(|p| (p, ()))
                 .collect()
         })
         .unwrap_or_default()
@@ -114,7 +113,7 @@ pub fn sweep(
     skip: &HashSet<u32>,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
-    for (pid, _) in pids(proc_root) {
+    for pid in pids(proc_root) {
         if skip.contains(&pid) {
             continue;
         }

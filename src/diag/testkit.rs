@@ -173,3 +173,18 @@ impl SnapBuilder {
         self.snap
     }
 }
+
+/// One sample of a leaking server: pid 40 ("leaky") holds `n` CLOSE_WAIT
+/// sockets on port 8080, `t` ms after the first sample.
+pub fn leaky_sample(n: usize, t: u64) -> Snapshot {
+    let mut b = SnapBuilder::new()
+        .listen("0.0.0.0:8080", Some(40), 0, 128)
+        .process(40, "leaky", Some(100 + n), Some(1024));
+    for i in 0..n {
+        let peer = format!("10.1.{}.{}:50000", i / 200, i % 200);
+        b = b.close_wait("10.0.0.1:8080", &peer, 1, Some(40), None);
+    }
+    let mut s = b.build();
+    s.taken_at_ms += t;
+    s
+}

@@ -67,15 +67,7 @@ fn findings_of_idle_pools_and_churn() {
 #[test]
 fn watch_frame_with_a_growing_group() {
     let sample = |n: usize, t: u64| {
-        let mut b = SnapBuilder::new()
-            .listen("0.0.0.0:8080", Some(40), 0, 128)
-            .process(40, "leaky", Some(100 + n), Some(1024));
-        for i in 0..n {
-            let peer = format!("10.1.{}.{}:50000", i / 200, i % 200);
-            b = b.close_wait("10.0.0.1:8080", &peer, 1, Some(40), None);
-        }
-        let mut s = b.build();
-        s.taken_at_ms += t;
+        let s = crate::diag::testkit::leaky_sample(n, t);
         classify(&s, &Filter::default(), &Policy::default())
     };
     let reports: Vec<_> = (0..30)

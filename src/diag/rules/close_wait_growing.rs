@@ -117,20 +117,8 @@ pub fn detect(series: &[Series], processes: Option<&BTreeMap<u32, Process>>) -> 
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::Case;
-    use crate::diag::testkit::SnapBuilder;
+    use crate::diag::testkit::leaky_sample as sample;
     use crate::diag::types::Policy;
-    let sample = |n: usize, t: u64| {
-        let mut b = SnapBuilder::new()
-            .listen("0.0.0.0:8080", Some(40), 0, 128)
-            .process(40, "leaky", Some(100 + n), Some(1024));
-        for i in 0..n {
-            let peer = format!("10.1.{}.{}:50000", i / 200, i % 200);
-            b = b.close_wait("10.0.0.1:8080", &peer, 1, Some(40), None);
-        }
-        let mut s = b.build();
-        s.taken_at_ms += t;
-        s
-    };
     vec![
         Case {
             name: "18 -> 20 -> 23 over two seconds",
