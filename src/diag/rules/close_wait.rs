@@ -62,14 +62,12 @@ pub fn read(s: &Socket, dir: Direction, p: &Policy) -> Reading {
     let idle = t.map(|t| {
         // The connection's last activity before the close: the newest of
         // data sent and data received (unless that data is the goodbye).
-        let last_recv = if s.recv_q > 1 && with_fin {
-            u32::MAX
+        let last_activity = if s.recv_q > 1 && with_fin {
+            t.last_data_sent_ms
         } else {
-            t.last_data_recv_ms
+            t.last_data_sent_ms.min(t.last_data_recv_ms)
         };
-        t.last_data_sent_ms
-            .min(last_recv)
-            .saturating_sub(t.last_ack_recv_ms)
+        last_activity.saturating_sub(t.last_ack_recv_ms)
     });
     let idled = idle.is_some_and(|ms| ms >= p.idle_before_close_ms);
     let (kind, goodbye) = match s.recv_q {
@@ -81,7 +79,7 @@ pub fn read(s: &Socket, dir: Direction, p: &Policy) -> Reading {
     Reading {
         kind,
         goodbye,
-        idle_before_close_ms: idle.filter(|&ms| ms != u32::MAX && ms < u32::MAX / 2),
+        idle_before_close_ms: idle,
     }
 }
 
