@@ -8,4 +8,6 @@ pub mod decode;
 pub mod format;
 pub mod procs;
 pub mod ring;
+pub mod session;
 pub mod tracefs;
+pub mod view;

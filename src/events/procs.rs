@@ -68,9 +68,7 @@ impl OsProcs {
             .is_none_or(|(t, _, _)| t.elapsed() > Duration::from_secs(1));
         if stale {
             let read = |name: &str| {
-                fsread::read(&root.join(name), fsread::TABLE)
-                    .map(|c| c.text())
-                    .unwrap_or_default()
+                super::tracefs::read_text(&root.join(name), 16 << 20).unwrap_or_default()
             };
             let tgids = read("saved_tgids")
                 .lines()

@@ -51,10 +51,29 @@ pub struct Tracer {
     pub private_mount: bool,
 }
 
+/// Reads a tracefs (or /proc) text file of at most 256 KiB. Reads are
+/// large: some tracefs files do not continue a short first read.
 fn small(path: &Path) -> Result<String, String> {
-    fsread::read(path, fsread::SMALL)
-        .map(|c| c.text())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    read_text(path, fsread::SMALL)
+}
+
+/// [`small`] with another cap.
+pub(crate) fn read_text(path: &Path, cap: usize) -> Result<String, String> {
+    use std::io::Read;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = fsread::open_regular(path).map_err(err)?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while out.len() < cap {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    out.truncate(cap);
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
@@ -135,7 +154,7 @@ fn mount_point() -> Result<(PathBuf, bool), Unavailable> {
 }
 
 /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let s = small(&PathBuf::from(format!("/proc/{pid}/stat"))).ok()?;
     let (_, rest) = s.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()
