@@ -16,4 +16,5 @@ mod replay;
 mod schema;
 mod serve;
 mod support;
+mod trace;
 mod ux;
