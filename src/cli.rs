@@ -387,6 +387,17 @@ pub struct ScanArgs {
 
     #[command(flatten)]
     pub sampling: SampleArgs,
+
+    /// Record the kernel's TCP tracepoints for DURATION (10s, 1m), then
+    /// scan: TIME_WAIT findings name the processes that closed
+    /// (evidence.closers) and the close rate measured over the window;
+    /// the report's `window` lists CLOSE_WAIT sockets that began in it
+    /// (with the time of the peer's FIN) and connections the peer reset
+    /// whose fd is still open. Needs root; without the tracepoints, a
+    /// warning and the snapshot alone. Not with --from, --record or
+    /// --samples; Prometheus output leaves it out.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with_all = ["from", "record"], help_heading = "Sampling")]
+    pub window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

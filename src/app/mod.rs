@@ -21,6 +21,7 @@ mod serve;
 mod snapshot;
 mod trace;
 mod watch;
+mod window;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let color = cli.color;

@@ -11,3 +11,4 @@ pub mod ring;
 pub mod session;
 pub mod tracefs;
 pub mod view;
+pub mod window;
