@@ -390,3 +390,175 @@ print(\"ok\", flush=True); time.sleep(120)' >$P & PY=$!
         "{ev:?} {err}"
     );
 }
+
+/// Server for `scan --window`: accepts CLOSES + LEAKS + RESETS connections
+/// on 127.0.0.1:PORT; closes the first CLOSES after the client's FIN,
+/// keeps the next LEAKS open (CLOSE_WAIT), resets the last RESETS
+/// (SO_LINGER {1,0}). Client: connects from source ports BASE.., closes
+/// the first CLOSES + LEAKS, keeps the reset ones' fds open.
+const WINDOW_SERVER: &str = r#"
+import socket, struct, sys, os
+closes, leaks, resets, port = (int(a) for a in sys.argv[1:5])
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", port)); l.listen(128)
+print(os.getpid(), flush=True)
+keep = []
+for i in range(closes + leaks + resets):
+    s, _ = l.accept(); s.sendall(b"x")
+    if i < closes + leaks:
+        while s.recv(100): pass
+        if i < closes: s.close()
+        else: keep.append(s)
+    else:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
+print("done", flush=True); sys.stdin.read()
+"#;
+
+const WINDOW_CLIENT: &str = r#"
+import socket, sys, os
+closes, leaks, resets, base, port = (int(a) for a in sys.argv[1:6])
+print(os.getpid(), flush=True)
+keep = []
+for i in range(closes + leaks + resets):
+    c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.bind(("127.0.0.1", base + i)); c.connect(("127.0.0.1", port))
+    assert c.recv(1) == b"x"
+    if i < closes + leaks: c.close()
+    else:
+        try:
+            while c.recv(100): pass
+        except ConnectionResetError: pass
+        keep.append(c)
+print("done", flush=True); sys.stdin.read()
+"#;
+
+#[test]
+fn scan_window_names_closers_close_wait_starts_and_resets_exactly() {
+    if !usable() {
+        return;
+    }
+    let a = Netns::new("wa");
+    let b = Netns::new("wb");
+    let port = (19000 + std::process::id() % 1000).to_string();
+    let base = 42000;
+    // A: 12 closes, 6 leaks, 3 resets (ports base..base+21). B, at the
+    // same time with the same ports: 12, 2, 1: its leaks share A's first
+    // two CLOSE_WAIT 4-tuples, which therefore cannot be dated in A.
+    let (a_args, b_args) = ([12, 6, 3], [12, 2, 1]);
+    let mut scan = cwdiag()
+        .args(["scan", "--json", "--netns", &a.0, "--window", "5m"])
+        .args(["--time-wait-warn", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(scan.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("recording TCP events"), "{first}");
+    let args = |n: [usize; 3]| {
+        let mut v: Vec<String> = n.iter().map(usize::to_string).collect();
+        v.push(port.clone());
+        v
+    };
+    let cargs = |n: [usize; 3]| {
+        let mut v: Vec<String> = n.iter().map(usize::to_string).collect();
+        v.push(base.to_string());
+        v.push(port.clone());
+        v
+    };
+    let mut sa = py(&a.0, WINDOW_SERVER, &args(a_args));
+    let mut sb = py(&b.0, WINDOW_SERVER, &args(b_args));
+    let mut ca = py(&a.0, WINDOW_CLIENT, &cargs(a_args));
+    let mut cb = py(&b.0, WINDOW_CLIENT, &cargs(b_args));
+    for p in [&mut sa, &mut sb, &mut ca, &mut cb] {
+        p.wait_done();
+    }
+    // SIGINT ends the window early; the scan then runs.
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(scan.id() as i32, libc::SIGINT) };
+    let out = scan.wait_with_output().unwrap();
+    let (spid, cpid) = (sa.pid, ca.pid);
+    for p in [sa, sb, ca, cb] {
+        p.finish();
+    }
+    assert!(out.status.success(), "{:?}", out.status);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peer = format!("127.0.0.1:{port}");
+    let churn = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule_id"] == "time-wait-client-churn" && f["evidence"]["peer"] == peer)
+        .unwrap_or_else(|| panic!("no churn finding: {r:#}"));
+    let ev = &churn["evidence"];
+    // The client closed 12 + 6 connections towards the server.
+    assert_eq!(
+        ev["closers"],
+        serde_json::json!([{"pid": cpid, "comm": "python3", "closes": 18}]),
+        "{ev:#}"
+    );
+    assert_eq!(ev["window_closes"], 18);
+    let w_s = ev["window_s"].as_f64().unwrap();
+    let rate = ev["window_close_rate_per_s"].as_f64().unwrap();
+    assert!((rate - 18.0 / w_s).abs() < 0.002, "{rate} vs 18 / {w_s}");
+    let w = &r["window"];
+    assert_eq!(w["lost_events"], 0);
+    // CLOSE_WAIT begun: A's four leaks on ports B never used, each with
+    // the server as owner; the two 4-tuples both namespaces leaked are not
+    // dated (no evidence says whose event is whose).
+    let began: Vec<&Value> = w["close_wait_begun"].as_array().unwrap().iter().collect();
+    let mut ports: Vec<u64> = began
+        .iter()
+        .map(|c| {
+            c["peer"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ports.sort();
+    let want: Vec<u64> = (base + 14..base + 18).collect();
+    assert_eq!(ports, want, "{began:?}");
+    assert!(
+        began
+            .iter()
+            .all(|c| c["pid"] == spid && c["age_s"].as_f64().unwrap() >= 0.0)
+    );
+    // Resets by the peer with the fd still open: A's three.
+    assert_eq!(w["reset_by_peer_fd_open_count"], 3, "{w:#}");
+    assert!(
+        w["reset_by_peer_fd_open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["peer"] == peer && x["cookie"].is_u64())
+    );
+}
+
+#[test]
+fn scan_window_without_privilege_warns_and_scans() {
+    if !usable() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cwdiag"))
+        .args(["scan", "--json", "--window", "1s"])
+        .output()
+        .expect("run setpriv (install util-linux)");
+    assert_eq!(out.status.code(), Some(0));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.lines().any(|l| l
+            == "cwdiag: warning: TCP tracepoints unavailable: needs root; --window ignored, reporting the snapshot only"),
+        "{e}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.get("window").is_none());
+    assert!(r["states"].is_object());
+}
