@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod fdlimit;
 mod hardening;
 mod identity;
 mod live;

@@ -11,14 +11,22 @@ pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
     }
-    std::thread::spawn(move || {
-        if let Err(e) = enter_fresh_netns() {
-            panic!("cannot enter a fresh network namespace as root: {e}");
-        }
-        body();
-    })
-    .join()
-    .expect("netns test thread");
+    // Named as the test is, so that a skip inside says which test it was.
+    let test = std::thread::current().name().map(str::to_string);
+    let mut thread = std::thread::Builder::new();
+    if let Some(t) = test {
+        thread = thread.name(t);
+    }
+    thread
+        .spawn(move || {
+            if let Err(e) = enter_fresh_netns() {
+                panic!("cannot enter a fresh network namespace as root: {e}");
+            }
+            body();
+        })
+        .expect("spawn the namespace's thread")
+        .join()
+        .expect("netns test thread");
 }
 
 const N_V4: usize = 4;
