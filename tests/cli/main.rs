@@ -17,4 +17,5 @@ mod replay;
 mod schema;
 mod serve;
 mod support;
+mod sysctls;
 mod ux;
