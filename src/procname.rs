@@ -17,10 +17,10 @@ pub fn basename(path: &str) -> &str {
 
 /// `s` as text safe to print on a terminal: control characters and
 /// bidirectional or zero-width format characters escaped (`\x1b`, `\n`,
-/// `\u{202e}`), see [`crate::report::escape`], so that a process name cannot
+/// `\u{202e}`), see [`crate::escape`], so that a process name cannot
 /// move the cursor or recolour a terminal.
 pub fn printable(s: &str) -> String {
-    crate::report::escape::escaped(s)
+    crate::escape::escaped(s)
 }
 
 /// Interpreters whose own name does not identify a service.
