@@ -308,6 +308,37 @@ fn wait_listening(what: &str, port: u16, server: &mut Proc) {
     );
 }
 
+/// `scan ARGS --record FILE`, then `scan ARGS --from FILE`: the replayed
+/// report must be the live one field for field (only `source` differs:
+/// netlink live, the dump's path replayed). Returns the live report.
+fn recorded_scan(what: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("scan.dump");
+    let rec = rec.to_str().unwrap();
+    let live = json(&[args, &["--record", rec]].concat());
+    let replayed = json(&[args, &["--from", rec]].concat());
+    let without_source = |v: &Value| {
+        let mut v = v.clone();
+        let source = v.as_object_mut().unwrap().remove("source");
+        assert!(source.is_some(), "{what}: a report names its source");
+        v
+    };
+    let (live_cmp, replayed_cmp) = (without_source(&live), without_source(&replayed));
+    if live_cmp != replayed_cmp {
+        let keys = live_cmp
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| live_cmp[*k] != replayed_cmp[*k]);
+        panic!(
+            "{what}: `--from` the recording differs from the live scan in {:?}\nlive: {live:#}\nreplayed: {replayed:#}",
+            keys.collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(replayed["source"]["kind"], "dump", "{what}: {replayed:#}");
+    live
+}
+
 /// The one close-wait-never-read finding towards `port`, checked against
 /// `ss -tanp` (`ss`, taken after the scan): same count, same owner.
 fn never_read_finding(report: &Value, ss: &[SsLine], port: u16, client: u32, n: usize) -> Value {
@@ -393,7 +424,7 @@ fn redis_py_pool_timed_out_by_redis_is_an_idle_pool_at_info() {
         client.expect_line("ready", Duration::from_secs(20));
         // Redis closes clients idle for more than `timeout` seconds.
         wait_for_ss("CLOSE_WAIT", 6379, REDIS_POOL as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("redis", &["scan", "--json"]);
         show("redis", &report);
         let f = never_read_finding(
             &report,
@@ -481,7 +512,7 @@ fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
         );
         client.expect_line("ready", Duration::from_secs(30));
         wait_for_ss("CLOSE_WAIT", 6379, LEAKED as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("redis leak", &["scan", "--json"]);
         show("redis leak", &report);
         let f = never_read_finding(&report, &ss_close_wait_to(6379), 6379, client.pid(), LEAKED);
         let hint = f["hint"].as_str().unwrap();
@@ -644,7 +675,7 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
         );
         client.expect_line("ready", Duration::from_secs(30));
         wait_for_ss("CLOSE_WAIT", 5432, PG_POOL_SIZE as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("postgres pool", &["scan", "--json"]);
         show("postgres pool", &report);
         assert!(
             findings(&report, "close-wait-unread-data").is_empty(),
@@ -736,7 +767,10 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         // the real one. (Reaching the default 1000 takes longer than a
         // loaded CI host keeps the first TIME_WAIT: 60 s.)
         let low_threshold = (N / 2).to_string();
-        let report = json(&["scan", "--json", "--time-wait-warn", &low_threshold]);
+        let report = recorded_scan(
+            "psycopg2 churn",
+            &["scan", "--json", "--time-wait-warn", &low_threshold],
+        );
         let delay = done_at.elapsed().as_secs_f64();
         show("postgres churn (low threshold)", &report);
         let client_side = ss_tan("TIME-WAIT")
@@ -854,7 +888,7 @@ fn requests_session_behind_nginx_keepalive_timeout_is_an_idle_pool_at_info() {
         );
         client.expect_line("ready", Duration::from_secs(20));
         wait_for_ss("CLOSE_WAIT", 8080, SESSION_SIZE as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("nginx requests", &["scan", "--json"]);
         show("nginx requests", &report);
         let f = never_read_finding(
             &report,
@@ -1133,7 +1167,7 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
         // A plain scan does not look up ESTABLISHED owners everywhere,
         // yet must name the busy workers of a troubled listener.
         for args in [&["scan", "--json"][..], &["scan", "--json", "--sockets"]] {
-            let report = json(args);
+            let report = recorded_scan("gunicorn", args);
             show(&format!("gunicorn {args:?}"), &report);
             let fs = findings(&report, "accept-queue-not-drained");
             assert_eq!(fs.len(), 1, "{report:#}");
