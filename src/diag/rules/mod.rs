@@ -52,8 +52,9 @@ pub trait Rule: Sync {
 
 /// The one list of rules: each line declares the rule's module, its
 /// [`RuleId`] variant and its entry in [`RULES`]. A rule module holds a
-/// `pub struct Def` implementing [`Rule`]; the compiler rejects a line
-/// without one, and a rule file without a line is dead code (warned).
+/// `pub struct Def` implementing [`Rule`]: the compiler rejects a line
+/// without one, and the registry tests fail for a rule file without a
+/// line and for a rule whose findings carry another rule's id.
 macro_rules! rules {
     ($($variant:ident => $module:ident,)*) => {
         $(mod $module;)*
@@ -377,6 +378,34 @@ mod tests {
             "README rule table is out of date; it should read:\n{}",
             markdown_table()
         );
+    }
+
+    /// A rule file left out of the list is not even compiled: every file
+    /// here that holds a write-up must be in the list.
+    #[test]
+    fn every_rule_file_is_in_the_list() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/diag/rules");
+        let listed: Vec<&str> = RULES.iter().map(|r| r.doc().id).collect();
+        let mut files = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if path.ends_with("mod.rs") || !text.contains("pub const DOC: Doc = Doc {") {
+                continue;
+            }
+            files += 1;
+            let stem = path
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .replace('_', "-");
+            assert!(
+                listed.contains(&stem.as_str()),
+                "{}: a rule file with no line in `rules!`",
+                path.display()
+            );
+        }
+        assert_eq!(files, RULES.len(), "one rule file per listed rule");
     }
 
     #[test]
