@@ -3,9 +3,9 @@
 //! that came with the FIN after the connection had idled.
 
 use super::close_wait::{
-    AVOID, CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+    AVOID, CloseWaitEvidence, CloseWaitKind, NO_SYSCTL, age_words, close_wait_severity, held,
+    owner_words, place_words, unknown_owner_prefix,
 };
-use super::close_wait::{CloseWaitKind, close_wait_severity, held};
 use super::{Ctx, Doc, Evidence, Finding, RuleId};
 use crate::diag::peer::{Runtime, Service, client_fix};
 use crate::diag::types::{Direction, Policy, Severity};

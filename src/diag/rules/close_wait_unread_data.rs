@@ -2,9 +2,9 @@
 //! reading, then the peer closed.
 
 use super::close_wait::{
-    CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+    CloseWaitEvidence, CloseWaitKind, NO_SYSCTL, age_words, close_wait_severity, held,
+    owner_words, place_words, unknown_owner_prefix,
 };
-use super::close_wait::{CloseWaitKind, close_wait_severity, held};
 use super::{Ctx, Doc, Evidence, Finding, RuleId};
 use crate::diag::types::Direction;
 use crate::diag::words::plural;
