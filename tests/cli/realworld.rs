@@ -281,14 +281,17 @@ fn assert_no_alarm(report: &Value) {
 /// A scan taken while `count` (of ss) held still at `min` or more:
 /// returns it with that count, so the two compare exactly.
 fn scan_settled(what: &str, min: u64, count: impl Fn() -> u64) -> (Value, u64) {
-    poll(what, Duration::from_secs(10), || {
+    let settled = poll(what, Duration::from_secs(10), || {
         let before = count();
         if before < min {
             return None;
         }
-        let report = json(&["scan", "--json"]);
-        (count() == before).then_some((report, before))
-    })
+        let (report, rec) = record_scan(&["scan", "--json"]);
+        (count() == before).then_some((report, rec, before))
+    });
+    let (report, rec, before) = settled;
+    rec.replays_to(what, &["scan", "--json"], &report);
+    (report, before)
 }
 
 /// Polls until something listens on 127.0.0.1:`port`.
@@ -312,31 +315,50 @@ fn wait_listening(what: &str, port: u16, server: &mut Proc) {
 /// report must be the live one field for field (only `source` differs:
 /// netlink live, the dump's path replayed). Returns the live report.
 fn recorded_scan(what: &str, args: &[&str]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("scan.dump");
-    let rec = rec.to_str().unwrap();
-    let live = json(&[args, &["--record", rec]].concat());
-    let replayed = json(&[args, &["--from", rec]].concat());
-    let without_source = |v: &Value| {
-        let mut v = v.clone();
-        let source = v.as_object_mut().unwrap().remove("source");
-        assert!(source.is_some(), "{what}: a report names its source");
-        v
-    };
-    let (live_cmp, replayed_cmp) = (without_source(&live), without_source(&replayed));
-    if live_cmp != replayed_cmp {
-        let keys = live_cmp
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| live_cmp[*k] != replayed_cmp[*k]);
-        panic!(
-            "{what}: `--from` the recording differs from the live scan in {:?}\nlive: {live:#}\nreplayed: {replayed:#}",
-            keys.collect::<Vec<_>>()
-        );
-    }
-    assert_eq!(replayed["source"]["kind"], "dump", "{what}: {replayed:#}");
+    let (live, rec) = record_scan(args);
+    rec.replays_to(what, args, &live);
     live
+}
+
+/// A `--record` capture in a directory of its own.
+struct Recording {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+/// `scan ARGS --record FILE`: the live report, and the recording to check
+/// with [`Recording::replays_to`] once the timing-sensitive part is over.
+fn record_scan(args: &[&str]) -> (Value, Recording) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scan.dump").to_str().unwrap().to_string();
+    let live = json(&[args, &["--record", &path]].concat());
+    (live, Recording { _dir: dir, path })
+}
+
+impl Recording {
+    /// `scan ARGS --from FILE` gives `live` field for field, `source` aside.
+    fn replays_to(&self, what: &str, args: &[&str], live: &Value) {
+        let replayed = json(&[args, &["--from", &self.path]].concat());
+        let without_source = |v: &Value| {
+            let mut v = v.clone();
+            let source = v.as_object_mut().unwrap().remove("source");
+            assert!(source.is_some(), "{what}: a report names its source");
+            v
+        };
+        let (live_cmp, replayed_cmp) = (without_source(live), without_source(&replayed));
+        if live_cmp != replayed_cmp {
+            let keys = live_cmp
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| live_cmp[*k] != replayed_cmp[*k]);
+            panic!(
+                "{what}: `--from` the recording differs from the live scan in {:?}\nlive: {live:#}\nreplayed: {replayed:#}",
+                keys.collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(replayed["source"]["kind"], "dump", "{what}: {replayed:#}");
+    }
 }
 
 /// The one close-wait-never-read finding towards `port`, checked against
@@ -1036,7 +1058,7 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
                 .map(|s| s.local_port)
                 .collect()
         };
-        let (report, ss) = poll(
+        let (report, ss, rec) = poll(
             "a scan inside the CLOSE_WAIT window",
             Duration::from_secs(60),
             || {
@@ -1044,15 +1066,16 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
                 if before.len() != 1 {
                     return None;
                 }
-                let report = json(&["scan", "--json"]);
+                let (report, rec) = record_scan(&["scan", "--json"]);
                 let after = ss_close_wait_to(8080);
                 let same = after
                     .iter()
                     .map(|s| s.local_port)
                     .eq(before.iter().copied());
-                same.then_some((report, after))
+                same.then_some((report, after, rec))
             },
         );
+        rec.replays_to("nginx jdk", &["scan", "--json"], &report);
         show("nginx jdk", &report);
         assert_no_alarm(&report);
         assert!(findings(&report, "fd-exhaustion-risk").is_empty());
