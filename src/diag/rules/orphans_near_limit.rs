@@ -15,6 +15,24 @@ pub const DOC: Doc = Doc {
     avoid: "Never lower tcp_max_orphans; do not blame TIME_WAIT (a separate counter).",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let (Some(orphans), Some(max)) = (
         ctx.host.counter(Counter::SockstatOrphans),
