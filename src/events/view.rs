@@ -4,9 +4,9 @@
 
 use super::attrib::{Attributed, Evidence};
 use super::decode::Kind;
+use crate::escape::Escaped;
 use crate::filter::Filter;
 use crate::model::TcpState;
-use crate::report::escape::Escaped;
 use serde::Serialize;
 
 /// `event` in the JSON lines.

@@ -284,7 +284,7 @@ fn close_wait_begun(rec: &Recording, scope: &Scope) -> Vec<Value> {
 
 /// The window's part of a table report, from an annotated report.
 pub fn text(report: &Value) -> String {
-    use crate::report::escape::Escaped;
+    use crate::escape::Escaped;
     let w = &report["window"];
     if w.is_null() {
         return String::new();
