@@ -49,6 +49,7 @@ pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window
     );
     let began = Instant::now();
     let mut rec = Recording::default();
+    rec.start_ms = crate::collect::now_ms();
     loop {
         let left = length.saturating_sub(began.elapsed());
         let ending = left.is_zero() || stop.load(Ordering::SeqCst);

@@ -17,13 +17,30 @@ const MAX_ENTRIES: usize = 200_000;
 /// Items listed per report section.
 const MAX_LISTED: usize = 50;
 
+/// Where a close went, as TIME_WAIT groups are keyed: the local port
+/// (inbound groups) or the destination (outbound groups).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Target {
+    LocalPort(u16),
+    Peer(SocketAddr),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CloseKey {
     netns: Option<u64>,
     pid: u32,
     comm: String,
-    local: SocketAddr,
-    peer: SocketAddr,
+    target: Target,
+}
+
+/// Seconds of per-second counts kept per key (longer windows fold the
+/// rest into the last second).
+const MAX_SECONDS: usize = 3600;
+
+#[derive(Debug, Clone, Default)]
+struct Closes {
+    total: u64,
+    per_s: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +62,8 @@ struct ResetSeen {
 /// What a window recorded.
 #[derive(Debug, Default)]
 pub struct Recording {
+    /// Wall time the window began (ms since the epoch).
+    pub start_ms: u64,
     pub window_ms: u64,
     pub end_ms: u64,
     pub events: u64,
@@ -52,7 +71,7 @@ pub struct Recording {
     pub unattributed: u64,
     /// Events not stored because a table was full.
     pub overflow: u64,
-    closes: FxHashMap<CloseKey, u64>,
+    closes: FxHashMap<CloseKey, Closes>,
     /// Active closes whose process is unknown (it exited before its
     /// event was read and tracefs had no record of it).
     pub closes_unknown: u64,
@@ -72,17 +91,28 @@ impl Recording {
                 if new == FIN_WAIT1 && e.process_context {
                     match (a.pid, &a.comm) {
                         (Some(pid), Some(comm)) => {
-                            let key = CloseKey {
-                                netns: a.netns,
-                                pid,
-                                comm: comm.clone(),
-                                local: e.local,
-                                peer: e.peer,
-                            };
-                            if self.closes.len() < MAX_ENTRIES || self.closes.contains_key(&key) {
-                                *self.closes.entry(key).or_default() += 1;
-                            } else {
-                                self.overflow += 1;
+                            let sec = (at_ms.saturating_sub(self.start_ms) / 1000) as usize;
+                            let sec = sec.min(MAX_SECONDS - 1);
+                            for target in [Target::LocalPort(e.local.port()), Target::Peer(e.peer)]
+                            {
+                                let key = CloseKey {
+                                    netns: a.netns,
+                                    pid,
+                                    comm: comm.clone(),
+                                    target,
+                                };
+                                if self.closes.len() >= MAX_ENTRIES
+                                    && !self.closes.contains_key(&key)
+                                {
+                                    self.overflow += 1;
+                                    continue;
+                                }
+                                let c = self.closes.entry(key).or_default();
+                                c.total += 1;
+                                if c.per_s.len() <= sec {
+                                    c.per_s.resize(sec + 1, 0);
+                                }
+                                c.per_s[sec] += 1;
                             }
                         }
                         _ => self.closes_unknown += 1,
@@ -155,27 +185,22 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Closes in `scope`'s namespace that match a TIME_WAIT group: inbound by
-/// local port, outbound by destination.
-fn closers(
-    rec: &Recording,
-    scope: &Scope,
-    inbound: bool,
-    port: u64,
-    peer: Option<&str>,
-) -> Vec<Closer> {
+/// Closes in `scope`'s namespace that match a TIME_WAIT group (inbound by
+/// local port, outbound by destination): per process, and per second of
+/// the window over all of them.
+fn closers(rec: &Recording, scope: &Scope, target: &Target) -> (Vec<Closer>, Vec<u32>) {
     let mut by: FxHashMap<(u32, &str), u64> = FxHashMap::default();
-    for (k, n) in &rec.closes {
-        if k.netns != Some(scope.netns) {
+    let mut per_s: Vec<u32> = Vec::new();
+    for (k, c) in &rec.closes {
+        if k.netns != Some(scope.netns) || &k.target != target {
             continue;
         }
-        let hit = if inbound {
-            u64::from(k.local.port()) == port
-        } else {
-            peer.is_some_and(|p| p == k.peer.to_string())
-        };
-        if hit {
-            *by.entry((k.pid, k.comm.as_str())).or_default() += n;
+        *by.entry((k.pid, k.comm.as_str())).or_default() += c.total;
+        if per_s.len() < c.per_s.len() {
+            per_s.resize(c.per_s.len(), 0);
+        }
+        for (t, n) in per_s.iter_mut().zip(&c.per_s) {
+            *t += n;
         }
     }
     let mut v: Vec<Closer> = by
@@ -187,7 +212,7 @@ fn closers(
         })
         .collect();
     v.sort_by(|a, b| b.closes.cmp(&a.closes).then(a.pid.cmp(&b.pid)));
-    v
+    (v, per_s)
 }
 
 /// Adds the window's evidence to one report (its JSON form): TIME_WAIT
@@ -204,10 +229,31 @@ pub fn annotate(report: &mut Value, rec: &Recording, scope: &Scope) {
                 continue;
             }
             let inbound = ev.get("direction").and_then(Value::as_str) == Some("inbound");
-            let port = ev.get("port").and_then(Value::as_u64).unwrap_or(0);
-            let peer = ev.get("peer").and_then(Value::as_str).map(String::from);
-            let c = closers(rec, scope, inbound, port, peer.as_deref());
+            let target = if inbound {
+                let port = ev.get("port").and_then(Value::as_u64).unwrap_or(0);
+                Target::LocalPort(u16::try_from(port).unwrap_or(0))
+            } else {
+                match ev
+                    .get("peer")
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.parse::<SocketAddr>().ok())
+                {
+                    Some(p) => Target::Peer(p),
+                    None => continue,
+                }
+            };
+            let (c, per_s) = closers(rec, scope, &target);
             let total: u64 = c.iter().map(|c| c.closes).sum();
+            // Burst or sustained: the busiest second, and how many seconds
+            // of the window saw a close at all.
+            ev.insert(
+                "window_close_peak_per_s".into(),
+                json!(per_s.iter().max().copied().unwrap_or(0)),
+            );
+            ev.insert(
+                "window_seconds_with_closes".into(),
+                json!(per_s.iter().filter(|n| **n > 0).count()),
+            );
             ev.insert("window_s".into(), json!(round3(rec.window_s())));
             ev.insert("window_closes".into(), json!(total));
             ev.insert(
@@ -482,10 +528,9 @@ mod tests {
             0,
         );
         // A close of an unknown process: counted apart.
-        rec.add(
-            &a(fw1, 301, None, None, "10.0.0.1:40000", "10.0.0.5:5432"),
-            0,
-        );
+        let mut gone = a(fw1, 301, None, None, "10.0.0.1:40000", "10.0.0.5:5432");
+        gone.event.process_context = true;
+        rec.add(&gone, 0);
         let start = FxHashSet::default();
         let now = cw_now();
         let scope = Scope {
@@ -503,11 +548,47 @@ mod tests {
             ev["closers"],
             json!([{"pid": 100, "comm": "c100", "closes": 30}, {"pid": 200, "comm": "c200", "closes": 10}])
         );
-        assert_eq!(r["window"]["closes_without_process"], 0);
+        assert_eq!(r["window"]["closes_without_process"], 1);
+        // All 40 in the same second: a burst.
+        assert_eq!(ev["window_close_peak_per_s"], 40);
+        assert_eq!(ev["window_seconds_with_closes"], 1);
         // Inbound: matched by local port.
         let mut r = tw_report("inbound", 40001, None);
         annotate(&mut r, &rec, &scope);
         assert_eq!(r["findings"][0]["evidence"]["window_closes"], 10);
+    }
+
+    #[test]
+    fn sustained_churn_is_told_from_a_burst() {
+        let mut rec = Recording {
+            start_ms: 100_000,
+            window_ms: 10_000,
+            end_ms: 110_000,
+            ..Default::default()
+        };
+        let fw1 = Kind::State { old: 1, new: 4 };
+        // 5 closes a second for 10 s.
+        for i in 0..50u64 {
+            let at = 100_000 + i * 200;
+            rec.add(
+                &a(fw1, i, Some(100), Some(1), "10.0.0.1:40000", "10.0.0.5:80"),
+                at,
+            );
+        }
+        let start = FxHashSet::default();
+        let now = Vec::new();
+        let scope = Scope {
+            netns: 1,
+            close_wait_at_start: &start,
+            close_wait_now: &now,
+        };
+        let mut r = tw_report("outbound", 80, Some("10.0.0.5:80"));
+        annotate(&mut r, &rec, &scope);
+        let ev = &r["findings"][0]["evidence"];
+        assert_eq!(ev["window_closes"], 50);
+        assert_eq!(ev["window_close_rate_per_s"], 5.0);
+        assert_eq!(ev["window_close_peak_per_s"], 5);
+        assert_eq!(ev["window_seconds_with_closes"], 10);
     }
 
     #[test]
