@@ -6,12 +6,15 @@
 # overrun + dropped counts), and cwdiag's CPU time (user+sys) per second of tracing.
 #
 # Run as root from the repo top (needs nginx and ab, apache2-utils):
-#     bench/trace.sh                      # REQUESTS=100000 CONCURRENCY="4 16"
+#     bench/trace.sh                      # REQUESTS=100000 CONCURRENCY="4 16" PARALLEL=2
+# PARALLEL ab processes run at once (each REQUESTS requests, concurrency C), against
+# PARALLEL nginx workers.
 # The results go into the "Event stream" section of BENCHMARKS.md (between its markers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REQUESTS=${REQUESTS:-100000}
 CONCURRENCY=${CONCURRENCY:-"4 16"}
+PARALLEL=${PARALLEL:-2}
 OUT=${OUT:-BENCHMARKS.md}
 NS=trace-bench-$$
 TMP=$(mktemp -d)
@@ -27,7 +30,7 @@ ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 ip netns exec "$NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"
 cat > "$TMP/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $PARALLEL;
 pid $TMP/nginx.pid;
 error_log $TMP/error.log;
 events { worker_connections 4096; }
@@ -42,12 +45,18 @@ for c in $CONCURRENCY; do
     until grep -q tracing "$TMP/err"; do sleep 0.05; done
     t0=$(awk '{print $14+$15}' /proc/$T/stat)
     s0=$(date +%s.%N)
-    ip netns exec "$NS" ab -q -n "$REQUESTS" -c "$c" http://127.0.0.1:8099/ > "$TMP/ab" 2>&1
+    abs=()
+    for i in $(seq "$PARALLEL"); do
+        ip netns exec "$NS" ab -q -n "$REQUESTS" -c "$c" http://127.0.0.1:8099/ > "$TMP/ab.$i" 2>&1 &
+        abs+=($!)
+    done
+    wait "${abs[@]}"
     sleep 0.3
     t1=$(awk '{print $14+$15}' /proc/$T/stat)
     s1=$(date +%s.%N)
     kill -TERM $T; wait $T
-    rate=$(awk '/Requests per second/ {print $4}' "$TMP/ab")
+    # Connections per second over the run: all requests over the wall time.
+    rate=$(awk -v n="$((REQUESTS * PARALLEL))" -v s0="$s0" -v s1="$s1" 'BEGIN {printf "%.0f", n/(s1-s0)}')
     summary=$(tail -1 "$TMP/err")
     read_n=$(sed -E 's/.* ([0-9]+) events read.*/\1/' <<<"$summary")
     lost=$(sed -E 's/.* ([0-9]+) lost.*/\1/' <<<"$summary")
@@ -59,9 +68,11 @@ done
 section="<!-- trace-bench:start -->
 ## Event stream (\`cwdiag trace\`)
 
-Command: \`bench/trace.sh\` (REQUESTS=$REQUESTS, as root, from the repo top), on $(nproc) cores,
-Linux $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'). nginx (one worker, \`return 204\`) and
-\`ab -n $REQUESTS -c C\` (HTTP/1.0: one new connection per request) in a private namespace;
+Command: \`bench/trace.sh\` (REQUESTS=$REQUESTS PARALLEL=$PARALLEL, as root, from the repo top), on
+$(nproc) cores, Linux $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'). nginx ($PARALLEL workers,
+\`return 204\`) and $PARALLEL \`ab -n $REQUESTS -c C\` at once (HTTP/1.0: one new connection per
+request) in a private namespace; connections/s = all requests over the wall time (0.3 s of
+settling included);
 \`cwdiag trace --json --netns NS > /dev/null\` for the whole run. CPU is cwdiag's user+sys
 time over the run's wall time (100 % = one core). About 12 events per connection (state
 changes of both ends and two destroys). The machine is shared: other work may run meanwhile.

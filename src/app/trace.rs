@@ -15,19 +15,40 @@ use std::time::{Duration, Instant};
 /// Longest wait between reads: the latency of the stream and of Ctrl-C.
 const TICK: Duration = Duration::from_millis(100);
 
-/// SIGINT, SIGTERM and SIGHUP set the returned flag (the loop then stops
-/// and the instance is removed).
-pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// While alive, SIGINT, SIGTERM and SIGHUP set a flag instead of ending
+/// the process (the loop then stops and the instance is removed); dropped,
+/// the signals do what they did before.
+pub(crate) struct StopFlag {
+    flag: Arc<AtomicBool>,
+    /// Set on drop: the signals then take their default action.
+    default: Arc<AtomicBool>,
+}
+
+impl StopFlag {
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StopFlag {
+    fn drop(&mut self) {
+        self.default.store(true, Ordering::SeqCst);
+    }
+}
+
+pub(crate) fn stop_flag() -> Result<StopFlag> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let default = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(sig, stop.clone())
+        signal_hook::flag::register_conditional_default(sig, default.clone())
+            .and_then(|_| signal_hook::flag::register(sig, flag.clone()))
             .context("cannot install a signal handler")?;
     }
-    Ok(stop)
+    Ok(StopFlag { flag, default })
 }
 
 pub(super) fn trace(args: crate::cli::TraceArgs) -> Result<ExitCode> {
@@ -41,9 +62,11 @@ pub(super) fn trace(args: crate::cli::TraceArgs) -> Result<ExitCode> {
         filter: filter_of(&args.select),
         netns: ns,
     };
+    // Signals first: from the instance's creation on, SIGTERM must end
+    // the loop (and remove it), not the process.
+    let stop = stop_flag()?;
     // Before any thread: the source may need a mount namespace of its own.
     let mut s = Session::open(proc_root).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stop = stop_flag()?;
     eprintln!(
         "cwdiag: tracing TCP state changes and resets ({}); Ctrl-C stops",
         s.tracer.dir().display()
@@ -56,7 +79,7 @@ pub(super) fn trace(args: crate::cli::TraceArgs) -> Result<ExitCode> {
     let mut last_lost_check = Instant::now();
     loop {
         let left = deadline.map_or(TICK, |d| d.saturating_duration_since(Instant::now()));
-        let ending = stop.load(Ordering::SeqCst) || left.is_zero();
+        let ending = stop.is_set() || left.is_zero();
         let wait = if ending {
             Duration::ZERO
         } else {

@@ -11,7 +11,6 @@ use crate::model::{Snapshot, TcpState};
 use anyhow::Result;
 use rustc_hash::FxHashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What a window recorded, with the CLOSE_WAIT 4-tuples at its start.
@@ -24,6 +23,7 @@ pub(super) struct Window {
 /// Records for `length`; `None` (after a one-line warning) when the
 /// tracepoints cannot be used: the scan then reports the snapshot only.
 pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window>> {
+    let stop = super::trace::stop_flag()?;
     // Before any thread: the source may need a mount namespace of its own.
     let mut s = match Session::open(&src.proc_root) {
         Ok(s) => s,
@@ -32,7 +32,6 @@ pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window
             return Ok(None);
         }
     };
-    let stop = super::trace::stop_flag()?;
     let cw = Filter {
         states: vec![TcpState::CloseWait],
         ..Filter::default()
@@ -52,7 +51,7 @@ pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window
     rec.start_ms = crate::collect::now_ms();
     loop {
         let left = length.saturating_sub(began.elapsed());
-        let ending = left.is_zero() || stop.load(Ordering::SeqCst);
+        let ending = left.is_zero() || stop.is_set();
         let wait = if ending {
             Duration::ZERO
         } else {
