@@ -62,8 +62,9 @@ for c in $CONCURRENCY; do
     lost=$(sed -E 's/.* ([0-9]+) lost.*/\1/' <<<"$summary")
     tck=$(getconf CLK_TCK)
     cpu=$(awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v k="$tck" 'BEGIN {printf "%.1f", 100*(b-a)/k/(s1-s0)}')
-    rows+="| $c | $rate | $read_n | $lost | $cpu % |"$'\n'
-    echo "concurrency $c: $rate conn/s, $read_n events, $lost lost, cpu $cpu %" >&2
+    per_cpu_s=$(awk -v a="$t0" -v b="$t1" -v k="$tck" -v n="$read_n" 'BEGIN {printf "%.0f", (b > a) ? n/((b-a)/k) : 0}')
+    rows+="| $c | $rate | $read_n | $lost | $cpu % | $per_cpu_s |"$'\n'
+    echo "concurrency $c: $rate conn/s, $read_n events, $lost lost, cpu $cpu %, $per_cpu_s events per cpu-second" >&2
 done
 section="<!-- trace-bench:start -->
 ## Event stream (\`cwdiag trace\`)
@@ -75,10 +76,12 @@ request) in a private namespace; connections/s = all requests over the wall time
 settling included);
 \`cwdiag trace --json --netns NS > /dev/null\` for the whole run. CPU is cwdiag's user+sys
 time over the run's wall time (100 % = one core). About 12 events per connection (state
-changes of both ends and two destroys). The machine is shared: other work may run meanwhile.
+changes of both ends and two destroys). The load generator, not cwdiag, limits the rate here:
+the last column is what one core of cwdiag absorbs (divide by 12 for connections/s). The
+machine is shared: other work may run meanwhile.
 
-| ab concurrency | connections/s | events read | events lost | cwdiag CPU |
-|---|---|---|---|---|
+| ab concurrency | connections/s | events read | events lost | cwdiag CPU | events per cwdiag CPU-second |
+|---|---|---|---|---|---|
 ${rows}<!-- trace-bench:end -->"
 python3 - "$OUT" "$section" <<'PY'
 import re, sys
