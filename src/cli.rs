@@ -449,6 +449,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_positive)]
     pub max_connections: usize,
+
+    /// Also keep the kernel's TCP tracepoints running between scrapes and
+    /// export counters: cwdiag_tcp_transitions_total (by local port),
+    /// cwdiag_tcp_active_closes_total (by process name),
+    /// cwdiag_tcp_resets_total (by direction and local port),
+    /// cwdiag_tcp_events_lost_total. Host-wide: the tracepoints name no
+    /// namespace. Label values past --top-k distinct ones are counted as
+    /// "other". Needs root; without, a warning and no counters.
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]

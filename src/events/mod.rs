@@ -4,6 +4,7 @@
 //! attribution are pure.
 
 pub mod attrib;
+pub mod counters;
 pub mod decode;
 pub mod format;
 pub mod procs;

@@ -157,6 +157,23 @@ fn dashboard_and_rules_use_only_metrics_cwdiag_exports() {
     let (_, body) = http_get(serve.port, "/metrics").expect("serve answers");
     exported.extend(exported_names(&body));
     assert!(exported.contains("cwdiag_sockets"), "{exported:?}");
+    // The event counters of `serve --events` (root: the tracepoints).
+    if crate::support::is_root() {
+        let ev = Serve::start(&["--events"]);
+        let (_, body) = http_get(ev.port, "/metrics").expect("serve --events answers");
+        let names = exported_names(&body);
+        assert!(names.contains("cwdiag_tcp_transitions_total"), "{names:?}");
+        exported.extend(names);
+    } else {
+        crate::support::skip("serve --events metrics: needs root");
+        exported.extend(
+            used_names(
+                &std::fs::read_to_string(repo("deploy/prometheus/cwdiag.rules.yml")).unwrap(),
+            )
+            .into_iter()
+            .filter(|n| n.starts_with("cwdiag_tcp_")),
+        );
+    }
 
     let text = std::fs::read_to_string(repo("deploy/grafana/cwdiag-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
