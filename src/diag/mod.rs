@@ -7,6 +7,7 @@
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).
 
+pub mod closes;
 pub mod group;
 pub mod growth;
 pub mod host;
@@ -30,6 +31,18 @@ use crate::model::{Snapshot, Socket, TcpState};
 use std::collections::BTreeMap;
 
 pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
+    classify_sampled(snap, filter, policy, None)
+}
+
+/// [`classify`] with the closes measured across samples up to `snap`
+/// (`scan --samples`, `watch`): TIME_WAIT findings and groups then say
+/// whether a close rate was sustained.
+pub fn classify_sampled(
+    snap: &Snapshot,
+    filter: &Filter,
+    policy: &Policy,
+    sampled: Option<&closes::SampledCloses>,
+) -> Report {
     // Direction needs every listening port, whatever the filters say.
     let listen_ports = group::listen_ports(snap);
     let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
@@ -42,7 +55,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     for s in &selected {
         *states.entry(s.state).or_default() += 1;
     }
-    let groups = group::groups(snap, &selected, &listen_ports);
+    let groups = group::groups(snap, &selected, &listen_ports, sampled);
     let host = host::Host::of(snap);
     let ctx = rules::Ctx {
         snap,
@@ -54,6 +67,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         policy,
         budget: group::port_budget(&host),
         filter,
+        sampled,
     };
     let (attribution, owner_warning) = view_attribution(snap, &selected);
     let mut findings = rules::run(&ctx);
