@@ -480,6 +480,12 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
 }
 
+/// States whose sockets `scan` maps to processes without `--sockets`:
+/// everything but ESTABLISHED, which is the bulk of a busy host.
+pub fn attributed_by_default(state: TcpState) -> bool {
+    state != TcpState::Established
+}
+
 #[cfg(test)]
 mod size_tests {
     #[test]

@@ -269,9 +269,9 @@ fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
                 .collect::<String>();
             format!(
                 "=== network namespace {} (net:[{}]){} ===\n",
-                report::escape::Escaped(&n.name),
+                crate::escape::Escaped(&n.name),
                 n.inode,
-                report::escape::Escaped(&pod)
+                crate::escape::Escaped(&pod)
             )
         }
         None => String::new(),
@@ -419,7 +419,12 @@ fn sample(
         warnings.extend(c.warnings);
         selection = c.selection;
         for snap in &c.snapshots {
-            closes.observe(snap, |s| selected(snap, filter, s), &listen_ports(snap));
+            let listen = listen_ports(snap);
+            closes.observe(
+                snap,
+                |s| selected(snap, filter, s),
+                |s| classify::group::direction(s, &listen),
+            );
             reports.push(classify::classify_sampled(
                 snap,
                 filter,

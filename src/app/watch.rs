@@ -44,10 +44,11 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
             .snapshots
             .first()
             .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        let listen = super::listen_ports(snap);
         closes.observe(
             snap,
             |s| super::selected(snap, &filter, s),
-            &super::listen_ports(snap),
+            |s| classify::group::direction(s, &listen),
         );
         let mut report = classify::classify_sampled(snap, &filter, &policy, Some(&closes));
         report.warnings.extend(c.warnings);

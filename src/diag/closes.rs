@@ -23,7 +23,6 @@
 pub use super::types::{CloseSource, Closes};
 use super::types::{Direction, TIME_WAIT_LEN_S};
 use crate::model::{Endpoint, Snapshot, Socket, TcpState};
-use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
 impl Closes {
@@ -97,12 +96,13 @@ impl SampledCloses {
     }
 
     /// Takes the next sample (oldest first). `selected` says which
-    /// sockets the filters take; `listen` is the sample's listening ports.
+    /// sockets the filters take; `direction` which side a socket is on
+    /// (`group::direction` over the sample's listening ports).
     pub fn observe(
         &mut self,
         snap: &Snapshot,
         selected: impl Fn(&Socket) -> bool,
-        listen: &FxHashSet<u16>,
+        direction: impl Fn(&Socket) -> Direction,
     ) {
         let now = snap.taken_at_ms;
         let Some(prev) = self.last_ms.replace(now) else {
@@ -120,7 +120,7 @@ impl SampledCloses {
             if ago >= dt {
                 continue;
             }
-            let d = super::group::direction(s, listen);
+            let d = direction(s);
             let key = match d {
                 Direction::Inbound => (d, s.local.ip(), s.local.port(), None),
                 Direction::Outbound => (d, s.local.ip(), s.peer.port(), Some(s.peer)),
@@ -215,7 +215,7 @@ mod tests {
     fn measure(samples: &[Snapshot]) -> Closes {
         let mut m = SampledCloses::default();
         for s in samples {
-            m.observe(s, |_| true, &FxHashSet::default());
+            m.observe(s, |_| true, |_| Direction::Outbound);
         }
         m.closes(|k| k.2 == 5432).unwrap()
     }
@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(measure(&far).sustained_per_s, None);
         // One sample measures nothing over time.
         let mut one = SampledCloses::default();
-        one.observe(&steady[0], |_| true, &FxHashSet::default());
+        one.observe(&steady[0], |_| true, |_| Direction::Outbound);
         assert!(one.closes(|_| true).is_none());
         // `watch` keeps the latest intervals: the burst ages out.
         let mut m = SampledCloses::keeping(2);
@@ -251,7 +251,7 @@ mod tests {
             .map(|i| sample(8000 + i * 2000, 100, 500, 0))
             .collect();
         for s in burst.iter().chain(&later) {
-            m.observe(s, |_| true, &FxHashSet::default());
+            m.observe(s, |_| true, |_| Direction::Outbound);
         }
         let c = m.closes(|_| true).unwrap();
         assert_eq!(

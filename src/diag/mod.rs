@@ -2,7 +2,8 @@
 //! [`Policy`]) to a [`Report`]. No I/O here; time comes from the snapshot.
 //!
 //! Layers, each importing only those before it: `types` (thresholds,
-//! groups, severities; a leaf), `words`, `host` and `peer`; `group`
+//! groups, severities; a leaf), `words`, `host` and `peer`; `closes`
+//! (what a snapshot or samples say about closes); `group`
 //! (per-process and per-port groups); `rules` (one module per rule, and
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).

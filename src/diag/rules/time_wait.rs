@@ -4,11 +4,10 @@
 //! within a window by the remaining times, or measured across samples:
 //! see `diag/closes.rs`).
 
-use super::Finding;
-use super::{Ctx, Evidence, RuleId};
+use super::Ctx;
 use crate::diag::closes::{CloseKey, Closes};
-use crate::diag::group::{direction, left_s, round3};
-use crate::diag::types::{Direction, Severity};
+use crate::diag::group::{direction as direction_of, left_s, round3};
+use crate::diag::types::Direction;
 use crate::model::{Endpoint, Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,6 +30,13 @@ pub struct TimeWaitEvidence {
     pub port_ratio: Option<f64>,
 }
 
+/// The TIME_WAIT sockets of one direction, grouped per local listening
+/// port (inbound) or destination (outbound), for groups of at least the
+/// TIME_WAIT threshold.
+pub struct Churn {
+    pub evidence: TimeWaitEvidence,
+}
+
 /// The closes towards (or on) one key: measured across samples when
 /// there were samples, else counted by the remaining times of `socks`.
 pub fn closes_of<'a>(
@@ -50,23 +56,26 @@ pub fn projected_ratio(c: &Closes, hold_s: u32, budget: u32) -> Option<f64> {
     (budget > 0).then(|| (r * f64::from(hold_s)).min(f64::from(budget)) / f64::from(budget))
 }
 
-pub fn detect(ctx: &Ctx) -> Vec<Finding> {
-    let mut agg: BTreeMap<(Direction, u16, Option<Endpoint>), Vec<&Socket>> = BTreeMap::new();
+pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
+    let mut agg: BTreeMap<(u16, Option<Endpoint>), Vec<&Socket>> = BTreeMap::new();
     for s in ctx
         .selected
         .iter()
         .filter(|s| s.state == TcpState::TimeWait)
     {
-        let d = direction(s, ctx.listen_ports);
+        let d = direction_of(s, ctx.listen_ports);
+        if d != direction {
+            continue;
+        }
         let key = match d {
-            Direction::Inbound => (d, s.local.port(), None),
-            Direction::Outbound => (d, s.peer.port(), Some(s.peer)),
+            Direction::Inbound => (s.local.port(), None),
+            Direction::Outbound => (s.peer.port(), Some(s.peer)),
         };
         agg.entry(key).or_default().push(s);
     }
     agg.into_iter()
         .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
-        .map(|((direction, port, peer), socks)| {
+        .map(|((port, peer), socks)| {
             let closes = closes_of(
                 ctx,
                 |k| k.0 == direction && k.2 == port && k.3 == peer,
@@ -75,49 +84,29 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             let outbound = direction == Direction::Outbound;
             let ratio = (outbound && ctx.budget > 0)
                 .then(|| round3(socks.len() as f64 / f64::from(ctx.budget)));
-            let e = TimeWaitEvidence {
-                state: TcpState::TimeWait,
-                count: socks.len(),
-                direction,
-                port,
-                peer: peer.map(|p| p.to_string()),
-                time_wait_left_s: left_s(socks.iter().copied()),
-                closes,
-                port_budget: outbound.then_some(ctx.budget),
-                port_ratio: ratio,
-            };
-            let (rule_id, severity, summary, hint) = if outbound {
-                // From what is known: the share of the ports held now;
-                // a projection only from a rate sustained across samples
-                // (what it would hold after one port-hold time). A burst
-                // seen in one snapshot is worth knowing, not a warning.
-                let loopback = peer.is_some_and(|p| p.ip().is_loopback());
-                let projected = projected_ratio(&closes, port_hold_s(ctx, loopback), ctx.budget);
-                let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
-                let severity = if at(ratio, ctx.policy.port_ratio_crit) {
-                    Severity::Critical
-                } else if at(ratio, ctx.policy.port_ratio_warn)
-                    || at(projected, ctx.policy.port_ratio_warn)
-                {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                };
-                let (s, h) = super::time_wait_client_churn::words(&e, ctx);
-                (RuleId::TimeWaitClientChurn, severity, s, h)
-            } else {
-                let (s, h) = super::time_wait_server_closes::words(&e);
-                (RuleId::TimeWaitServerCloses, Severity::Info, s, h)
-            };
-            Finding {
-                rule_id,
-                severity,
-                summary,
-                evidence: Evidence::TimeWait(e),
-                hint,
+            Churn {
+                evidence: TimeWaitEvidence {
+                    state: TcpState::TimeWait,
+                    count: socks.len(),
+                    direction,
+                    port,
+                    peer: peer.map(|p| p.to_string()),
+                    time_wait_left_s: left_s(socks.iter().copied()),
+                    closes,
+                    port_budget: outbound.then_some(ctx.budget),
+                    port_ratio: ratio,
+                },
             }
         })
         .collect()
+}
+
+/// Is the destination of this evidence a loopback address?
+pub fn towards_loopback(e: &TimeWaitEvidence) -> bool {
+    e.peer
+        .as_deref()
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|a| a.ip().is_loopback())
 }
 
 /// Seconds a local port stays unusable after a close towards this
