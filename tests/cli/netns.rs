@@ -1045,20 +1045,22 @@ fn connected(
         .collect()
 }
 
-/// Closes every pair, the client first: TIME_WAIT on the client side.
-/// Returns the instants before the first close and once `ss` shows all
-/// `tw_after` TIME_WAIT on `port` (a loaded host may defer the last
-/// FINs to ksoftirqd, after close() returned).
+/// Closes every pair, the client first: once the server side is all in
+/// CLOSE_WAIT (no simultaneous close, which would leave TIME_WAIT on both
+/// sides), the servers close and the clients enter TIME_WAIT. Returns the
+/// instants before the first server close and once `ss` shows all
+/// `tw_after` TIME_WAIT on `port` (a loaded host may defer the last FINs
+/// to ksoftirqd, after close() returned).
 fn close_all(
     pairs: Vec<(std::net::TcpStream, std::net::TcpStream)>,
     port: u16,
     tw_after: u64,
 ) -> (std::time::Instant, std::time::Instant) {
+    let n = pairs.len() as u64;
+    let servers: Vec<std::net::TcpStream> = pairs.into_iter().map(|(_, s)| s).collect();
+    wait_for_ss("CLOSE_WAIT", port, n);
     let before = std::time::Instant::now();
-    for (c, s) in pairs {
-        drop(c);
-        drop(s);
-    }
+    drop(servers);
     wait_for_ss("TIME_WAIT", port, tw_after);
     (before, std::time::Instant::now())
 }
