@@ -562,3 +562,64 @@ fn scan_window_without_privilege_warns_and_scans() {
     assert!(r.get("window").is_none());
     assert!(r["states"].is_object());
 }
+
+/// The value of the series `name{labels}` in an exposition, 0 when absent.
+fn series(body: &str, name_labels: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn serve_events_counts_the_workload_transitions_and_resets() {
+    if !usable() {
+        return;
+    }
+    let serve = crate::deploy::Serve::start(&["--events", "--top-k", "0"]);
+    let ns = Netns::new("s");
+    let port = (20000 + std::process::id() % 1000).to_string();
+    let n = |v: [usize; 3]| -> Vec<String> { v.iter().map(usize::to_string).collect() };
+    let mut sargs = n([4, 3, 2]);
+    sargs.push(port.clone());
+    let mut cargs = n([4, 3, 2]);
+    cargs.extend(["42000".to_string(), port.clone()]);
+    let mut s = py(&ns.0, WINDOW_SERVER, &sargs);
+    let mut c = py(&ns.0, WINDOW_CLIENT, &cargs);
+    s.wait_done();
+    c.wait_done();
+    let t = |from: &str, to: &str, dir: &str| {
+        format!(
+            "cwdiag_tcp_transitions_total{{from=\"{from}\",to=\"{to}\",direction=\"{dir}\",port=\"{port}\"}}"
+        )
+    };
+    let r = |what: &str, dir: &str| {
+        format!("cwdiag_tcp_resets_total{{reset=\"{what}\",direction=\"{dir}\",port=\"{port}\"}}")
+    };
+    // The counters follow the events within a read interval: wait until
+    // the last of them (the client's resets) is counted.
+    let body = crate::support::poll(
+        "serve --events to count the workload",
+        std::time::Duration::from_secs(60),
+        || {
+            crate::deploy::http_get(serve.port, "/metrics")
+                .map(|(_, b)| b)
+                .filter(|b| series(b, &r("received", "outbound")) >= 2)
+        },
+    );
+    s.finish();
+    c.finish();
+    // 4 + 3 connections the client closed first: CLOSE_WAIT on the
+    // server's port; 4 of them closed by the server; 2 reset by it.
+    assert_eq!(
+        series(&body, &t("ESTABLISHED", "CLOSE_WAIT", "inbound")),
+        7,
+        "{body}"
+    );
+    assert_eq!(series(&body, &t("CLOSE_WAIT", "LAST_ACK", "inbound")), 4);
+    assert_eq!(series(&body, &t("ESTABLISHED", "FIN_WAIT1", "outbound")), 7);
+    assert_eq!(series(&body, &t("ESTABLISHED", "CLOSE", "inbound")), 2);
+    assert_eq!(series(&body, &r("sent", "inbound")), 2);
+    assert_eq!(series(&body, &r("received", "outbound")), 2);
+    assert_eq!(series(&body, "cwdiag_tcp_events_lost_total"), 0);
+}
