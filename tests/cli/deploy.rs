@@ -76,6 +76,19 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// SIGTERM, as a service manager stops it, and its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("serve exits")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -161,6 +174,7 @@ fn dashboard_and_rules_use_only_metrics_cwdiag_exports() {
     if crate::support::is_root() {
         let ev = Serve::start(&["--events"]);
         let (_, body) = http_get(ev.port, "/metrics").expect("serve --events answers");
+        assert!(ev.stop().success());
         let names = exported_names(&body);
         assert!(names.contains("cwdiag_tcp_transitions_total"), "{names:?}");
         exported.extend(names);

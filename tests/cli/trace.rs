@@ -609,6 +609,13 @@ fn serve_events_counts_the_workload_transitions_and_resets() {
     );
     s.finish();
     c.finish();
+    let mine = format!("cwdiag-{}-", serve.pid());
+    assert!(instances().iter().any(|i| i.starts_with(&mine)));
+    assert!(serve.stop().success());
+    assert!(
+        !instances().iter().any(|i| i.starts_with(&mine)),
+        "serve left its instance"
+    );
     // 4 + 3 connections the client closed first: CLOSE_WAIT on the
     // server's port; 4 of them closed by the server; 2 reset by it.
     assert_eq!(
