@@ -46,29 +46,36 @@ pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window
         "cwdiag: recording TCP events for {} (Ctrl-C ends the window early)",
         humantime::format_duration(length)
     );
+    // The window is exactly [start, end] of the trace clock: events read
+    // from before it (while the start snapshot was taken) only feed the
+    // attribution, and the rate divides by this span.
     let began = Instant::now();
+    let start_ns = Session::trace_now();
+    let mut end_ns = u64::MAX;
     let mut rec = Recording::default();
-    rec.start_ms = crate::collect::now_ms();
+    rec.start_ms = s.wall_ms(start_ns);
     loop {
         let left = length.saturating_sub(began.elapsed());
         let ending = left.is_zero() || stop.is_set();
         let wait = if ending {
+            end_ns = Session::trace_now();
             Duration::ZERO
         } else {
             left.min(Duration::from_millis(200))
         };
         s.pump(wait, &mut |s, a| {
-            let at = s.wall_ms(a.event.ts);
-            rec.add(&a, at);
+            if (start_ns..=end_ns).contains(&a.event.ts) {
+                let at = s.wall_ms(a.event.ts);
+                rec.add(&a, at);
+            }
         });
         if ending {
             break;
         }
     }
-    rec.window_ms = began.elapsed().as_millis() as u64;
-    rec.end_ms = crate::collect::now_ms();
+    rec.window_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
+    rec.end_ms = s.wall_ms(end_ns);
     rec.lost = s.tracer.lost();
-    rec.unattributed = s.attributor.unattributed;
     let own_netns = rustix::fs::stat(src.proc_root.join("self/ns/net"))
         .map(|st| st.st_ino)
         .unwrap_or(0);

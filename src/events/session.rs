@@ -39,6 +39,11 @@ impl Session {
         })
     }
 
+    /// The trace clock now (CLOCK_MONOTONIC, as trace_clock `mono`), ns.
+    pub fn trace_now() -> u64 {
+        u64::try_from(now_ns(rustix::time::ClockId::Monotonic)).unwrap_or(0)
+    }
+
     /// Wall-clock milliseconds since the epoch of a trace timestamp.
     pub fn wall_ms(&self, ts: u64) -> u64 {
         u64::try_from((i128::from(ts) + self.offset) / 1_000_000).unwrap_or(0)

@@ -85,6 +85,9 @@ impl Recording {
     /// Adds one event (in time order) at wall time `at_ms`.
     pub fn add(&mut self, a: &Attributed, at_ms: u64) {
         self.events += 1;
+        if a.netns.is_none() {
+            self.unattributed += 1;
+        }
         let e = &a.event;
         match e.kind {
             Kind::State { old, new } => {
