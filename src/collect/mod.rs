@@ -8,6 +8,7 @@ pub mod destroy;
 pub mod fsread;
 pub mod holders;
 pub mod identity;
+pub mod kernel;
 pub mod multi;
 pub mod netns;
 pub mod procinfo;
@@ -19,6 +20,9 @@ pub mod selection;
 pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
+
+#[cfg(test)]
+mod seam_tests;
 
 use crate::model::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
@@ -137,13 +141,22 @@ pub fn timing(step: &str, since: std::time::Instant) {
 }
 
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
-    let (mut snap, owners) = read_tables(plan, record, plan.parallel)?;
+    live_from(&kernel::Netlink, plan, record)
+}
+
+/// [`live`], asking `kernel` for the tables.
+pub fn live_from(
+    kernel: &dyn kernel::Kernel,
+    plan: &Plan,
+    record: Option<sockdiag::Recorder<'_>>,
+) -> Result<Snapshot> {
+    let (mut snap, owners) = read_tables(kernel, plan, record, plan.parallel)?;
     let t1 = std::time::Instant::now();
     let owners =
         owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
-    finish(&mut snap, plan, &tables);
+    finish(kernel, &mut snap, plan, &tables);
     Ok(snap)
 }
 
@@ -151,6 +164,7 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
 /// of sockets without an owner, the owners' details (fds, limits, stale
 /// socket fds) and their identity.
 pub(crate) fn finish(
+    kernel: &dyn kernel::Kernel,
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
@@ -164,7 +178,7 @@ pub(crate) fn finish(
     // Files cut at their size cap, named in the snapshot's warnings.
     let mut read_warnings = Vec::new();
     if plan.attribute != Attribute::Nothing {
-        enrich_owners(snap, plan, tables, &mut read_warnings);
+        enrich_owners(kernel, snap, plan, tables, &mut read_warnings);
     }
     timing("enrich", t2);
     // Last, so that holders of stale fds the enrichment added are named too.
@@ -183,6 +197,7 @@ pub(crate) fn finish(
 /// both cores and attributes while it dumps (see [`dump_and_attribute`]):
 /// the owners it found come back too.
 pub(crate) fn read_tables(
+    kernel: &dyn kernel::Kernel,
     plan: &Plan,
     record: Option<sockdiag::Recorder<'_>>,
     parallel: bool,
@@ -217,9 +232,9 @@ pub(crate) fn read_tables(
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
         if record.is_none() && plan.attribute == Attribute::Default && parallel {
-            dump_and_attribute(plan, &req, expected)
+            dump_and_attribute(kernel, plan, &req, expected)
         } else {
-            let d = sockdiag::dump(&req, expected, record)?;
+            let d = kernel.dump(&req, expected, record)?;
             Ok((d.sockets, d.warnings, None))
         }
     };
@@ -300,6 +315,7 @@ pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
 /// Fd counts, limits, cgroups and stale socket fds of the processes that
 /// own CLOSE_WAIT sockets (the ones findings will name).
 fn enrich_owners(
+    kernel: &dyn kernel::Kernel,
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
@@ -382,7 +398,7 @@ fn enrich_owners(
         Default::default()
     } else {
         let t = std::time::Instant::now();
-        let live = recheck_inodes(snap.source.kind.clone(), plan);
+        let live = recheck_inodes(kernel, snap.source.kind.clone(), plan);
         timing("stale-fd recheck", t);
         live
     };
@@ -412,14 +428,19 @@ fn enrich_owners(
 
 /// The socket inodes of the TCP table as it is now, from the same source
 /// as the snapshot; None when it cannot be read.
-fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
+fn recheck_inodes(
+    kernel: &dyn kernel::Kernel,
+    kind: SourceKind,
+    plan: &Plan,
+) -> Option<rustc_hash::FxHashSet<u32>> {
     match kind {
-        SourceKind::Netlink => sockdiag::socket_inodes(&sockdiag::DumpRequest {
-            states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
-            tcp_info: false,
-            ports: Vec::new(),
-        })
-        .ok(),
+        SourceKind::Netlink => kernel
+            .socket_inodes(&sockdiag::DumpRequest {
+                states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
+                tcp_info: false,
+                ports: Vec::new(),
+            })
+            .ok(),
         _ => procnet::read(&plan.proc_root, &mut Vec::new())
             .ok()
             .map(|v| v.iter().map(|s| s.inode).filter(|&i| i != 0).collect()),
@@ -527,6 +548,7 @@ fn bulk_states() -> u32 {
 /// by cookie) or in neither; one the bulk dump reports in an attributed
 /// state is looked up afterwards.
 fn dump_and_attribute(
+    kernel: &dyn kernel::Kernel,
     plan: &Plan,
     req: &sockdiag::DumpRequest,
     expected: usize,
@@ -540,13 +562,13 @@ fn dump_and_attribute(
         let bulk_job = (bulk.states != 0).then(|| {
             scope.spawn(|| {
                 let t = std::time::Instant::now();
-                let d = sockdiag::dump(&bulk, expected, None);
+                let d = kernel.dump(&bulk, expected, None);
                 timing("dump: established and time-wait", t);
                 d
             })
         });
         let t = std::time::Instant::now();
-        let mine = sockdiag::dump(&first, 0, None);
+        let mine = kernel.dump(&first, 0, None);
         timing("dump: attributed states", t);
         let t = std::time::Instant::now();
         let owners = mine
