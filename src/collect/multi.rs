@@ -15,6 +15,7 @@
 
 use super::kernel::Kernel;
 use super::netns::Target;
+use super::procfs::ProcFs;
 use super::{Plan, procmap, timing};
 use crate::model::{Attribution, Snapshot};
 use std::collections::{BTreeSet, HashSet};
@@ -40,9 +41,12 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
 /// [`live`], asking `kernel` for the tables and to enter the namespaces.
 pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collected {
     let t0 = Instant::now();
+    // One root for every namespace: `thread-self` below it resolves to
+    // whichever thread reads, inside the namespace it entered.
+    let proc = &ProcFs::open(&plan.proc_root);
     let dumped = on_workers(targets.iter().collect(), |t: &Target| {
         kernel.enter(t)?;
-        let (mut snap, _) = super::read_tables(kernel, plan, None, false).map_err(|e| {
+        let (mut snap, _) = super::read_tables(kernel, proc, plan, None, false).map_err(|e| {
             format!(
                 "network namespace {}: cannot read its tables: {e:#}",
                 t.info.name
@@ -74,8 +78,7 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
             uids.insert(s.uid);
         }
     }
-    let owners =
-        procmap::find_owners_in(&plan.proc_root, &wanted, &uids, procmap::Search::Everywhere);
+    let owners = procmap::find_owners_with(proc, &wanted, &uids, procmap::Search::Everywhere);
     drop(wanted);
     for (snap, _) in &mut read {
         assign(snap, plan, &owners);
@@ -88,7 +91,7 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
     // each snapshot is finished inside its namespace.
     let snapshots = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
         match kernel.enter(t) {
-            Ok(()) => super::finish(kernel, &mut snap, plan, tables),
+            Ok(()) => super::finish(kernel, proc, &mut snap, plan, tables),
             Err(w) => snap
                 .warnings
                 .push(format!("{w} (its owners' details are missing)")),

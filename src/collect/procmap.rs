@@ -5,9 +5,10 @@
 //! most likely to own them first, and stop as soon as all are found.
 //! Processes we cannot read are counted, never silently skipped.
 
+pub use super::procfs::socket_inode;
+use super::procfs::{COMM_CAP, Link, ProcFs};
 use crate::model::{Attribution, Process};
 use rustc_hash::FxHashMap;
-use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, openat, readlinkat_raw, statat};
 use rustix::io::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -136,29 +137,34 @@ pub fn find_owners_in(
     likely_uids: &HashSet<u32>,
     search: Search,
 ) -> Owners {
+    find_owners_with(&ProcFs::open(proc_root), wanted, likely_uids, search)
+}
+
+/// [`find_owners_in`], reading `proc`.
+pub fn find_owners_with(
+    proc: &ProcFs,
+    wanted: &HashSet<u32>,
+    likely_uids: &HashSet<u32>,
+    search: Search,
+) -> Owners {
     let mut out = Owners::default();
     out.stats.wanted_sockets = wanted.len();
     if wanted.is_empty() {
         out.stats.complete = true;
         return out;
     }
-    let Ok(root) = openat(
-        CWD,
-        proc_root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+    if !proc.is_open() {
         out.stats.complete = false;
         return out;
-    };
+    }
     let t0 = std::time::Instant::now();
     let mut found_in: HashSet<u32> = HashSet::new();
     let mut tables = Vec::new();
-    for (pid, uid) in list_pids(&root) {
+    for (pid, uid) in proc.pids_with_uid() {
         if out.by_inode.len() == wanted.len() {
             break;
         }
-        let Some(dirfd) = open_fd_dir(&root, pid, &mut out.stats) else {
+        let Some(dirfd) = open_fd_dir(proc, pid, &mut out.stats) else {
             continue;
         };
         let count = rustix::fs::fstat(&dirfd)
@@ -201,7 +207,7 @@ pub fn find_owners_in(
         )
     });
     let t1 = std::time::Instant::now();
-    let walked = walk(&root, &mut tables, wanted, &mut out, &mut found_in, search);
+    let walked = walk(proc, &mut tables, wanted, &mut out, &mut found_in, search);
     super::timing("attribute: walk", t1);
     for (t, w) in tables.iter().zip(&walked) {
         if !t.denied && !matches!(w, Walked::Unreadable) {
@@ -242,23 +248,12 @@ pub fn find_owners_in(
     }
     for pid in found_in {
         let pid_str = pid.to_string();
-        let comm = read_small(
-            &root,
-            proc_root,
-            &format!("{pid_str}/comm"),
-            COMM_CAP,
-            &mut out.warnings,
-        )
-        .map(|c| c.trim_end().to_string())
-        .unwrap_or_else(|| "?".to_string());
+        let comm = proc
+            .text(&format!("{pid_str}/comm"), COMM_CAP, &mut out.warnings)
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_else(|| "?".to_string());
         let mut p = Process::named(comm);
-        if let Some(cg) = read_small(
-            &root,
-            proc_root,
-            &format!("{pid_str}/cgroup"),
-            super::fsread::SMALL,
-            &mut out.warnings,
-        ) {
+        if let Some(cg) = proc.small_text(&format!("{pid_str}/cgroup"), &mut out.warnings) {
             p.cgroup = super::cgroup::cgroup_path(&cg);
             p.container = p.cgroup.as_deref().and_then(super::cgroup::container_id);
             p.pod_uid = p.cgroup.as_deref().and_then(super::cgroup::pod_uid);
@@ -272,12 +267,8 @@ pub fn find_owners_in(
 }
 
 /// Opens `/proc/PID/fd`, counting unreadable and vanished processes.
-fn open_fd_dir(
-    root: &rustix::fd::OwnedFd,
-    pid: u32,
-    stats: &mut Attribution,
-) -> Option<rustix::fd::OwnedFd> {
-    match open_dir(root, pid) {
+fn open_fd_dir(proc: &ProcFs, pid: u32, stats: &mut Attribution) -> Option<rustix::fd::OwnedFd> {
+    match open_dir(proc, pid) {
         Ok(fd) => Some(fd),
         Err(Closed::Vanished) => {
             stats.vanished_processes += 1;
@@ -308,7 +299,7 @@ fn read_links(
         if !t.read.insert(fd) {
             continue;
         }
-        let inode = match read_link(dirfd, fd, &mut name) {
+        let inode = match ProcFs::fd_link(dirfd, fd, &mut name) {
             Link::Socket(inode) => inode,
             Link::Denied => {
                 t.denied = true;
@@ -335,34 +326,6 @@ fn read_links(
         }
     }
     hits
-}
-
-/// What the link of one fd turned out to be.
-enum Link {
-    Socket(u32),
-    /// Open, but not a socket.
-    Other,
-    /// Refused (EACCES/EPERM): some processes' links stay closed even to
-    /// root (e.g. pid 1 of a sandbox); the table is then unreadable.
-    Denied,
-    /// Not an open fd (ENOENT).
-    Missing,
-    Failed,
-}
-
-/// Reads the link of `fd` in the open `/proc/PID/fd` directory `dir`;
-/// `name` is scratch space for the fd number.
-fn read_link(dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String) -> Link {
-    let mut link = [0u8; 64];
-    name.clear();
-    use std::fmt::Write;
-    let _ = write!(name, "{fd}");
-    match readlinkat_raw(dir, name.as_str(), &mut link[..]) {
-        Ok(n) => socket_inode(&link[..n]).map_or(Link::Other, Link::Socket),
-        Err(Errno::ACCESS) | Err(Errno::PERM) => Link::Denied,
-        Err(Errno::NOENT) => Link::Missing,
-        Err(_) => Link::Failed,
-    }
 }
 
 /// fds per work item of the walk: small enough that two cores can share
@@ -459,7 +422,7 @@ impl Claims {
 
     /// Reads the link of `fd` in `dir` into `r`.
     fn read(&self, dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String, r: &mut ItemRead) {
-        let inode = match read_link(dir, fd, name) {
+        let inode = match ProcFs::fd_link(dir, fd, name) {
             Link::Socket(inode) => inode,
             Link::Other => {
                 r.present += 1;
@@ -484,7 +447,7 @@ impl Claims {
 
 /// What the walkers share.
 struct Walk<'a> {
-    root: &'a rustix::fd::OwnedFd,
+    proc: &'a ProcFs,
     tables: &'a [Table],
     /// Fd lists of the tables listed before the walk.
     lists: &'a [Option<Vec<u32>>],
@@ -507,7 +470,7 @@ impl Walk<'_> {
             };
             let t = &self.tables[item.table()];
             let mut r = ItemRead::default();
-            let dir = match open_dir(self.root, t.pid) {
+            let dir = match open_dir(self.proc, t.pid) {
                 Ok(dir) => dir,
                 Err(closed) => {
                     r.failed = Some(closed);
@@ -527,7 +490,7 @@ impl Walk<'_> {
                     fds[lo..hi].iter().for_each(|&fd| read(fd, &mut r));
                 }
                 Item::From { from, .. } => {
-                    let fds = list_from(&dir, from).unwrap_or_default();
+                    let fds = ProcFs::list_fds(&dir, from).unwrap_or_default();
                     // A whole table can be big: stop as soon as everything
                     // is found, and say what was left unread.
                     for (k, &fd) in fds.iter().enumerate() {
@@ -546,14 +509,8 @@ impl Walk<'_> {
     }
 }
 
-fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> Result<rustix::fd::OwnedFd, Closed> {
-    openat(
-        root,
-        format!("{pid}/fd").as_str(),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
+fn open_dir(proc: &ProcFs, pid: u32) -> Result<rustix::fd::OwnedFd, Closed> {
+    proc.fd_dir(pid).map_err(|e| match e {
         Errno::NOENT | Errno::SRCH => Closed::Vanished,
         _ => Closed::Refused,
     })
@@ -568,7 +525,7 @@ fn open_dir(root: &rustix::fd::OwnedFd, pid: u32) -> Result<rustix::fd::OwnedFd,
 /// made now. Other tables are listed and read by one walker each, and
 /// only if wanted inodes are still missing when their turn comes.
 fn plan_items(
-    root: &rustix::fd::OwnedFd,
+    proc: &ProcFs,
     tables: &[Table],
     search: Search,
 ) -> (Vec<Item>, Vec<Option<Vec<u32>>>) {
@@ -595,11 +552,11 @@ fn plan_items(
                 from: end,
             });
         } else {
-            let Ok(dir) = open_dir(root, t.pid) else {
+            let Ok(dir) = open_dir(proc, t.pid) else {
                 items.push(Item::From { table: i, from: 0 });
                 continue;
             };
-            let fds = list_from(&dir, 0).unwrap_or_default();
+            let fds = ProcFs::list_fds(&dir, 0).unwrap_or_default();
             items.extend((0..fds.len()).step_by(CHUNK).map(|lo| Item::Listed {
                 table: i,
                 lo,
@@ -615,16 +572,16 @@ fn plan_items(
 /// tables the probe did not read whole, until every wanted inode is found.
 /// Returns how each table fared.
 fn walk(
-    root: &rustix::fd::OwnedFd,
+    proc: &ProcFs,
     tables: &mut [Table],
     wanted: &HashSet<u32>,
     out: &mut Owners,
     found_in: &mut HashSet<u32>,
     search: Search,
 ) -> Vec<Walked> {
-    let (items, lists) = plan_items(root, tables, search);
+    let (items, lists) = plan_items(proc, tables, search);
     let w = Walk {
-        root,
+        proc,
         tables,
         lists: &lists,
         items: &items,
@@ -702,8 +659,8 @@ fn walk(
                     unread.extend_from_slice(&listed[ti].as_deref().unwrap_or_default()[lo..hi])
                 }
                 Item::From { from, .. } => {
-                    if let Ok(dir) = open_dir(root, t.pid) {
-                        unread.extend(list_from(&dir, from).unwrap_or_default());
+                    if let Ok(dir) = open_dir(proc, t.pid) {
+                        unread.extend(ProcFs::list_fds(&dir, from).unwrap_or_default());
                     }
                 }
             }
@@ -726,72 +683,6 @@ fn claim(pid: u32, hits: Vec<(u32, u32)>, out: &mut Owners, found_in: &mut HashS
             found_in.insert(pid);
         }
     }
-}
-
-/// The fd numbers of an open `/proc/PID/fd` from `start` on (the
-/// directory's position is fd + 2, after `.` and `..`).
-fn list_from(dir: &rustix::fd::OwnedFd, start: u32) -> Option<Vec<u32>> {
-    let mut d = Dir::read_from(dir).ok()?;
-    if start > 0 {
-        d.seek(i64::from(start) + 2).ok()?;
-    }
-    let mut fds = Vec::new();
-    while let Some(entry) = d.read() {
-        let entry = entry.ok()?;
-        if let Some(fd) = entry.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
-            fds.push(fd);
-        }
-    }
-    Some(fds)
-}
-
-/// Numeric entries of `/proc` with the uid that owns each.
-fn list_pids(root: &rustix::fd::OwnedFd) -> Vec<(u32, u32)> {
-    let mut pids = Vec::new();
-    let Ok(dup) = rustix::io::dup(root) else {
-        return pids;
-    };
-    let Ok(mut dir) = Dir::new(dup) else {
-        return pids;
-    };
-    while let Some(Ok(entry)) = dir.read() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let uid = statat(root, entry.file_name(), AtFlags::empty())
-            .map(|st| st.st_uid)
-            .unwrap_or(u32::MAX);
-        pids.push((pid, uid));
-    }
-    pids
-}
-
-/// Parses `socket:[12345]`.
-pub fn socket_inode(link: &[u8]) -> Option<u32> {
-    let rest = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
-    std::str::from_utf8(rest).ok()?.parse().ok()
-}
-
-/// `comm` is at most 15 bytes and a newline (`TASK_COMM_LEN`).
-const COMM_CAP: usize = 64;
-
-/// Reads up to `max` bytes of a small /proc file relative to `root` (see
-/// [`super::fsread`]); a cut file is named in `warnings`.
-fn read_small(
-    root: &rustix::fd::OwnedFd,
-    proc_root: &Path,
-    path: &str,
-    max: usize,
-    warnings: &mut Vec<String>,
-) -> Option<String> {
-    let c = super::fsread::read_at(root, path, max).ok()?;
-    c.note(&proc_root.join(path), max, warnings);
-    Some(c.text())
 }
 
 #[cfg(test)]
@@ -870,13 +761,7 @@ mod tests {
             .map(|c| (inode_of(c), c.as_raw_fd() as u32))
             .collect();
         let wanted: HashSet<u32> = want.keys().copied().collect();
-        let root = openat(
-            CWD,
-            "/proc",
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
+        let root = ProcFs::open(Path::new("/proc"));
         let me = std::process::id();
         let dir = open_dir(&root, me).expect("my own fd table opens");
         let count = rustix::fs::fstat(&dir).unwrap().st_size as usize;
