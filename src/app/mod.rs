@@ -2,9 +2,9 @@
 //! and what the commands share: collection across namespaces, sampling,
 //! per-namespace output. Each command lives in its own module.
 
-use crate::cli::{Cli, ColorChoice, Command, SampleArgs, SelectArgs, SourceArgs};
+use crate::cli::{Cli, ColorChoice, Command, SelectArgs, SourceArgs};
 use crate::collect::{self, Plan};
-use crate::diag::{self as classify, Policy, Report};
+use crate::diag::{Policy, Report};
 use crate::filter::Filter;
 use crate::model::Snapshot;
 use crate::output::emit;
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 mod assert;
 mod kill;
+mod pipeline;
 mod scan;
 mod serve;
 mod snapshot;
@@ -382,44 +383,4 @@ fn prometheus(
     } else {
         report::prometheus::merge(&texts)
     }
-}
-
-/// Takes `n` samples `interval` apart in one namespace (live only) and
-/// classifies each.
-fn sample(
-    src: &SourceArgs,
-    plan: &Plan,
-    filter: &Filter,
-    policy: &Policy,
-    s: &SampleArgs,
-) -> Result<(Vec<Report>, Collected)> {
-    if src.from.is_some() || src.all_netns {
-        anyhow::bail!(
-            "--samples needs one live namespace: it cannot be used with --from or --all-netns"
-        );
-    }
-    let mut reports = Vec::new();
-    let mut warnings = Vec::new();
-    let mut selection = Vec::new();
-    for i in 0..s.samples {
-        if i > 0 {
-            std::thread::sleep(s.interval);
-        }
-        let c = collect_selected(src, plan, None, filter)?;
-        warnings.extend(c.warnings);
-        selection = c.selection;
-        for snap in &c.snapshots {
-            reports.push(classify::classify(snap, filter, policy));
-        }
-    }
-    warnings.dedup();
-    Ok((
-        reports,
-        Collected {
-            snapshots: Vec::new(),
-            warnings,
-            multi: false,
-            selection,
-        },
-    ))
 }

@@ -1,10 +1,10 @@
 //! `cwdiag watch`: a live view that redraws every interval and marks
 //! growing rows.
 
-use super::{collect_selected, filter_of, policy_of, style};
+use super::pipeline::Pipeline;
+use super::style;
 use crate::cli::ColorChoice;
-use crate::collect::Plan;
-use crate::diag::{self as classify, Report};
+use crate::diag::Report;
 use crate::output::emit;
 use crate::report;
 use anyhow::{Context, Result};
@@ -28,20 +28,17 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
     // terminal needs restoring (no raw mode, no alternate screen).
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
-    let filter = filter_of(&args.select);
-    let plan = Plan::for_filter(&filter);
-    let policy = policy_of(&args.policy);
+    let pipeline = Pipeline::of(&args.select, &args.policy);
     let st = style(color, args.top, true);
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut history: Vec<Report> = Vec::new();
     let mut n = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
-        let c = collect_selected(&args.source, &plan, None, &filter)?;
-        let mut report = c
-            .snapshots
-            .first()
-            .map(|s| classify::classify(s, &filter, &policy))
+        let (reports, c) = pipeline.reports(&args.source, None)?;
+        let mut report = reports
+            .into_iter()
+            .next()
             .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
         report.warnings.extend(c.warnings);
         n += 1;
