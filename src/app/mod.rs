@@ -243,7 +243,7 @@ fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// JSON for several namespaces: `{"schema_version":2,"namespaces":[...],"warnings":[...]}`.
+/// JSON for several namespaces: `{"schema_version":3,"namespaces":[...],"warnings":[...]}`.
 #[derive(serde::Serialize)]
 struct PerNamespace<'a, T: serde::Serialize> {
     schema_version: u32,

@@ -5,6 +5,7 @@
 use super::{Collected, collect_selected, filter_of, policy_of};
 use crate::cli::{PolicyArgs, SampleArgs, SelectArgs, SourceArgs};
 use crate::collect::Plan;
+use crate::diag::closes::SampledCloses;
 use crate::diag::{self, Policy, Report};
 use crate::filter::Filter;
 use crate::model::Snapshot;
@@ -43,6 +44,21 @@ impl Pipeline {
         collect_selected(src, &self.plan, record, &self.filter)
     }
 
+    /// The report of one of a series of samples: `closes` counts the
+    /// closes seen since the previous one.
+    pub fn classify_sampled(&self, snap: &Snapshot, closes: &mut SampledCloses) -> Report {
+        let listen = diag::group::listen_ports(snap);
+        closes.observe(
+            snap,
+            |s| {
+                self.filter
+                    .matches(s, s.pid.and_then(|p| snap.processes.get(&p)))
+            },
+            |s| diag::group::direction(s, &listen),
+        );
+        diag::classify_sampled(snap, &self.filter, &self.policy, Some(closes))
+    }
+
     /// [`Pipeline::collect`], then [`Pipeline::classify`].
     pub fn reports(
         &self,
@@ -67,6 +83,7 @@ impl Pipeline {
         let mut reports = Vec::new();
         let mut warnings = Vec::new();
         let mut selection = Vec::new();
+        let mut closes = SampledCloses::default();
         for i in 0..s.samples {
             if i > 0 {
                 std::thread::sleep(s.interval);
@@ -74,7 +91,9 @@ impl Pipeline {
             let c = self.collect(src, None)?;
             warnings.extend(c.warnings);
             selection = c.selection;
-            reports.extend(self.classify(&c.snapshots));
+            for snap in &c.snapshots {
+                reports.push(self.classify_sampled(snap, &mut closes));
+            }
         }
         warnings.dedup();
         Ok((

@@ -32,14 +32,17 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
     let st = style(color, args.top, true);
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut history: Vec<Report> = Vec::new();
+    // Closes counted between consecutive samples, over the latest ones.
+    let mut closes = crate::diag::closes::SampledCloses::keeping(WATCH_HISTORY);
     let mut n = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
-        let (reports, c) = pipeline.reports(&args.source, None)?;
-        let mut report = reports
-            .into_iter()
-            .next()
+        let c = pipeline.collect(&args.source, None)?;
+        let snap = c
+            .snapshots
+            .first()
             .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        let mut report = pipeline.classify_sampled(snap, &mut closes);
         report.warnings.extend(c.warnings);
         n += 1;
         if history.len() >= WATCH_HISTORY {

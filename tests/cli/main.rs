@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod fdlimit;
 mod hardening;
 mod identity;
 mod live;
@@ -16,4 +17,5 @@ mod replay;
 mod schema;
 mod serve;
 mod support;
+mod sysctls;
 mod ux;

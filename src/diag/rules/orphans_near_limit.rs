@@ -70,5 +70,15 @@ pub fn cases() -> Vec<super::cases::Case> {
     vec![
         fires("850 of 1000", with(850), Severity::Warning),
         silent("12 of 1000", with(12)),
+        // The look-alike: a host finishing as many closes, but in TIME_WAIT
+        // (sockstat's `tw`), which are not orphans and have their own limit.
+        silent(
+            "900 TIME_WAIT and 3 orphans",
+            SnapBuilder::new()
+                .sysctl("net.ipv4.tcp_max_orphans", "1000")
+                .counter("sockstat.TCP.orphan", 3)
+                .counter("sockstat.TCP.tw", 900)
+                .build(),
+        ),
     ]
 }
