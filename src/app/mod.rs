@@ -366,7 +366,7 @@ fn prometheus(
     took: Option<std::time::Duration>,
     errors: u64,
 ) -> String {
-    let texts: Vec<String> = reports
+    let each: Vec<_> = reports
         .iter()
         .map(|r| {
             let opts = report::prometheus::PromOptions {
@@ -375,12 +375,8 @@ fn prometheus(
                 scan_errors: errors,
                 namespace: r.netns.as_ref().map(|n| n.name.clone()),
             };
-            report::prometheus::render(r, &opts)
+            (r, opts)
         })
         .collect();
-    if texts.len() == 1 {
-        texts.into_iter().next().unwrap_or_default()
-    } else {
-        report::prometheus::merge(&texts)
-    }
+    report::prometheus::render_many(&each)
 }
