@@ -246,7 +246,7 @@ fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// JSON for several namespaces: `{"schema_version":3,"namespaces":[...],"warnings":[...]}`.
+/// JSON for several namespaces: `{"schema_version":4,"namespaces":[...],"warnings":[...]}`.
 #[derive(serde::Serialize)]
 struct PerNamespace<'a, T: serde::Serialize> {
     schema_version: u32,

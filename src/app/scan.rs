@@ -40,6 +40,9 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         last.findings.splice(0..0, growth);
         last.growth = Some(series);
         (vec![last], c)
+    } else if let Some(w) = &window {
+        let c = pipeline.collect(&args.source, args.record.as_deref())?;
+        (w.classify(&pipeline, &c.snapshots), c)
     } else {
         pipeline.reports(&args.source, args.record.as_deref())?
     };

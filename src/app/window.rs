@@ -4,6 +4,7 @@
 use super::collect_selected;
 use crate::cli::SourceArgs;
 use crate::collect::Plan;
+use crate::diag::Report;
 use crate::events::session::Session;
 use crate::events::window::{self, Recording, Scope};
 use crate::filter::Filter;
@@ -95,6 +96,26 @@ fn close_waits(s: &Snapshot) -> Vec<(SocketAddr, SocketAddr, Option<u32>)> {
 }
 
 impl Window {
+    fn netns_of(&self, s: &Snapshot) -> u64 {
+        s.netns.as_ref().map_or(self.own_netns, |n| n.inode)
+    }
+
+    /// One report per snapshot, the TIME_WAIT rules judging the closes
+    /// the window counted in that snapshot's namespace.
+    pub(super) fn classify(
+        &self,
+        p: &super::pipeline::Pipeline,
+        snaps: &[Snapshot],
+    ) -> Vec<Report> {
+        snaps
+            .iter()
+            .map(|s| {
+                let ev = window::event_closes(&self.rec, self.netns_of(s));
+                crate::diag::classify_events(s, &p.filter, &p.policy, &ev)
+            })
+            .collect()
+    }
+
     /// The reports as JSON values with the window's evidence added.
     pub(super) fn annotate<R: serde::Serialize>(
         &self,
@@ -108,7 +129,7 @@ impl Window {
                 let mut v = serde_json::to_value(r)?;
                 let now = close_waits(s);
                 let scope = Scope {
-                    netns: s.netns.as_ref().map_or(self.own_netns, |n| n.inode),
+                    netns: self.netns_of(s),
                     close_wait_at_start: &self.cw_at_start,
                     close_wait_now: &now,
                 };

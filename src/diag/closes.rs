@@ -19,10 +19,17 @@
 //! sockets of the later sample that closed after the earlier one. The
 //! rate is sustained when every interval saw closes; it is then the
 //! total over the whole window.
+//!
+//! With `--window`, the kernel's `sock:inet_sock_set_state` tracepoint
+//! counts every active close (ESTABLISHED -> FIN_WAIT1, in the closing
+//! process's context: `net/ipv4/tcp.c:tcp_close_state`) exactly, with its
+//! time: the rate is closes / window, and it is sustained when every
+//! whole second of the window saw closes (a burst fills few of them).
 
 pub use super::types::{CloseSource, Closes};
 use super::types::{Direction, TIME_WAIT_LEN_S};
 use crate::model::{Endpoint, Snapshot, Socket, TcpState};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 impl Closes {
@@ -40,6 +47,9 @@ impl Closes {
             measured_by: CloseSource::TimeWaitTimers,
             samples: 1,
             sustained_per_s: None,
+            busiest_second: None,
+            seconds_with_closes: None,
+            whole_seconds: None,
         }
     }
 
@@ -61,7 +71,149 @@ impl Closes {
                 "{n} close{plural} over {} samples in {:.1} s, not in every interval: no sustained rate",
                 self.samples, self.window_s
             ),
+            (CloseSource::Events, _) => self.event_words(),
         }
+    }
+
+    /// The closes of an event window, with the processes that closed:
+    /// "nginx (pid 123) closed 6000 connections in 4.0 s: ~1500/s
+    /// sustained (closes in each of 4 seconds, busiest 1620)".
+    pub fn words_by(&self, closers: &[Closer]) -> String {
+        if self.measured_by != CloseSource::Events || closers.is_empty() {
+            return self.words();
+        }
+        let mut who: Vec<String> = closers
+            .iter()
+            .take(3)
+            .map(|c| {
+                let n = if closers.len() > 1 {
+                    format!(" {}", c.closes)
+                } else {
+                    String::new()
+                };
+                format!("{} (pid {}){n}", crate::escape::Escaped(&c.comm), c.pid)
+            })
+            .collect();
+        if closers.len() > 3 {
+            who.push(format!("{} more processes", closers.len() - 3));
+        }
+        let n = self.count;
+        let plural = if n == 1 { "" } else { "s" };
+        format!(
+            "{} closed {n} connection{plural} in {:.1} s: {}",
+            who.join(", "),
+            self.window_s,
+            self.spread()
+        )
+    }
+
+    fn event_words(&self) -> String {
+        let n = self.count;
+        let plural = if n == 1 { "" } else { "s" };
+        format!(
+            "{n} close{plural} in the {:.1} s window (kernel tracepoints): {}",
+            self.window_s,
+            self.spread()
+        )
+    }
+
+    /// Burst or sustained, from the per-second spread of an event window.
+    fn spread(&self) -> String {
+        let (busy, with, whole) = (
+            self.busiest_second.unwrap_or(0),
+            self.seconds_with_closes.unwrap_or(0),
+            self.whole_seconds.unwrap_or(0),
+        );
+        match self.sustained_per_s {
+            Some(r) => {
+                format!("~{r:.0}/s sustained (closes in each of {whole} seconds, busiest {busy})")
+            }
+            None if self.count == 0 => {
+                "none in the window: the TIME_WAIT sockets closed before it".to_string()
+            }
+            None if whole < 2 => {
+                "the window is too short to tell a burst from a sustained rate".to_string()
+            }
+            None => format!(
+                "a burst (closes in {with} of {whole} seconds, busiest {busy}), no sustained rate"
+            ),
+        }
+    }
+}
+
+/// A process whose close() or shutdown() began connections' way to
+/// TIME_WAIT, and how many it closed in the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Closer {
+    pub pid: u32,
+    pub comm: String,
+    pub closes: u64,
+}
+
+/// Active closes of one place (a local port, or a destination) over an
+/// event window: per second of the window, and per process.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub per_s: Vec<u32>,
+    pub closers: BTreeMap<(u32, String), u64>,
+}
+
+/// What an event window measured in one namespace: the active closes on
+/// each local port and towards each destination. Built by the event
+/// source; pure here.
+#[derive(Debug, Clone, Default)]
+pub struct EventCloses {
+    pub window_ms: u64,
+    pub by_port: BTreeMap<u16, Tally>,
+    pub by_peer: BTreeMap<std::net::SocketAddr, Tally>,
+}
+
+impl EventCloses {
+    /// The closes on local port `port` (inbound) or towards `peer`
+    /// (outbound), with their closers, most first.
+    pub fn closes(
+        &self,
+        direction: Direction,
+        port: u16,
+        peer: Option<Endpoint>,
+    ) -> (Closes, Vec<Closer>) {
+        let empty = Tally::default();
+        let t = match (direction, peer) {
+            (Direction::Outbound, Some(p)) => self.by_peer.get(&p.socket_addr()),
+            _ => self.by_port.get(&port),
+        }
+        .unwrap_or(&empty);
+        let count: u64 = t.closers.values().sum();
+        let window_s = self.window_ms as f64 / 1000.0;
+        // Whole seconds only: the last, partial second may be quiet.
+        let whole = (self.window_ms / 1000) as usize;
+        let sec = |i: usize| t.per_s.get(i).copied().unwrap_or(0);
+        let with = (0..whole).filter(|&i| sec(i) > 0).count();
+        let busiest = (0..whole).map(sec).max().unwrap_or(0);
+        let sustained = whole >= 2 && with == whole;
+        let mut closers: Vec<Closer> = t
+            .closers
+            .iter()
+            .map(|((pid, comm), n)| Closer {
+                pid: *pid,
+                comm: comm.clone(),
+                closes: *n,
+            })
+            .collect();
+        closers.sort_by(|a, b| b.closes.cmp(&a.closes).then(a.pid.cmp(&b.pid)));
+        (
+            Closes {
+                count: count as usize,
+                window_s: (window_s * 1000.0).round() / 1000.0,
+                measured_by: CloseSource::Events,
+                samples: 1,
+                sustained_per_s: sustained.then(|| (count as f64 / window_s * 10.0).round() / 10.0),
+                busiest_second: Some(busiest),
+                seconds_with_closes: Some(with as u32),
+                whole_seconds: Some(whole as u32),
+            },
+            closers,
+        )
     }
 }
 
@@ -167,6 +319,9 @@ impl SampledCloses {
             measured_by: CloseSource::Samples,
             samples: self.intervals.len() + 1,
             sustained_per_s: sustained.then(|| (count as f64 / window_s * 10.0).round() / 10.0),
+            busiest_second: None,
+            seconds_with_closes: None,
+            whole_seconds: None,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Grouping: sockets per (state, owner, direction, port, peer), the
 //! direction of a connection, and the arithmetic of TIME_WAIT and ports.
 
-use super::closes::{Closes, SampledCloses};
+use super::closes::{Closes, EventCloses, SampledCloses};
 use super::host::{Host, Sysctl};
 use super::types::{DEFAULT_PORT_BUDGET, Direction, Group, Owner, RecvQSplit};
 use crate::model::{Attribution, Endpoint, Snapshot, Socket, TcpState};
@@ -50,12 +50,14 @@ type GroupKey = (
 
 /// The groups of `selected`, biggest first.
 /// TIME_WAIT groups carry their closes: measured across samples when
-/// `sampled` is given, else read from the remaining times.
+/// `sampled` is given, counted from the tracepoints when `events` is,
+/// else read from the remaining times.
 pub fn groups(
     snap: &Snapshot,
     selected: &[&Socket],
     listen: &FxHashSet<u16>,
     sampled: Option<&SampledCloses>,
+    events: Option<&EventCloses>,
 ) -> Vec<Group> {
     let mut buckets: FxHashMap<GroupKey, Vec<&Socket>> = Default::default();
     for s in selected {
@@ -74,7 +76,15 @@ pub fn groups(
         .into_iter()
         .map(|((state, pid, direction, port, peer, owner), socks)| {
             let process = pid.and_then(|p| snap.processes.get(&p));
-            let mut g = build(state, owner, direction, port, peer, &socks, sampled);
+            let mut g = build(
+                state,
+                owner,
+                direction,
+                port,
+                peer,
+                &socks,
+                (sampled, events),
+            );
             g.pid = pid;
             g.comm = process.map(|p| p.comm.clone());
             g.container = process.and_then(|p| p.container.clone());
@@ -100,7 +110,7 @@ fn build(
     port: u16,
     peer: Option<Endpoint>,
     socks: &[&Socket],
-    sampled: Option<&SampledCloses>,
+    (sampled, events): (Option<&SampledCloses>, Option<&EventCloses>),
 ) -> Group {
     let mut recv_q = RecvQSplit::default();
     let mut ages: Vec<u32> = Vec::new();
@@ -120,10 +130,11 @@ fn build(
     }
     ages.sort_unstable();
     let tw = state == TcpState::TimeWait;
-    let closes = tw.then(|| {
-        sampled
+    let closes = tw.then(|| match events {
+        Some(ev) => ev.closes(direction, port, peer).0,
+        None => sampled
             .and_then(|m| m.closes(|k| k.0 == direction && k.2 == port && k.3 == peer))
-            .unwrap_or_else(|| Closes::from_timers(socks.iter().copied()))
+            .unwrap_or_else(|| Closes::from_timers(socks.iter().copied())),
     });
     Group {
         state,
@@ -231,7 +242,7 @@ mod tests {
             .time_waits("10.0.0.1", "10.0.0.2:80", 3000, 9_000)
             .build();
         let sel: Vec<&Socket> = s.sockets.iter().collect();
-        let g = &groups(&s, &sel, &listen_ports(&s), None)[0];
+        let g = &groups(&s, &sel, &listen_ports(&s), None, None)[0];
         assert_eq!(g.time_wait_left_s, Some([0, 0, 0, 0, 0, 3000]));
         let c = g.closes.unwrap();
         assert_eq!((c.count, c.window_s, c.sustained_per_s), (3000, 9.0, None));

@@ -35,6 +35,18 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     classify_sampled(snap, filter, policy, None)
 }
 
+/// [`classify`] with the closes an event window counted in this
+/// snapshot's namespace (`--window`): TIME_WAIT findings then carry the
+/// exact closes, who closed them and whether they were sustained.
+pub fn classify_events(
+    snap: &Snapshot,
+    filter: &Filter,
+    policy: &Policy,
+    events: &closes::EventCloses,
+) -> Report {
+    classify_measured(snap, filter, policy, None, Some(events))
+}
+
 /// [`classify`] with the closes measured across samples up to `snap`
 /// (`scan --samples`, `watch`): TIME_WAIT findings and groups then say
 /// whether a close rate was sustained.
@@ -43,6 +55,16 @@ pub fn classify_sampled(
     filter: &Filter,
     policy: &Policy,
     sampled: Option<&closes::SampledCloses>,
+) -> Report {
+    classify_measured(snap, filter, policy, sampled, None)
+}
+
+fn classify_measured(
+    snap: &Snapshot,
+    filter: &Filter,
+    policy: &Policy,
+    sampled: Option<&closes::SampledCloses>,
+    events: Option<&closes::EventCloses>,
 ) -> Report {
     // Direction needs every listening port, whatever the filters say.
     let listen_ports = group::listen_ports(snap);
@@ -56,7 +78,7 @@ pub fn classify_sampled(
     for s in &selected {
         *states.entry(s.state).or_default() += 1;
     }
-    let groups = group::groups(snap, &selected, &listen_ports, sampled);
+    let groups = group::groups(snap, &selected, &listen_ports, sampled, events);
     let host = host::Host::of(snap);
     let ctx = rules::Ctx {
         snap,
@@ -69,6 +91,7 @@ pub fn classify_sampled(
         budget: group::port_budget(&host),
         filter,
         sampled,
+        events,
     };
     let (attribution, owner_warning) = view_attribution(snap, &selected);
     let mut findings = rules::run(&ctx);

@@ -156,6 +156,9 @@ pub enum CloseSource {
     /// New TIME_WAIT sockets counted between consecutive samples
     /// (`scan --samples`, `watch`).
     Samples,
+    /// Active closes counted from the kernel's TCP tracepoints over a
+    /// recorded window (`--window`): exact, with their per-second spread.
+    Events,
 }
 
 /// Closes counted within a named window ending at the (last) snapshot:
@@ -171,10 +174,17 @@ pub struct Closes {
     pub measured_by: CloseSource,
     /// Samples taken (1 for a snapshot).
     pub samples: usize,
-    /// Closes per second over the window, only when measured across
-    /// samples with closes in every interval; null otherwise (one
-    /// snapshot, or a burst that did not last).
+    /// Closes per second over the window, only when measured over time
+    /// with closes in every interval (every sample interval, or every
+    /// whole second of an event window); null otherwise (one snapshot, or
+    /// a burst that did not last).
     pub sustained_per_s: Option<f64>,
+    /// Events only: closes in the busiest whole second of the window.
+    pub busiest_second: Option<u32>,
+    /// Events only: whole seconds of the window that saw a close, and
+    /// how many whole seconds it has.
+    pub seconds_with_closes: Option<u32>,
+    pub whole_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -5,8 +5,8 @@
 
 use super::attrib::Attributed;
 use super::decode::Kind;
+use crate::diag::closes::EventCloses;
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 
@@ -167,14 +167,6 @@ impl Recording {
     }
 }
 
-/// The closers behind one TIME_WAIT group of a namespace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Closer {
-    pub pid: u32,
-    pub comm: String,
-    pub closes: u64,
-}
-
 /// A report's view of the namespace it covers.
 pub struct Scope<'a> {
     pub netns: u64,
@@ -188,84 +180,33 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Closes in `scope`'s namespace that match a TIME_WAIT group (inbound by
-/// local port, outbound by destination): per process, and per second of
-/// the window over all of them.
-fn closers(rec: &Recording, scope: &Scope, target: &Target) -> (Vec<Closer>, Vec<u32>) {
-    let mut by: FxHashMap<(u32, &str), u64> = FxHashMap::default();
-    let mut per_s: Vec<u32> = Vec::new();
-    for (k, c) in &rec.closes {
-        if k.netns != Some(scope.netns) || &k.target != target {
-            continue;
+/// The active closes the window saw in namespace `netns`, per local
+/// port and per destination, for the TIME_WAIT rules to judge.
+pub fn event_closes(rec: &Recording, netns: u64) -> EventCloses {
+    let mut out = EventCloses {
+        window_ms: rec.window_ms,
+        ..EventCloses::default()
+    };
+    for (k, c) in rec.closes.iter().filter(|(k, _)| k.netns == Some(netns)) {
+        let t = match k.target {
+            Target::LocalPort(p) => out.by_port.entry(p).or_default(),
+            Target::Peer(a) => out.by_peer.entry(a).or_default(),
+        };
+        *t.closers.entry((k.pid, k.comm.clone())).or_default() += c.total;
+        if t.per_s.len() < c.per_s.len() {
+            t.per_s.resize(c.per_s.len(), 0);
         }
-        *by.entry((k.pid, k.comm.as_str())).or_default() += c.total;
-        if per_s.len() < c.per_s.len() {
-            per_s.resize(c.per_s.len(), 0);
-        }
-        for (t, n) in per_s.iter_mut().zip(&c.per_s) {
-            *t += n;
+        for (n, m) in t.per_s.iter_mut().zip(&c.per_s) {
+            *n += m;
         }
     }
-    let mut v: Vec<Closer> = by
-        .into_iter()
-        .map(|((pid, comm), closes)| Closer {
-            pid,
-            comm: comm.to_string(),
-            closes,
-        })
-        .collect();
-    v.sort_by(|a, b| b.closes.cmp(&a.closes).then(a.pid.cmp(&b.pid)));
-    (v, per_s)
+    out
 }
 
-/// Adds the window's evidence to one report (its JSON form): TIME_WAIT
-/// findings gain `evidence.closers`, `evidence.window_s`,
-/// `evidence.window_closes` and `evidence.window_close_rate_per_s`; the
-/// report gains a `window` object.
+/// Adds the window's evidence to one report (its JSON form): a `window`
+/// object. (TIME_WAIT findings carry the window's closes in their own
+/// `closes` and `closers`: see [`event_closes`].)
 pub fn annotate(report: &mut Value, rec: &Recording, scope: &Scope) {
-    if let Some(findings) = report.get_mut("findings").and_then(Value::as_array_mut) {
-        for f in findings {
-            let Some(ev) = f.get_mut("evidence").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            if ev.get("state").and_then(Value::as_str) != Some("TIME_WAIT") {
-                continue;
-            }
-            let inbound = ev.get("direction").and_then(Value::as_str) == Some("inbound");
-            let target = if inbound {
-                let port = ev.get("port").and_then(Value::as_u64).unwrap_or(0);
-                Target::LocalPort(u16::try_from(port).unwrap_or(0))
-            } else {
-                match ev
-                    .get("peer")
-                    .and_then(Value::as_str)
-                    .and_then(|p| p.parse::<SocketAddr>().ok())
-                {
-                    Some(p) => Target::Peer(p),
-                    None => continue,
-                }
-            };
-            let (c, per_s) = closers(rec, scope, &target);
-            let total: u64 = c.iter().map(|c| c.closes).sum();
-            // Burst or sustained: the busiest second, and how many seconds
-            // of the window saw a close at all.
-            ev.insert(
-                "window_close_peak_per_s".into(),
-                json!(per_s.iter().max().copied().unwrap_or(0)),
-            );
-            ev.insert(
-                "window_seconds_with_closes".into(),
-                json!(per_s.iter().filter(|n| **n > 0).count()),
-            );
-            ev.insert("window_s".into(), json!(round3(rec.window_s())));
-            ev.insert("window_closes".into(), json!(total));
-            ev.insert(
-                "window_close_rate_per_s".into(),
-                json!(round3(total as f64 / rec.window_s().max(0.001))),
-            );
-            ev.insert("closers".into(), json!(c));
-        }
-    }
     let began = close_wait_begun(rec, scope);
     let resets: Vec<Value> = rec
         .resets
@@ -333,7 +274,6 @@ fn close_wait_begun(rec: &Recording, scope: &Scope) -> Vec<Value> {
 
 /// The window's part of a table report, from an annotated report.
 pub fn text(report: &Value) -> String {
-    use crate::escape::Escaped;
     let w = &report["window"];
     if w.is_null() {
         return String::new();
@@ -354,38 +294,6 @@ pub fn text(report: &Value) -> String {
         w["events_without_namespace"],
         w["closes_without_process"]
     );
-    for f in report["findings"].as_array().into_iter().flatten() {
-        let e = &f["evidence"];
-        if e.get("closers").is_none() {
-            continue;
-        }
-        let what = match e["peer"].as_str() {
-            Some(p) => format!("towards {p}"),
-            None => format!("on local port {}", e["port"]),
-        };
-        let who: Vec<String> = e["closers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .take(5)
-            .map(|c| {
-                format!(
-                    "pid {} ({}) {}",
-                    c["pid"],
-                    Escaped(c["comm"].as_str().unwrap_or("")),
-                    c["closes"]
-                )
-            })
-            .collect();
-        out += &format!(
-            "  TIME_WAIT {what}: {} closes in {} s ({} per s){}{}\n",
-            e["window_closes"],
-            e["window_s"],
-            e["window_close_rate_per_s"],
-            if who.is_empty() { "" } else { ", closed by " },
-            who.join(", ")
-        );
-    }
     let began = w["close_wait_begun"]
         .as_array()
         .map_or(&[][..], Vec::as_slice);
@@ -427,8 +335,11 @@ pub fn text(report: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diag::closes::{CloseSource, Closer};
+    use crate::diag::types::Direction;
     use crate::events::attrib::Evidence;
     use crate::events::decode::Event;
+    use crate::model::Endpoint;
 
     fn a(kind: Kind, sk: u64, pid: Option<u32>, ns: Option<u64>, l: &str, p: &str) -> Attributed {
         Attributed {
@@ -543,22 +454,50 @@ mod tests {
         };
         let mut r = tw_report("outbound", 5432, Some("10.0.0.5:5432"));
         annotate(&mut r, &rec, &scope);
-        let ev = &r["findings"][0]["evidence"];
-        assert_eq!(ev["window_closes"], 40);
-        assert_eq!(ev["window_close_rate_per_s"], 20.0);
-        assert_eq!(ev["window_s"], 2.0);
-        assert_eq!(
-            ev["closers"],
-            json!([{"pid": 100, "comm": "c100", "closes": 30}, {"pid": 200, "comm": "c200", "closes": 10}])
-        );
         assert_eq!(r["window"]["closes_without_process"], 1);
-        // All 40 in the same second: a burst.
-        assert_eq!(ev["window_close_peak_per_s"], 40);
-        assert_eq!(ev["window_seconds_with_closes"], 1);
+        let ev = event_closes(&rec, 1);
+        let (c, who) = ev.closes(Direction::Outbound, 5432, Some(ep("10.0.0.5:5432")));
+        assert_eq!(
+            (c.count, c.window_s, c.measured_by),
+            (40, 2.0, CloseSource::Events)
+        );
+        assert_eq!(
+            who,
+            [closer(100, 30), closer(200, 10)],
+            "most first, this namespace only"
+        );
+        // All 40 in the same second of two: a burst.
+        assert_eq!(
+            (c.busiest_second, c.seconds_with_closes, c.whole_seconds),
+            (Some(40), Some(1), Some(2))
+        );
+        assert_eq!(c.sustained_per_s, None);
+        assert_eq!(
+            c.words_by(&who),
+            "c100 (pid 100) 30, c200 (pid 200) 10 closed 40 connections in 2.0 s: a burst (closes in 1 of 2 seconds, busiest 40), no sustained rate"
+        );
         // Inbound: matched by local port.
-        let mut r = tw_report("inbound", 40001, None);
-        annotate(&mut r, &rec, &scope);
-        assert_eq!(r["findings"][0]["evidence"]["window_closes"], 10);
+        let (c, _) = ev.closes(Direction::Inbound, 40001, None);
+        assert_eq!(c.count, 10);
+        // Another namespace, and a destination nobody closed towards.
+        let (c, who) =
+            event_closes(&rec, 2).closes(Direction::Outbound, 5432, Some(ep("10.0.0.5:5432")));
+        assert_eq!((c.count, who), (7, vec![closer(300, 7)]));
+        let (c, who) = ev.closes(Direction::Outbound, 5432, Some(ep("10.0.0.9:5432")));
+        assert_eq!((c.count, who.len()), (0, 0));
+        assert!(c.words().contains("none in the window"), "{}", c.words());
+    }
+
+    fn ep(s: &str) -> Endpoint {
+        Endpoint::from(s.parse::<SocketAddr>().unwrap())
+    }
+
+    fn closer(pid: u32, closes: u64) -> Closer {
+        Closer {
+            pid,
+            comm: format!("c{pid}"),
+            closes,
+        }
     }
 
     #[test]
@@ -578,20 +517,42 @@ mod tests {
                 at,
             );
         }
-        let start = FxHashSet::default();
-        let now = Vec::new();
-        let scope = Scope {
-            netns: 1,
-            close_wait_at_start: &start,
-            close_wait_now: &now,
+        let (c, who) =
+            event_closes(&rec, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
+        assert_eq!((c.count, c.sustained_per_s), (50, Some(5.0)));
+        assert_eq!(
+            (c.busiest_second, c.seconds_with_closes, c.whole_seconds),
+            (Some(5), Some(10), Some(10))
+        );
+        assert_eq!(
+            c.words_by(&who),
+            "c100 (pid 100) closed 50 connections in 10.0 s: ~5/s sustained (closes in each of 10 seconds, busiest 5)"
+        );
+        // The same 50 closes within the first second: a burst.
+        let mut burst = Recording {
+            start_ms: 100_000,
+            window_ms: 10_000,
+            end_ms: 110_000,
+            ..Default::default()
         };
-        let mut r = tw_report("outbound", 80, Some("10.0.0.5:80"));
-        annotate(&mut r, &rec, &scope);
-        let ev = &r["findings"][0]["evidence"];
-        assert_eq!(ev["window_closes"], 50);
-        assert_eq!(ev["window_close_rate_per_s"], 5.0);
-        assert_eq!(ev["window_close_peak_per_s"], 5);
-        assert_eq!(ev["window_seconds_with_closes"], 10);
+        for i in 0..50u64 {
+            burst.add(
+                &a(fw1, i, Some(100), Some(1), "10.0.0.1:40000", "10.0.0.5:80"),
+                100_000 + i * 10,
+            );
+        }
+        let (c, _) =
+            event_closes(&burst, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
+        assert_eq!(
+            (c.count, c.sustained_per_s, c.seconds_with_closes),
+            (50, None, Some(1))
+        );
+        // A window shorter than two whole seconds cannot tell.
+        burst.window_ms = 1_500;
+        let (c, _) =
+            event_closes(&burst, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
+        assert_eq!(c.sustained_per_s, None);
+        assert!(c.words().contains("too short"), "{}", c.words());
     }
 
     #[test]

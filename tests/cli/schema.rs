@@ -95,6 +95,9 @@ struct Closes {
     measured_by: String,
     samples: u64,
     sustained_per_s: Option<f64>,
+    busiest_second: Option<u64>,
+    seconds_with_closes: Option<u64>,
+    whole_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +190,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "peer",
             "time_wait_left_s",
             "closes",
+            "closers",
             "port_budget",
             "port_ratio",
         ],
@@ -203,6 +207,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "port_budget",
             "port_ratio",
             "closes",
+            "closers",
             "sustainable_rate_per_s",
         ],
     ),
@@ -294,7 +299,7 @@ fn check(args: &[&str]) -> Report {
     );
     let r: Report =
         serde_json::from_slice(&out.stdout).expect("output matches the documented schema");
-    assert_eq!(r.schema_version, 3);
+    assert_eq!(r.schema_version, 4);
     assert_eq!(
         r.states
             .keys()

@@ -35,6 +35,9 @@ pub struct PortsEvidence {
     pub port_ratio: f64,
     /// The closes, the window they were counted in and how.
     pub closes: Closes,
+    /// With `--window`: the processes that closed, most first; null
+    /// without a window.
+    pub closers: Option<Vec<crate::diag::closes::Closer>>,
     /// port_budget / the port-hold time (60 s, or 1 s where tcp_tw_reuse
     /// applies): new connections per second the range sustains.
     pub sustainable_rate_per_s: f64,
@@ -81,8 +84,10 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             budget > 0 && *held as f64 / f64::from(budget) >= ctx.policy.port_ratio_warn
         })
         .map(|((src, dst, dport), (held, tw))| {
-            let closes = super::time_wait::closes_of(
+            let peer = crate::model::Endpoint::from(std::net::SocketAddr::new(dst, dport));
+            let (closes, closers) = super::time_wait::closes_of(
                 ctx,
+                (crate::diag::types::Direction::Outbound, dport, Some(peer)),
                 |k| {
                     k.0 == crate::diag::types::Direction::Outbound
                         && k.1 == src
@@ -109,18 +114,20 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 port_budget: budget,
                 port_ratio: round3(ratio),
                 closes,
+                closers: closers.clone(),
                 sustainable_rate_per_s: round3(sustainable),
             };
+            let said = super::time_wait::closes_words(&closes, closers.as_deref());
             let headroom = match closes.sustained_per_s {
                 Some(r) if r >= sustainable => format!(
                     "{}, past the ~{sustainable:.0}/s the range sustains: connect() will fail with EADDRNOTAVAIL",
-                    closes.words()
+                    said
                 ),
                 Some(_) => format!(
                     "{}, within the ~{sustainable:.0}/s the range sustains",
-                    closes.words()
+                    said
                 ),
-                None => closes.words(),
+                None => said,
             };
             Finding {
                 rule_id: RuleId::EphemeralPortsExhausted,

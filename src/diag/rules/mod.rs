@@ -191,6 +191,9 @@ pub struct Ctx<'a> {
     pub filter: &'a crate::filter::Filter,
     /// Closes measured across samples, when there were samples.
     pub sampled: Option<&'a crate::diag::closes::SampledCloses>,
+    /// Closes counted from the kernel's tracepoints over a window
+    /// (`--window`); preferred over the other measurements.
+    pub events: Option<&'a crate::diag::closes::EventCloses>,
 }
 
 impl Ctx<'_> {

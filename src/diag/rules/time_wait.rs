@@ -5,7 +5,7 @@
 //! see `diag/closes.rs`).
 
 use super::Ctx;
-use crate::diag::closes::{CloseKey, Closes};
+use crate::diag::closes::{CloseKey, Closer, Closes};
 use crate::diag::group::{direction as direction_of, left_s, round3};
 use crate::diag::types::Direction;
 use crate::model::{Endpoint, Socket, TcpState};
@@ -25,6 +25,9 @@ pub struct TimeWaitEvidence {
     pub time_wait_left_s: [usize; 6],
     /// The closes, the window they were counted in and how.
     pub closes: Closes,
+    /// With `--window`: the processes whose close() began these
+    /// connections' way to TIME_WAIT, most first; null without a window.
+    pub closers: Option<Vec<Closer>>,
     /// Outbound: ephemeral ports per destination, and the share in use.
     pub port_budget: Option<u32>,
     pub port_ratio: Option<f64>,
@@ -39,14 +42,28 @@ pub struct Churn {
 
 /// The closes towards (or on) one key: measured across samples when
 /// there were samples, else counted by the remaining times of `socks`.
+/// With an event window, the exact closes on `port` (inbound) or towards
+/// `peer` (outbound) and the processes that closed them.
 pub fn closes_of<'a>(
     ctx: &Ctx,
+    (direction, port, peer): (Direction, u16, Option<Endpoint>),
     take: impl Fn(&CloseKey) -> bool,
     socks: impl IntoIterator<Item = &'a Socket>,
-) -> Closes {
-    ctx.sampled
+) -> (Closes, Option<Vec<Closer>>) {
+    if let Some(ev) = ctx.events {
+        let (c, who) = ev.closes(direction, port, peer);
+        return (c, Some(who));
+    }
+    let c = ctx
+        .sampled
         .and_then(|m| m.closes(take))
-        .unwrap_or_else(|| Closes::from_timers(socks))
+        .unwrap_or_else(|| Closes::from_timers(socks));
+    (c, None)
+}
+
+/// The closes in words, naming the closers when the tracepoints did.
+pub fn closes_words(c: &Closes, closers: Option<&[Closer]>) -> String {
+    c.words_by(closers.unwrap_or(&[]))
 }
 
 /// Ports the closes would hold at the rate sustained across samples, as
@@ -76,8 +93,9 @@ pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
     agg.into_iter()
         .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
         .map(|((port, peer), socks)| {
-            let closes = closes_of(
+            let (closes, closers) = closes_of(
                 ctx,
+                (direction, port, peer),
                 |k| k.0 == direction && k.2 == port && k.3 == peer,
                 socks.iter().copied(),
             );
@@ -93,6 +111,7 @@ pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
                     peer: peer.map(|p| p.to_string()),
                     time_wait_left_s: left_s(socks.iter().copied()),
                     closes,
+                    closers,
                     port_budget: outbound.then_some(ctx.budget),
                     port_ratio: ratio,
                 },

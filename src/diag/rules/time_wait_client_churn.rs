@@ -83,7 +83,7 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
     let loopback = towards_loopback(e);
     let hold = port_hold_s(ctx, loopback);
     let sustainable = f64::from(budget) / f64::from(hold);
-    let closes = e.closes.words();
+    let closes = super::time_wait::closes_words(&e.closes, e.closers.as_deref());
     let pace = match e.closes.sustained_per_s {
         Some(r) if r >= sustainable => format!(
             "at the ~{r:.0}/s sustained over {:.1} s it outruns the ~{sustainable:.0}/s the range sustains",
@@ -93,8 +93,11 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
             "the ~{r:.0}/s sustained over {:.1} s is within the ~{sustainable:.0}/s the range sustains",
             e.closes.window_s
         ),
-        None => format!(
+        None if e.closes.measured_by == crate::diag::closes::CloseSource::TimeWaitTimers => format!(
             "one snapshot shows when they closed, not a rate that holds: `cwdiag scan --samples 5 --interval 2s` measures one against the ~{sustainable:.0}/s the range sustains"
+        ),
+        None => format!(
+            "the closes did not last through the measurement, so no rate is projected against the ~{sustainable:.0}/s the range sustains"
         ),
     };
     (

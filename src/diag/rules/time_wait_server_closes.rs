@@ -56,7 +56,7 @@ pub fn words(e: &TimeWaitEvidence) -> (String, String) {
             "{} TIME_WAIT sockets on local port {}: this host closed them first ({})",
             e.count,
             e.port,
-            e.closes.words()
+            super::time_wait::closes_words(&e.closes, e.closers.as_deref())
         ),
         format!(
             "The server on port {} closes first, so it keeps TIME_WAIT for a fixed 60 s. That costs the server no ports and is usually harmless; watch tcp_max_tw_buckets. To reduce it, keep client connections alive or let clients close first. tcp_fin_timeout does not shorten TIME_WAIT, and tcp_tw_reuse only affects outgoing connects.",
