@@ -150,6 +150,14 @@ pub struct WatchArgs {
     /// Show at most N rows (0 = all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+
+    /// Record the kernel's TCP tracepoints for DURATION before each frame
+    /// (frames then follow each other every DURATION, not --interval):
+    /// TIME_WAIT findings count their closes exactly over that window and
+    /// name the processes that closed, as `scan --window` does. Needs
+    /// root; without the tracepoints, a warning and the plain view.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -507,6 +515,15 @@ pub struct AssertArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Record the kernel's TCP tracepoints for DURATION, then check the
+    /// limits, as `scan --window` does: the result gains the window's
+    /// `window` object (CLOSE_WAIT begun in it, connections the peer
+    /// reset whose fd is still open). Needs root; without the
+    /// tracepoints, a warning and the plain check. Not with --from or
+    /// --samples.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from")]
+    pub window: Option<std::time::Duration>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,15 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
     if args.require_match && !filter.needs_owner() {
         anyhow::bail!("--require-match needs a process selector: --pid or --comm");
     }
+    if args.window.is_some() && args.sampling.samples > 1 {
+        anyhow::bail!("--window takes a single sample: drop --samples");
+    }
+    // First, while single-threaded: the event source may need a mount
+    // namespace of its own.
+    let window = match args.window {
+        Some(w) => super::window::record(&args.source, w)?,
+        None => None,
+    };
     let growth_limits =
         limits.max_close_wait_growth.is_some() || limits.max_time_wait_growth.is_some();
     if growth_limits && args.sampling.samples < 2 {
@@ -66,6 +75,8 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
         policy: Policy::default(),
     };
     let mut outcomes = Vec::new();
+    // With a window: each outcome as JSON with the window's object.
+    let mut annotated = Vec::new();
     let c = if args.sampling.samples > 1 {
         let (reports, c) = pipeline.sample(&args.source, &args.sampling)?;
         let series = crate::diag::growth::series(&reports);
@@ -93,6 +104,9 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
                 pipeline.plan.attribute = Attribute::Nothing;
                 outcome = judge(&pipeline, &snap);
             }
+            if let Some(w) = &window {
+                annotated.extend(w.annotate(std::slice::from_ref(&outcome), &[snap])?);
+            }
             outcomes.push(outcome);
         }
         Collected {
@@ -106,14 +120,23 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
         anyhow::bail!("--require-match: {line}");
     }
     let ok = outcomes.iter().all(|o| o.ok);
-    let text = if args.json {
+    let text = if args.json && window.is_some() {
+        json_output(&annotated, &c.warnings, c.multi)?
+    } else if args.json {
         json_output(&outcomes, &c.warnings, c.multi)?
     } else {
         per_namespace_text(
             &c.warnings,
             &outcomes,
             |o| o.netns.as_ref(),
-            assertion::render_text,
+            |o| {
+                let i = outcomes.iter().position(|x| std::ptr::eq(x, o));
+                let w = i
+                    .and_then(|i| annotated.get(i))
+                    .map(crate::events::window::text)
+                    .unwrap_or_default();
+                assertion::render_text(o) + &w
+            },
         )
     };
     emit(&text)?;

@@ -21,70 +21,104 @@ pub(super) struct Window {
     own_netns: u64,
 }
 
+/// The event source, open: records one window after another (`watch`).
+pub(super) struct Source {
+    s: Session,
+    stop: super::trace::StopFlag,
+    announced: bool,
+}
+
+/// Opens the source; `None` (after a one-line warning) when the
+/// tracepoints cannot be used: the command then reports snapshots only.
+/// Call it before any thread: the source may need a mount namespace of
+/// its own.
+pub(super) fn open(src: &SourceArgs) -> Result<Option<Source>> {
+    let stop = super::trace::stop_flag()?;
+    match Session::open(&src.proc_root) {
+        Ok(s) => Ok(Some(Source {
+            s,
+            stop,
+            announced: false,
+        })),
+        Err(e) => {
+            eprintln!("cwdiag: warning: {e}; --window ignored, reporting the snapshot only");
+            Ok(None)
+        }
+    }
+}
+
 /// Records for `length`; `None` (after a one-line warning) when the
 /// tracepoints cannot be used: the scan then reports the snapshot only.
 pub(super) fn record(src: &SourceArgs, length: Duration) -> Result<Option<Window>> {
-    let stop = super::trace::stop_flag()?;
-    // Before any thread: the source may need a mount namespace of its own.
-    let mut s = match Session::open(&src.proc_root) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cwdiag: warning: {e}; --window ignored, reporting the snapshot only");
-            return Ok(None);
-        }
-    };
-    let cw = Filter {
-        states: vec![TcpState::CloseWait],
-        ..Filter::default()
-    };
-    let start = collect_selected(src, &Plan::for_filter(&cw), None, &cw)?;
-    let cw_at_start = start
-        .snapshots
-        .iter()
-        .flat_map(|s| close_waits(s).into_iter().map(|(l, p, _)| (l, p)))
-        .collect();
-    eprintln!(
-        "cwdiag: recording TCP events for {} (Ctrl-C ends the window early)",
-        humantime::format_duration(length)
-    );
-    // The window is exactly [start, end] of the trace clock: events read
-    // from before it (while the start snapshot was taken) only feed the
-    // attribution, and the rate divides by this span.
-    let began = Instant::now();
-    let start_ns = Session::trace_now();
-    let mut end_ns = u64::MAX;
-    let mut rec = Recording::default();
-    rec.start_ms = s.wall_ms(start_ns);
-    loop {
-        let left = length.saturating_sub(began.elapsed());
-        let ending = left.is_zero() || stop.is_set();
-        let wait = if ending {
-            end_ns = Session::trace_now();
-            Duration::ZERO
-        } else {
-            left.min(Duration::from_millis(200))
-        };
-        s.pump(wait, &mut |s, a| {
-            if (start_ns..=end_ns).contains(&a.event.ts) {
-                let at = s.wall_ms(a.event.ts);
-                rec.add(&a, at);
-            }
-        });
-        if ending {
-            break;
-        }
+    match open(src)? {
+        Some(mut source) => source.record(src, length).map(Some),
+        None => Ok(None),
     }
-    rec.window_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
-    rec.end_ms = s.wall_ms(end_ns);
-    rec.lost = s.tracer.lost();
-    let own_netns = rustix::fs::stat(src.proc_root.join("self/ns/net"))
-        .map(|st| st.st_ino)
-        .unwrap_or(0);
-    Ok(Some(Window {
-        rec,
-        cw_at_start,
-        own_netns,
-    }))
+}
+
+impl Source {
+    /// Has a signal (Ctrl-C, SIGTERM) asked to stop?
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.is_set()
+    }
+
+    /// Records one window of `length` (a signal ends it early).
+    pub(super) fn record(&mut self, src: &SourceArgs, length: Duration) -> Result<Window> {
+        let cw = Filter {
+            states: vec![TcpState::CloseWait],
+            ..Filter::default()
+        };
+        let start = collect_selected(src, &Plan::for_filter(&cw), None, &cw)?;
+        let cw_at_start = start
+            .snapshots
+            .iter()
+            .flat_map(|s| close_waits(s).into_iter().map(|(l, p, _)| (l, p)))
+            .collect();
+        if !std::mem::replace(&mut self.announced, true) {
+            eprintln!(
+                "cwdiag: recording TCP events for {} (Ctrl-C ends the window early)",
+                humantime::format_duration(length)
+            );
+        }
+        // The window is exactly [start, end] of the trace clock: events read
+        // from before it (while the start snapshot was taken) only feed the
+        // attribution, and the rate divides by this span.
+        let began = Instant::now();
+        let start_ns = Session::trace_now();
+        let mut end_ns = u64::MAX;
+        let mut rec = Recording::default();
+        rec.start_ms = self.s.wall_ms(start_ns);
+        loop {
+            let left = length.saturating_sub(began.elapsed());
+            let ending = left.is_zero() || self.stop.is_set();
+            let wait = if ending {
+                end_ns = Session::trace_now();
+                Duration::ZERO
+            } else {
+                left.min(Duration::from_millis(200))
+            };
+            self.s.pump(wait, &mut |s, a| {
+                if (start_ns..=end_ns).contains(&a.event.ts) {
+                    let at = s.wall_ms(a.event.ts);
+                    rec.add(&a, at);
+                }
+            });
+            if ending {
+                break;
+            }
+        }
+        rec.window_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
+        rec.end_ms = self.s.wall_ms(end_ns);
+        rec.lost = self.s.tracer.lost();
+        let own_netns = rustix::fs::stat(src.proc_root.join("self/ns/net"))
+            .map(|st| st.st_ino)
+            .unwrap_or(0);
+        Ok(Window {
+            rec,
+            cw_at_start,
+            own_netns,
+        })
+    }
 }
 
 fn close_waits(s: &Snapshot) -> Vec<(SocketAddr, SocketAddr, Option<u32>)> {

@@ -731,6 +731,13 @@ fn scan_window_measures_a_sustained_churn_and_names_its_closer() {
         )),
         "{summary}"
     );
+    let hint = f["hint"].as_str().unwrap();
+    assert!(
+        hint.starts_with(&format!(
+            "python3 (pid {pid}) on this host opens and closes connections to 127.0.0.1:{port}"
+        )) && hint.contains("outruns"),
+        "{hint}"
+    );
     // Fewer than half of the 1000 ports are held: the warning is the
     // sustained rate's projection (at >= ~8/s for 60 s).
     assert!(ev["port_ratio"].as_f64().unwrap() < 0.5, "{ev:#}");
@@ -787,4 +794,87 @@ fn scan_window_tells_a_burst_from_a_sustained_churn() {
     );
     assert!(!summary.contains("sustained ("), "{summary}");
     assert_eq!(f["severity"], "info", "{f:#}");
+}
+
+#[test]
+fn watch_window_judges_each_frame_on_the_closes_of_its_window() {
+    if !usable() {
+        return;
+    }
+    let ns = narrow_netns("ww");
+    let port = (23000 + std::process::id() % 1000).to_string();
+    let churn = py(&ns.0, CHURN, &["steady".into(), port.clone()]);
+    let out = cwdiag()
+        .args(["watch", "--json", "--netns", &ns.0, "--window", "2s"])
+        .args(["--count", "2", "--time-wait-warn", "1"])
+        .output()
+        .unwrap();
+    let pid = churn.pid;
+    churn.finish();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let f = churn_finding(l, &port);
+        let c = &f["evidence"]["closes"];
+        assert_eq!(c["measured_by"], "events", "{f:#}");
+        assert_eq!(c["whole_seconds"], 2, "{c:#}");
+        let n = c["count"].as_u64().unwrap();
+        assert!(n > 0, "{c:#}");
+        assert_eq!(
+            f["evidence"]["closers"],
+            serde_json::json!([{"pid": pid, "comm": "python3", "closes": n}])
+        );
+    }
+}
+
+#[test]
+fn assert_window_dates_the_close_wait_it_counts() {
+    if !usable() {
+        return;
+    }
+    let ns = Netns::new("wc");
+    let port = (24000 + std::process::id() % 1000).to_string();
+    let mut check = cwdiag()
+        .args(["assert", "--json", "--netns", &ns.0, "--window", "5m"])
+        .args(["--max-close-wait", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(check.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("recording TCP events"), "{first}");
+    // Two connections the server keeps in CLOSE_WAIT, begun in the window.
+    let leaks = ["0".to_string(), "2".into(), "0".into()];
+    let mut s = py(
+        &ns.0,
+        WINDOW_SERVER,
+        &[&leaks[..], std::slice::from_ref(&port)].concat(),
+    );
+    let mut c = py(
+        &ns.0,
+        WINDOW_CLIENT,
+        &[&leaks[..], &["43000".to_string(), port.clone()]].concat(),
+    );
+    s.wait_done();
+    c.wait_done();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(check.id() as i32, libc::SIGINT) };
+    let out = check.wait_with_output().unwrap();
+    let spid = s.pid;
+    s.finish();
+    c.finish();
+    // Two CLOSE_WAIT break the limit of one: exit 1, with the window's
+    // evidence of when each began and who holds it.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false);
+    let began = r["window"]["close_wait_begun"].as_array().unwrap();
+    assert_eq!(began.len(), 2, "{r:#}");
+    assert!(began.iter().all(|b| b["pid"] == spid), "{began:?}");
 }

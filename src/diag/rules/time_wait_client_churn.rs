@@ -84,6 +84,15 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
     let hold = port_hold_s(ctx, loopback);
     let sustainable = f64::from(budget) / f64::from(hold);
     let closes = super::time_wait::closes_words(&e.closes, e.closers.as_deref());
+    // The process the tracepoints saw close most, when there was a window.
+    let opener = match e.closers.as_deref() {
+        Some([c, ..]) => format!(
+            "{} (pid {}) on this host",
+            crate::escape::Escaped(&c.comm),
+            c.pid
+        ),
+        _ => "This host".to_string(),
+    };
     let pace = match e.closes.sustained_per_s {
         Some(r) if r >= sustainable => format!(
             "at the ~{r:.0}/s sustained over {:.1} s it outruns the ~{sustainable:.0}/s the range sustains",
@@ -106,7 +115,7 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
             e.count
         ),
         format!(
-            "This host opens and closes connections to {dest}{svc}; each close holds a local port for {hold} s, so one destination sustains about {sustainable:.0} new connections/s; {pace}. Fix: {}. {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
+            "{opener} opens and closes connections to {dest}{svc}; each close holds a local port for {hold} s, so one destination sustains about {sustainable:.0} new connections/s; {pace}. Fix: {}. {}. SO_LINGER {{1,0}} skips TIME_WAIT only where an RST on close is acceptable. Lowering tcp_fin_timeout does not shorten TIME_WAIT.",
             crate::diag::peer::reuse_advice(service),
             tw_reuse_words(ctx, loopback)
         ),
