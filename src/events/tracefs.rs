@@ -201,6 +201,12 @@ pub fn parse_instance_name(name: &str) -> Option<(u32, u64)> {
     Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
+/// Does this process hold CAP_DAC_OVERRIDE (as the DaemonSet grants it)?
+fn may_override_dac() -> bool {
+    use rustix::thread::{CapabilitySet, capabilities};
+    capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::DAC_OVERRIDE))
+}
+
 /// Per-CPU buffer size: 64 MiB over all CPUs, 1 to 8 MiB each.
 fn buffer_kb(ncpu: usize) -> usize {
     (65536 / ncpu.max(1)).clamp(1024, 8192)
@@ -209,7 +215,11 @@ fn buffer_kb(ncpu: usize) -> usize {
 impl Tracer {
     /// Opens the event source, or says in one line why it cannot.
     pub fn open() -> Result<Tracer, Unavailable> {
-        if !rustix::process::geteuid().is_root() {
+        // tracefs is root's (mode 0700): another user needs to override
+        // its permissions to make an instance and write its files
+        // (`fs/tracefs/inode.c`); mounting it, where it is not mounted,
+        // also needs CAP_SYS_ADMIN (reported by `mount_point`).
+        if !rustix::process::geteuid().is_root() && !may_override_dac() {
             return Err(Unavailable("needs root".into()));
         }
         let (root, private_mount) = mount_point()?;

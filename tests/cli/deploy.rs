@@ -293,6 +293,8 @@ fn the_daemonset_is_unprivileged_and_sees_the_node() {
         "path: /run/netns",
         "containerPort: 9911",
         "- --all-netns",
+        "- --events",
+        "mountPath: /sys/kernel/tracing",
         "- ALL",
         "limits:",
     ] {

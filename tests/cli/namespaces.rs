@@ -418,7 +418,7 @@ fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
         return;
     }
     let caps = daemonset_capabilities();
-    assert_eq!(caps, ["sys_admin", "sys_ptrace", "dac_read_search"]);
+    assert_eq!(caps, ["sys_admin", "sys_ptrace", "dac_override"]);
     let Some((ns, port)) = NamedNs::new("caps", 4, 0) else {
         return;
     };
@@ -517,4 +517,84 @@ fn serve_all_netns_labels_every_series_with_its_namespace() {
         .expect("CLOSE_WAIT group of our namespace");
     assert!(group.ends_with(" 3"), "{group}");
     assert!(line("cwdiag_attribution_complete{").ends_with(" 1"));
+}
+
+/// `serve --events` as user nobody with `caps` (setpriv spelling): the
+/// body of /metrics once it answers, and what it said on stderr.
+fn serve_events_as_nobody(bin: &std::path::Path, caps: &[String]) -> (String, String) {
+    let list = caps
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = crate::deploy::free_port();
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            format!("--inh-caps=-all,{list}"),
+            format!("--ambient-caps={list}"),
+        ])
+        .arg("--")
+        .arg(bin)
+        .args(["serve", "--events", "--min-interval", "0s", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = crate::support::poll(
+        "serve --events to answer",
+        std::time::Duration::from_secs(120),
+        || crate::deploy::http_get(port, "/metrics").filter(|(code, _)| *code == 200),
+    )
+    .1;
+    // SAFETY: a signal to our own child (setpriv execs cwdiag).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // SIGTERM removed its tracefs instance (named cwdiag-PID-START).
+    let ours = format!("cwdiag-{pid}-");
+    let left = std::fs::read_dir("/sys/kernel/tracing/instances")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&ours))
+        })
+        .unwrap_or(false);
+    assert!(!left, "serve --events left its instance behind");
+    (body, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_daemonsets_capabilities_run_serve_events() {
+    if !crate::support::is_root() {
+        skip("serve --events as nobody: needs root (setpriv, tracefs)");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("setpriv (util-linux) is not installed");
+        return;
+    }
+    let caps = daemonset_capabilities();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cwdiag");
+    std::fs::copy(env!("CARGO_BIN_EXE_cwdiag"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (body, err) = serve_events_as_nobody(&bin, &caps);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("cwdiag_tcp_events_lost_total ")),
+        "no event counters with the DaemonSet's capabilities: {err}\n{body}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    // Without DAC_OVERRIDE, tracefs (root's, 0700) stays closed.
+    let fewer: Vec<String> = caps
+        .iter()
+        .filter(|c| *c != "dac_override")
+        .cloned()
+        .collect();
+    let (body, err) = serve_events_as_nobody(&bin, &fewer);
+    assert!(!body.contains("cwdiag_tcp_events_total"), "{body}");
+    assert!(err.contains("TCP tracepoints unavailable"), "{err}");
 }
