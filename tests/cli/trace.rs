@@ -878,3 +878,29 @@ fn assert_window_dates_the_close_wait_it_counts() {
     assert_eq!(began.len(), 2, "{r:#}");
     assert!(began.iter().all(|b| b["pid"] == spid), "{began:?}");
 }
+
+#[test]
+fn the_state_tracepoint_is_filtered_to_tcp_in_the_kernel() {
+    if !usable() {
+        return;
+    }
+    // inet_sock_set_state also fires for SCTP and MPTCP sockets: the
+    // instance's filter keeps them out before they reach the buffer.
+    let (child, err) = start_trace(&["--json"]);
+    let pid = child.id();
+    let ours = format!("cwdiag-{pid}-");
+    let dir = std::fs::read_dir("/sys/kernel/tracing/instances")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with(&ours))
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no instance {ours}*"));
+    let ev = dir.join("events/sock/inet_sock_set_state");
+    let filter = std::fs::read_to_string(ev.join("filter")).unwrap();
+    let enabled = std::fs::read_to_string(ev.join("enable")).unwrap();
+    sigterm(&child);
+    let _ = lines(child);
+    let _ = err.join();
+    assert_eq!(filter.trim(), "protocol == 6");
+    assert_eq!(enabled.trim(), "1");
+}
