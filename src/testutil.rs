@@ -8,3 +8,9 @@ pub(crate) fn skip(why: &str) {
     assert!(!ci, "would skip under CI=true: {why}");
     eprintln!("SKIPPED: {why}");
 }
+
+/// True when this process may read its own threads' `syscall` files
+/// (ptrace access: some sandboxes deny it).
+pub(crate) fn can_read_own_syscall() -> bool {
+    std::fs::read_to_string("/proc/thread-self/syscall").is_ok()
+}

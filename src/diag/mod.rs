@@ -7,6 +7,7 @@
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).
 
+pub mod clientlib;
 pub mod group;
 pub mod growth;
 pub mod host;
