@@ -335,12 +335,14 @@ fn by_runtime(service: Option<Service>, runtime: Option<Runtime>) -> Option<&'st
         (Redis, CPython) => RedisPy.advice()?,
         (Redis, Jvm) => Jedis.advice()?,
         (Redis, Go) => GoRedis.advice()?,
-        (Postgres | PgBouncer, Jvm) | (MySql, Jvm) => HikariCp.advice()?,
+        (Postgres | PgBouncer, Jvm) | (MySql, Jvm) => {
+            "with HikariCP (no pool jar was visible in the process) set maxLifetime a few seconds below the server's idle limit; with another pool, its idle eviction or maximum lifetime"
+        }
         (Postgres | PgBouncer, CPython) => {
-            "no pool library was visible in the process: psycopg2.pool never evicts idle connections; with SQLAlchemy set pool_recycle, with psycopg_pool max_idle, below the server's idle limit"
+            "psycopg2.pool never evicts idle connections; with SQLAlchemy set pool_recycle, with psycopg_pool max_idle, below the server's idle limit (no pool library was visible in the process)"
         }
         (MySql, CPython) => {
-            "no pool library was visible in the process: PyMySQL and mysqlclient have no pool of their own (close idle connections, or ping(reconnect=True) before reuse); with SQLAlchemy set pool_recycle below wait_timeout"
+            "PyMySQL and mysqlclient have no pool of their own (close idle connections, or ping(reconnect=True) before reuse); with SQLAlchemy set pool_recycle below wait_timeout (no pool library was visible in the process)"
         }
         (Postgres | PgBouncer | MySql, Go) => LibPq.advice()?,
         (Postgres, Node) => NodePg.advice()?,
@@ -352,10 +354,10 @@ fn by_runtime(service: Option<Service>, runtime: Option<Runtime>) -> Option<&'st
         }
         // Apache HttpClient 4.x/5.x; java.net.http; HttpURLConnection KeepAliveCache.
         (Http | Https | Elasticsearch, Jvm) => {
-            "no HTTP client jar was visible: with Apache HttpClient enable evictIdleConnections below the server's keep-alive timeout; java.net.http.HttpClient keeps idle connections jdk.httpclient.keepalive.timeout (1200 s through JDK 19, 30 s from JDK 20); HttpURLConnection's keep-alive cache drops idle connections by itself after 5 s, so a few short-lived ones are expected there"
+            "with Apache HttpClient (no HTTP client jar was visible) enable evictIdleConnections below the server's keep-alive timeout; java.net.http.HttpClient keeps idle connections jdk.httpclient.keepalive.timeout (1200 s through JDK 19, 30 s from JDK 20); HttpURLConnection's keep-alive cache drops idle connections by itself after 5 s, so a few short-lived ones are expected there"
         }
         (Http | Https | Elasticsearch, CPython) => {
-            "no HTTP library was visible in the process (requests, urllib3 and httpx are pure Python and map nothing): requests/urllib3 never evict idle connections (up to pool_maxsize, 10 per host, is expected); httpx expires them after keepalive_expiry (5 s); close every response"
+            "requests/urllib3 never evict idle connections (up to pool_maxsize, 10 per host, is expected); httpx expires them after keepalive_expiry (5 s); close every response (no HTTP library was visible: requests, urllib3 and httpx are pure Python and map nothing)"
         }
         (Http | Https | Elasticsearch, Go) => GoStd.advice()?,
         // nodejs.org/api/http.html; undici Client.md.

@@ -17,6 +17,7 @@ pub mod report;
 pub mod rules;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod threads;
 pub mod types;
 pub mod words;
 

@@ -175,6 +175,8 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "service",
             "runtime",
             "container",
+            "libraries",
+            "threads",
         ],
     ),
     (
@@ -207,6 +209,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "connection_holders",
             "listen_overflows",
             "listen_drops",
+            "threads",
         ],
     ),
     (

@@ -59,6 +59,10 @@ pub struct AcceptQueueEvidence {
     /// TcpExt ListenOverflows / ListenDrops since boot.
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
+    /// The threads of the listener's holders and of the processes holding
+    /// accepted connections, sampled, and what they show (`null` when
+    /// none could be sampled).
+    pub threads: Option<crate::diag::threads::ThreadsEvidence>,
 }
 
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
@@ -182,7 +186,30 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
                 _ => String::new(),
             };
-            let advice = if connection_holders.is_empty() {
+            let mut sampled: Vec<u32> = holder_pids.clone();
+            sampled.extend(connection_holders.iter().map(|h| h.pid));
+            sampled.sort_unstable();
+            sampled.dedup();
+            let threads = crate::diag::threads::evidence(ctx.snap, &sampled);
+            let advice = if let Some(t) = &threads {
+                let then = crate::diag::threads::advice(t);
+                if t.single_threaded {
+                    format!(
+                        "{held_by} serves the port on a single thread, and {}. More workers are not the fix for a single-threaded loop: {}",
+                        t.verdict,
+                        then.unwrap_or_else(|| "find what keeps it from accepting (py-spy dump, gdb, or the runtime's own diagnostics show where it waits).".to_string())
+                    )
+                } else {
+                    let tail = then.unwrap_or_else(|| {
+                        if connection_holders.is_empty() {
+                            "Check that the accept loop runs.".to_string()
+                        } else {
+                            "Free the workers (timeouts on downstream calls, bounded handler time).".to_string()
+                        }
+                    });
+                    format!("Threads, sampled: {}. {tail}", t.verdict)
+                }
+            } else if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
             } else if idle <= 1 {
                 format!(
@@ -216,6 +243,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     connection_holders,
                     listen_overflows: overflows,
                     listen_drops: drops,
+                    threads,
                 }),
             })
         })
@@ -270,6 +298,61 @@ pub fn cases() -> Vec<super::cases::Case> {
 mod tests {
     use super::cases;
     use crate::diag::rules::{Evidence, RuleId, cases::findings_of};
+
+    /// A single-threaded server whose loop is blocked in a sleep: the
+    /// advice follows its thread, never "add workers".
+    #[test]
+    fn a_blocked_single_threaded_loop_is_not_told_to_add_workers() {
+        use crate::diag::rules::cases::fires;
+        use crate::diag::testkit::SnapBuilder;
+        use crate::diag::threads::fixture::{obs, samples};
+        let mut b = SnapBuilder::new()
+            .listen("0.0.0.0:8080", Some(70), 3, 5)
+            .process(70, "python3", None, None)
+            .close_wait("10.0.0.1:8080", "10.2.0.1:51000", 80, Some(70), None);
+        for i in 0..3 {
+            b = b.close_wait(
+                "10.0.0.1:8080",
+                &format!("10.2.2.{i}:53000"),
+                100,
+                None,
+                None,
+            );
+        }
+        let mut snap = b.build();
+        let saturated = findings_of(
+            RuleId::AcceptQueueNotDrained,
+            &fires("x", snap.clone(), crate::diag::Severity::Critical),
+        );
+        assert!(
+            saturated[0].hint.contains("add workers"),
+            "{}",
+            saturated[0].hint
+        );
+        snap.processes.get_mut(&70).unwrap().threads =
+            Some(samples(vec![obs("S", Some("clock_nanosleep"), None)]));
+        let f = &findings_of(
+            RuleId::AcceptQueueNotDrained,
+            &fires("x", snap, crate::diag::Severity::Critical),
+        )[0];
+        assert!(!f.hint.contains("add workers"), "{}", f.hint);
+        assert!(f.hint.contains("single thread"), "{}", f.hint);
+        assert!(
+            f.hint
+                .contains("its only thread was asleep in clock_nanosleep() in 10 of 10 samples"),
+            "{}",
+            f.hint
+        );
+        let Evidence::AcceptQueue(e) = &f.evidence else {
+            panic!()
+        };
+        let t = e.threads.as_ref().unwrap();
+        assert_eq!((t.pattern, t.single_threaded), ("asleep", true));
+        assert_eq!(
+            t.processes[0].threads[0].seen[0].seen.syscall.as_deref(),
+            Some("clock_nanosleep")
+        );
+    }
 
     #[test]
     fn names_the_listener_holders_and_the_busy_worker() {
