@@ -85,12 +85,11 @@ pub fn words(
             let watcher = libs
                 .iter()
                 .find(|l| l.watches_idle() && l.advice().is_some());
-            let verdict = if let Some(w) = watcher.filter(|w| **w != clientlib::ClientLib::GoStd) {
-                // aiohttp: a released connection whose server closed is
-                // dropped by the event loop (see clientlib).
+            let verdict = if watcher.is_some_and(|w| *w != clientlib::ClientLib::GoStd) {
+                // aiohttp drops a released connection whose server closed
+                // (the fix below says so): these are still checked out.
                 format!(
-                    "{} drops pooled connections the server closes, so these are connections still checked out: responses never read to the end nor released. {} sockets now; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells a steady handful from a leak.",
-                    w.name(),
+                    "{} sockets now; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells a steady handful from a leak.",
                     e.count
                 )
             } else if runtime == Some(Runtime::Go) {
@@ -298,7 +297,7 @@ mod tests {
             "{}",
             a.hint
         );
-        assert!(a.hint.contains("still checked out"), "{}", a.hint);
+        assert!(a.hint.contains("async with session.get"), "{}", a.hint);
         let crate::diag::Evidence::CloseWait(e) = &a.evidence else {
             panic!()
         };

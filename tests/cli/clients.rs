@@ -1,0 +1,515 @@
+//! The client by its libraries and the stuck process by its threads
+//! (root only): real clients (aiohttp, PyMySQL) and servers whose loop or
+//! workers are blocked, each in its own network namespace, with a healthy
+//! look-alike for every verdict. Whether a thread sleeps, spins or waits
+//! on a downstream is built by the programs (each says when it is there),
+//! never hoped for by timing.
+
+use crate::netns::in_netns;
+use crate::realworld::{Proc, assert_no_alarm, findings, python_has, show, wait_listening};
+use crate::support::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+/// The one finding of `rule` whose evidence port is `port`.
+fn finding_on(report: &Value, rule: &str, port: u16) -> Value {
+    let fs: Vec<&Value> = findings(report, rule)
+        .into_iter()
+        .filter(|f| f["evidence"]["port"] == port)
+        .collect();
+    assert_eq!(fs.len(), 1, "one {rule} finding on port {port}: {report:#}");
+    fs[0].clone()
+}
+
+/// Unaccepted connections: `n` clients connect to `port` (the listener's
+/// loop or workers are blocked, so nobody accepts them); `gone` of them
+/// hang up, leaving CLOSE_WAIT children in the accept queue.
+fn queue_up(port: u16, n: usize, gone: usize) -> Vec<TcpStream> {
+    let mut kept: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    kept.drain(..gone);
+    wait_for_ss("CLOSE_WAIT", port, gone as u64);
+    kept
+}
+
+// ------------------------------------------------ a single-threaded loop
+
+/// An asyncio server on one thread (the listening socket is made first,
+/// so asyncio starts no resolver thread). Its handler blocks the loop
+/// (`sleep`: time.sleep; `spin`: a busy loop) or answers (`serve`); it
+/// prints `blocking` just before it blocks.
+const ASYNC_SERVER: &str = r#"
+import asyncio, socket, sys, time
+mode = sys.argv[1]
+async def handle(r, w):
+    await r.readline()
+    if mode == "sleep":
+        print("blocking", flush=True)
+        time.sleep(600)
+    elif mode == "spin":
+        print("blocking", flush=True)
+        while True:
+            pass
+    w.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await w.drain()
+    w.close()
+async def main():
+    sock = socket.create_server(("127.0.0.1", 8080), backlog=4)
+    srv = await asyncio.start_server(handle, sock=sock)
+    print("ready", flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+/// The accept-queue finding of a single-threaded server whose loop is
+/// blocked the way `mode` says, with the thread evidence checked.
+fn blocked_loop(mode: &'static str, pattern: &'static str, words: &'static str) {
+    in_netns(mode, move || {
+        let mut server = Proc::spawn(
+            "asyncio server",
+            Command::new("python3").args(["-u", "-c", ASYNC_SERVER, mode]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        wait_listening("asyncio server", 8080, &mut server);
+        let mut first = TcpStream::connect("127.0.0.1:8080").unwrap();
+        first.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        server.expect_line("blocking", Duration::from_secs(20));
+        let _queued = queue_up(8080, 3, 2);
+        let report = json(&["scan", "--json"]);
+        show(mode, &report);
+        let f = finding_on(&report, "accept-queue-not-drained", 8080);
+        let hint = f["hint"].as_str().unwrap();
+        let t = &f["evidence"]["threads"];
+        assert_eq!(t["pattern"], pattern, "{f:#}");
+        assert_eq!(t["single_threaded"], true, "{f:#}");
+        assert_eq!(t["processes"][0]["pid"], server.pid(), "{f:#}");
+        assert_eq!(t["processes"][0]["threads_total"], 1, "{f:#}");
+        assert!(
+            t["verdict"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("its only thread was {words}")),
+            "{f:#}"
+        );
+        assert!(!hint.contains("add workers"), "{hint}");
+        assert!(hint.contains("single thread"), "{hint}");
+        // The samples behind the verdict are in the JSON.
+        let seen = &t["processes"][0]["threads"][0]["seen"];
+        let samples: u64 = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(samples, t["processes"][0]["samples"].as_u64().unwrap());
+        drop(first);
+    });
+}
+
+#[test]
+fn a_single_threaded_loop_blocked_in_sleep_is_named_not_told_to_add_workers() {
+    blocked_loop("sleep", "asleep", "asleep in ");
+}
+
+#[test]
+fn a_single_threaded_loop_spinning_is_a_busy_loop() {
+    // On CPU or runnable behind a busy CPU: state R either way.
+    blocked_loop("spin", "on-cpu", "on CPU in ");
+}
+
+#[test]
+fn a_single_threaded_loop_that_serves_raises_nothing() {
+    in_netns("serve", || {
+        let mut server = Proc::spawn(
+            "asyncio server",
+            Command::new("python3").args(["-u", "-c", ASYNC_SERVER, "serve"]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        wait_listening("asyncio server", 8080, &mut server);
+        for _ in 0..5 {
+            let mut c = TcpStream::connect("127.0.0.1:8080").unwrap();
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).unwrap();
+            assert!(body.ends_with("ok"), "{body}");
+        }
+        let _idle = TcpStream::connect("127.0.0.1:8080").unwrap();
+        let report = json(&["scan", "--json"]);
+        show("serve", &report);
+        assert!(
+            findings(&report, "accept-queue-not-drained").is_empty(),
+            "{report:#}"
+        );
+        assert_no_alarm(&report);
+    });
+}
+
+// ------------------------------------------- workers blocked downstream
+
+/// A stand-in database on 127.0.0.1:5432 that accepts and never answers
+/// (`silent`) or answers each query (`answer`); prints `conn` per accept.
+const DOWNSTREAM: &str = r#"
+import socket, sys, threading
+l = socket.create_server(("127.0.0.1", 5432), backlog=64)
+print("ready", flush=True)
+def serve(c):
+    while c.recv(1024):
+        c.sendall(b"row")
+conns = []
+while True:
+    c, _ = l.accept()
+    conns.append(c)
+    print("conn", flush=True)
+    if sys.argv[1] == "answer":
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Two forked workers sharing a listener on 8000 (the launcher closes its
+/// copy), each handling one request at a time by querying 5432.
+const PREFORK: &str = r#"
+import os, socket
+l = socket.create_server(("127.0.0.1", 8000), backlog=8)
+kids = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            c, _ = l.accept()
+            c.recv(1024)
+            d = socket.create_connection(("127.0.0.1", 5432))
+            d.sendall(b"query")
+            d.recv(1024)
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            c.close()
+            d.close()
+    kids.append(pid)
+l.close()
+print("ready", *kids, flush=True)
+os.wait()
+"#;
+
+#[test]
+fn workers_blocked_on_a_downstream_name_it() {
+    in_netns("prefork", || {
+        let mut db = Proc::spawn(
+            "downstream",
+            Command::new("python3").args(["-u", "-c", DOWNSTREAM, "silent"]),
+            libc::SIGKILL,
+        );
+        db.expect_line("ready", Duration::from_secs(20));
+        let mut app = Proc::spawn(
+            "prefork server",
+            Command::new("python3").args(["-u", "-c", PREFORK]),
+            libc::SIGKILL,
+        );
+        let ready = app.expect_line("ready", Duration::from_secs(20));
+        let workers: Vec<u64> = ready
+            .split_whitespace()
+            .skip(1)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        // Both workers take a request and block on the silent database.
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect("127.0.0.1:8000").unwrap();
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            busy.push(c);
+            db.expect_line("conn", Duration::from_secs(20));
+        }
+        let _queued = queue_up(8000, 3, 2);
+        let report = json(&["scan", "--json"]);
+        show("prefork", &report);
+        let f = finding_on(&report, "accept-queue-not-drained", 8000);
+        let (t, hint) = (&f["evidence"]["threads"], f["hint"].as_str().unwrap());
+        assert_eq!(t["pattern"], "blocked-on-peer", "{f:#}");
+        assert_eq!(t["peer"], "127.0.0.1:5432", "{f:#}");
+        assert!(
+            t["peer_owner"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("pid {}", db.pid())),
+            "{f:#}"
+        );
+        let mut pids: Vec<u64> = t["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pid"].as_u64().unwrap())
+            .collect();
+        pids.sort_unstable();
+        let mut want = workers.clone();
+        want.sort_unstable();
+        assert_eq!(pids, want, "{f:#}");
+        let verdict = t["verdict"].as_str().unwrap();
+        assert!(
+            verdict.starts_with(
+                "all 2 worker processes were blocked in recvfrom() on connections to 127.0.0.1:5432"
+            ),
+            "{verdict}"
+        );
+        assert!(hint.contains("They wait on "), "{hint}");
+        assert!(hint.contains(&format!("pid {}", db.pid())), "{hint}");
+        assert!(!hint.contains("add workers"), "{hint}");
+        drop(busy);
+    });
+}
+
+#[test]
+fn workers_whose_downstream_answers_raise_nothing() {
+    in_netns("prefork-ok", || {
+        let mut db = Proc::spawn(
+            "downstream",
+            Command::new("python3").args(["-u", "-c", DOWNSTREAM, "answer"]),
+            libc::SIGKILL,
+        );
+        db.expect_line("ready", Duration::from_secs(20));
+        let mut app = Proc::spawn(
+            "prefork server",
+            Command::new("python3").args(["-u", "-c", PREFORK]),
+            libc::SIGKILL,
+        );
+        app.expect_line("ready", Duration::from_secs(20));
+        for _ in 0..6 {
+            let mut c = TcpStream::connect("127.0.0.1:8000").unwrap();
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).unwrap();
+            assert!(body.ends_with("ok"), "{body}");
+        }
+        let report = json(&["scan", "--json"]);
+        show("prefork-ok", &report);
+        assert!(
+            findings(&report, "accept-queue-not-drained").is_empty(),
+            "{report:#}"
+        );
+        assert_no_alarm(&report);
+    });
+}
+
+// ------------------------------------------------------------- aiohttp
+
+/// An HTTP/1.1 server on port 80 that sends a `size`-byte body and closes
+/// 200 ms later, whether the body was read or not.
+const CLOSING_HTTP: &str = r#"
+import socket, sys, threading, time
+size = int(sys.argv[1])
+l = socket.create_server(("127.0.0.1", 80), backlog=64)
+print("ready", flush=True)
+def serve(c):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(4096)
+        if not d:
+            return
+        buf += d
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+    time.sleep(0.2)
+    c.close()
+    print("closed", flush=True)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// An aiohttp client making three requests: `leak` keeps the responses
+/// unread and unreleased, `tidy` reads them in `async with`.
+const AIOHTTP_CLIENT: &str = r#"
+import asyncio, sys, aiohttp
+async def main():
+    s = aiohttp.ClientSession()
+    keep = []
+    for _ in range(3):
+        if sys.argv[1] == "leak":
+            keep.append(await s.get("http://127.0.0.1:80/"))
+        else:
+            async with s.get("http://127.0.0.1:80/") as r:
+                await r.read()
+    print("ready", flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"#;
+
+/// Bytes in each response: more than aiohttp buffers by itself, so the
+/// rest waits in the socket with the FIN behind it.
+const BIG_BODY: &str = "600000";
+
+#[test]
+fn an_aiohttp_client_is_told_about_aiohttp_not_urllib3() {
+    if !python_has("aiohttp") {
+        skip("python3 cannot import aiohttp (PyPI package aiohttp)");
+        return;
+    }
+    in_netns("aiohttp", || {
+        let mut server = Proc::spawn(
+            "closing HTTP server",
+            Command::new("python3").args(["-u", "-c", CLOSING_HTTP, BIG_BODY]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut client = Proc::spawn(
+            "aiohttp client",
+            Command::new("python3").args(["-u", "-c", AIOHTTP_CLIENT, "leak"]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(30));
+        wait_for_ss("CLOSE_WAIT", 80, 3);
+        let report = json(&["scan", "--json"]);
+        show("aiohttp", &report);
+        let fs: Vec<&Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["rule_id"].as_str().unwrap().starts_with("close-wait-")
+                    && f["evidence"]["pid"] == client.pid()
+            })
+            .collect();
+        assert!(!fs.is_empty(), "{report:#}");
+        for f in fs {
+            let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
+            let libs = e["libraries"].as_array().unwrap();
+            let aio = libs
+                .iter()
+                .find(|l| l["name"] == "aiohttp")
+                .unwrap_or_else(|| panic!("aiohttp in the evidence: {f:#}"));
+            assert_eq!(aio["seen_in"], "maps", "{f:#}");
+            assert!(aio["path"].as_str().unwrap().contains("/aiohttp/"), "{f:#}");
+            for not in ["urllib3", "pool_maxsize", "requests"] {
+                assert!(!hint.contains(not), "{not} in {hint}");
+            }
+            // The loop is idle: nobody is blocked reading, the code left
+            // the responses.
+            if f["rule_id"] == "close-wait-unread-data" {
+                assert_eq!(e["threads"]["pattern"], "waiting-for-events", "{f:#}");
+                assert!(hint.contains("No reader is blocked"), "{hint}");
+            } else {
+                assert!(hint.contains("aiohttp"), "{hint}");
+            }
+        }
+    });
+}
+
+#[test]
+fn an_aiohttp_client_that_reads_its_responses_raises_nothing() {
+    if !python_has("aiohttp") {
+        skip("python3 cannot import aiohttp (PyPI package aiohttp)");
+        return;
+    }
+    in_netns("aiohttp-ok", || {
+        let mut server = Proc::spawn(
+            "closing HTTP server",
+            Command::new("python3").args(["-u", "-c", CLOSING_HTTP, BIG_BODY]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut client = Proc::spawn(
+            "aiohttp client",
+            Command::new("python3").args(["-u", "-c", AIOHTTP_CLIENT, "tidy"]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(30));
+        // The server closes 200 ms after each response; aiohttp closes
+        // its side on the FIN: nothing stays in CLOSE_WAIT. Wait until the
+        // server has closed and no connection on :80 is open any more
+        // (a client socket left in CLOSE_WAIT is not ESTABLISHED).
+        server.expect_line("closed", Duration::from_secs(20));
+        poll("the server's closes", Duration::from_secs(20), || {
+            let n = ss_counts(&["( sport = :80 or dport = :80 )"]);
+            (n.get("ESTABLISHED").copied().unwrap_or(0) == 0).then_some(())
+        });
+        let report = json(&["scan", "--json"]);
+        show("aiohttp-ok", &report);
+        assert!(
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| !f["rule_id"].as_str().unwrap().starts_with("close-wait-")),
+            "{report:#}"
+        );
+        assert_no_alarm(&report);
+    });
+}
+
+// ------------------------------------------------------------- PyMySQL
+
+/// A MySQL-protocol server on 3306 (handshake v10, any password, OK to
+/// every command) that drops a connection idle for one second with a
+/// bare FIN, as MySQL before 8.0.24 does at wait_timeout.
+const FAKE_MYSQL: &str = r#"
+import socket, struct, threading
+def packet(seq, payload):
+    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+def ok(seq):
+    return packet(seq, b"\x00\x00\x00\x00\x00\x00\x00")
+caps = 0x00000001 | 0x00000200 | 0x00008000 | 0x00080000 | 0x00000008
+greeting = (b"\x0a" + b"5.7.99-fake\x00" + struct.pack("<I", 7) + b"abcdefgh\x00"
+            + struct.pack("<H", caps & 0xffff) + b"\x21" + struct.pack("<H", 0)
+            + struct.pack("<H", caps >> 16) + bytes([21]) + b"\x00" * 10
+            + b"ijklmnopqrst\x00" + b"mysql_native_password\x00")
+def serve(c):
+    c.sendall(packet(0, greeting))
+    c.recv(4096)
+    c.sendall(ok(2))
+    c.settimeout(1.0)
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(ok(1))
+    except socket.timeout:
+        pass
+    c.close()
+l = socket.create_server(("127.0.0.1", 3306), backlog=64)
+print("ready", flush=True)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const PYMYSQL_CLIENT: &str = r#"
+import time, pymysql
+conns = [pymysql.connect(host="127.0.0.1", port=3306, user="u", password="p") for _ in range(3)]
+print("ready", flush=True)
+time.sleep(600)
+"#;
+
+#[test]
+fn a_pymysql_client_is_not_told_about_psycopg2() {
+    if !python_has("pymysql") {
+        skip("python3 cannot import pymysql (PyPI package PyMySQL)");
+        return;
+    }
+    in_netns("pymysql", || {
+        let mut server = Proc::spawn(
+            "MySQL-protocol server",
+            Command::new("python3").args(["-u", "-c", FAKE_MYSQL]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut client = Proc::spawn(
+            "PyMySQL client",
+            Command::new("python3").args(["-u", "-c", PYMYSQL_CLIENT]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(30));
+        wait_for_ss("CLOSE_WAIT", 3306, 3);
+        let report = json(&["scan", "--json"]);
+        show("pymysql", &report);
+        let f = finding_on(&report, "close-wait-never-read", 3306);
+        let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
+        assert_eq!(e["pid"], client.pid(), "{f:#}");
+        assert_eq!(e["count"], 3, "{f:#}");
+        assert_eq!(f["severity"], "info", "{f:#}");
+        assert!(hint.contains("PyMySQL"), "{hint}");
+        assert!(!hint.contains("psycopg"), "{hint}");
+        assert_no_alarm(&report);
+    });
+}
