@@ -37,8 +37,8 @@ pub enum ClientLib {
     LibPq,
     GoMysql,
     GoRedis,
-    /// The Go toolchain the binary was built with (its standard library:
-    /// net/http, database/sql).
+    /// The Go toolchain the binary was built with: its standard library's
+    /// net/http (database/sql advice goes with the driver seen).
     GoStd,
     // Node.js packages
     Undici,
@@ -126,13 +126,12 @@ impl ClientLib {
     fn talks_to(self) -> Talks {
         match self {
             Requests | Aiohttp | Httpx | ApacheHttpClient4 | ApacheHttpClient5 | OkHttp
-            | Undici | Axios => Talks::Http,
+            | Undici | Axios | GoStd => Talks::Http,
             SqlAlchemy => Talks::AnySql,
             Psycopg2 | Psycopg3 | Asyncpg | Libpq | Pgx | LibPq | NodePg => Talks::Postgres,
             PyMySql | MysqlClient | LibMysql | GoMysql => Talks::MySql,
             HikariCp => Talks::AnySql,
             RedisPy | Hiredis | Jedis | Lettuce | GoRedis | Ioredis | NodeRedis => Talks::Redis,
-            GoStd => Talks::Anything,
         }
     }
 
@@ -143,7 +142,6 @@ impl ClientLib {
             return true;
         };
         match self.talks_to() {
-            Talks::Anything => true,
             Talks::Http => matches!(s, Service::Http | Service::Https | Service::Elasticsearch),
             Talks::AnySql => matches!(s, Service::Postgres | Service::PgBouncer | Service::MySql),
             Talks::Postgres => matches!(s, Service::Postgres | Service::PgBouncer),
@@ -246,7 +244,7 @@ impl ClientLib {
             // golang/go src/net/http/transport.go (IdleConnTimeout 90 s in
             // DefaultTransport; errServerClosedIdle), response.go.
             GoStd => {
-                "net/http's Transport closes pooled connections the server closes; CLOSE_WAIT there means a resp.Body never closed: always close (and drain) resp.Body, and set Transport.IdleConnTimeout below the server's keep-alive timeout. With database/sql call db.SetConnMaxIdleTime"
+                "always close (and drain) resp.Body, and keep Transport.IdleConnTimeout (90 s in DefaultTransport) below the server's keep-alive timeout"
             }
             // nodejs/undici docs/docs/api/Client.md: keepAliveTimeout 4 s.
             Undici => {
@@ -277,7 +275,6 @@ enum Talks {
     MySql,
     AnySql,
     Redis,
-    Anything,
 }
 
 /// The libraries of `libs` that may hold connections to `service`,

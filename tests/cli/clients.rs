@@ -513,3 +513,99 @@ fn a_pymysql_client_is_not_told_about_psycopg2() {
         assert_no_alarm(&report);
     });
 }
+
+// ------------------------------------------------------------------ Go
+
+/// Builds fixtures/go-client (its pgx and go-redis are local stand-ins
+/// with the real module paths: no module proxy needed) into `dir`.
+fn build_go_client(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let go = crate::realworld::program("go", &["/usr/lib/go/bin"])?;
+    let out = dir.join("go-client");
+    let st = Command::new(go)
+        .args(["build", "-buildvcs=false", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/go-client"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .status()
+        .expect("run go build");
+    assert!(st.success(), "go build of fixtures/go-client failed");
+    Some(out)
+}
+
+/// A Go client: its module list comes from the binary's build info.
+fn go_client(mode: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = build_go_client(dir.path()) else {
+        skip("go is not installed (Debian package golang-go)");
+        return;
+    };
+    in_netns(mode, move || {
+        let mut server = Proc::spawn(
+            "closing HTTP server",
+            Command::new("python3").args(["-u", "-c", CLOSING_HTTP, "10"]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut client = Proc::spawn(
+            "Go client",
+            Command::new(&bin).args(["http://127.0.0.1:80/", "3", mode]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(30));
+        server.expect_line("closed", Duration::from_secs(20));
+        if mode == "leak" {
+            wait_for_ss("CLOSE_WAIT", 80, 3);
+        } else {
+            poll("the server's closes", Duration::from_secs(20), || {
+                let n = ss_counts(&["( sport = :80 or dport = :80 )"]);
+                (n.get("ESTABLISHED").copied().unwrap_or(0) == 0).then_some(())
+            });
+        }
+        let report = json(&["scan", "--json"]);
+        show(mode, &report);
+        let mine: Vec<&Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["rule_id"].as_str().unwrap().starts_with("close-wait-")
+                    && f["evidence"]["pid"] == client.pid()
+            })
+            .collect();
+        if mode != "leak" {
+            assert!(mine.is_empty(), "{report:#}");
+            assert_no_alarm(&report);
+            return;
+        }
+        let f = finding_on(&report, "close-wait-never-read", 80);
+        let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
+        assert_eq!(e["pid"], client.pid(), "{f:#}");
+        assert_eq!(e["runtime"], "Go", "{f:#}");
+        let libs = e["libraries"].as_array().unwrap();
+        let get = |name: &str| {
+            libs.iter()
+                .find(|l| l["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {f:#}"))
+        };
+        assert_eq!(get("pgx")["version"], "v5.5.0", "{f:#}");
+        assert_eq!(get("pgx")["seen_in"], "go-buildinfo", "{f:#}");
+        assert_eq!(get("go-redis")["path"], "github.com/redis/go-redis/v9");
+        assert!(get("Go")["version"].as_str().unwrap().starts_with("go1."));
+        // HTTP advice: net/http's, not a database pool's.
+        assert!(hint.contains("resp.Body"), "{hint}");
+        assert!(!hint.contains("MaxConnIdleTime"), "{hint}");
+    });
+}
+
+#[test]
+fn a_go_client_shows_its_modules_and_gets_net_http_advice() {
+    go_client("leak");
+}
+
+#[test]
+fn a_go_client_that_closes_its_bodies_raises_nothing() {
+    go_client("close");
+}
