@@ -609,3 +609,141 @@ fn a_go_client_shows_its_modules_and_gets_net_http_advice() {
 fn a_go_client_that_closes_its_bodies_raises_nothing() {
     go_client("close");
 }
+
+// ------------------------------------------- Java: Apache HttpClient 4
+
+/// A pooling Apache HttpClient 4 that makes three requests at once,
+/// consumes and closes the responses (the connections go back to the
+/// pool), then idles; `evict` adds the builder's idle-connection evictor.
+const HTTPCLIENT4: &str = r#"
+import org.apache.http.client.methods.CloseableHttpResponse;
+import org.apache.http.client.methods.HttpGet;
+import org.apache.http.impl.client.CloseableHttpClient;
+import org.apache.http.impl.client.HttpClientBuilder;
+import org.apache.http.impl.conn.PoolingHttpClientConnectionManager;
+import org.apache.http.util.EntityUtils;
+import java.util.concurrent.TimeUnit;
+
+public class Client {
+    public static void main(String[] a) throws Exception {
+        PoolingHttpClientConnectionManager cm = new PoolingHttpClientConnectionManager();
+        cm.setDefaultMaxPerRoute(10);
+        HttpClientBuilder b = HttpClientBuilder.create().setConnectionManager(cm);
+        if (a[1].equals("evict")) {
+            b.evictIdleConnections(100, TimeUnit.MILLISECONDS);
+        }
+        CloseableHttpClient c = b.build();
+        CloseableHttpResponse[] rs = new CloseableHttpResponse[3];
+        for (int i = 0; i < 3; i++) {
+            rs[i] = c.execute(new HttpGet(a[0]));
+        }
+        for (CloseableHttpResponse r : rs) {
+            EntityUtils.consume(r.getEntity());
+            r.close();
+        }
+        System.out.println("ready");
+        Thread.sleep(600000);
+    }
+}
+"#;
+
+/// The Debian jars the client needs, or why the test cannot run.
+fn httpclient_classpath() -> Result<String, &'static str> {
+    let jars = [
+        "/usr/share/java/httpclient.jar",
+        "/usr/share/java/httpcore.jar",
+        "/usr/share/java/commons-logging.jar",
+    ];
+    if crate::realworld::program("java", &[]).is_none() {
+        return Err("java is not installed (Debian package default-jdk-headless)");
+    }
+    if jars.iter().any(|j| !std::path::Path::new(j).exists()) {
+        return Err("Apache HttpClient 4 jars are missing (Debian package libhttpclient-java)");
+    }
+    Ok(jars.join(":"))
+}
+
+fn httpclient4(mode: &'static str) {
+    let cp = match httpclient_classpath() {
+        Ok(cp) => cp,
+        Err(why) => {
+            skip(why);
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Client.java");
+    std::fs::write(&src, HTTPCLIENT4).unwrap();
+    in_netns(mode, move || {
+        let mut server = Proc::spawn(
+            "closing HTTP server",
+            Command::new("python3").args(["-u", "-c", CLOSING_HTTP, "10"]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut client = Proc::spawn(
+            "HttpClient 4 client",
+            Command::new("java")
+                .args(["-Xmx64m", "-cp", &cp])
+                .arg(&src)
+                .args(["http://127.0.0.1:80/", mode]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(60));
+        for _ in 0..3 {
+            server.expect_line("closed", Duration::from_secs(20));
+        }
+        if mode == "evict" {
+            // The evictor closes what the server closed: nothing stays.
+            poll("the evictor", Duration::from_secs(20), || {
+                let n = ss_counts(&["( sport = :80 or dport = :80 )"]);
+                (n.get("CLOSE_WAIT").copied().unwrap_or(0) == 0).then_some(())
+            });
+        } else {
+            wait_for_ss("CLOSE_WAIT", 80, 3);
+        }
+        let report = json(&["scan", "--json"]);
+        show(mode, &report);
+        if mode == "evict" {
+            assert!(
+                findings(&report, "close-wait-never-read").is_empty(),
+                "{report:#}"
+            );
+            assert_no_alarm(&report);
+            return;
+        }
+        let f = finding_on(&report, "close-wait-never-read", 80);
+        let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
+        assert_eq!(e["pid"], client.pid(), "{f:#}");
+        assert_eq!(e["runtime"], "JVM", "{f:#}");
+        let lib = e["libraries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "Apache HttpClient 4")
+            .unwrap_or_else(|| panic!("HttpClient 4 in {f:#}"));
+        assert!(
+            lib["seen_in"] == "fd" || lib["seen_in"] == "classpath",
+            "{f:#}"
+        );
+        assert!(hint.contains("evictIdleConnections"), "{hint}");
+        assert!(
+            hint.contains("Apache HttpClient 4 seen in the process"),
+            "{hint}"
+        );
+        for not in ["HttpURLConnection", "java.net.http", "HikariCP"] {
+            assert!(!hint.contains(not), "{not} in {hint}");
+        }
+        assert_no_alarm(&report);
+    });
+}
+
+#[test]
+fn an_apache_httpclient4_pool_is_named_with_its_evictor() {
+    httpclient4("pool");
+}
+
+#[test]
+fn an_apache_httpclient4_pool_with_its_evictor_raises_nothing() {
+    httpclient4("evict");
+}
