@@ -212,14 +212,70 @@ pub fn evidence(snap: &Snapshot, pids: &[u32]) -> Option<ThreadsEvidence> {
     if acts.is_empty() {
         return None;
     }
-    let node = |pid: u32| {
+    let runtime = |pid: u32| {
         snap.processes
             .get(&pid)
             .and_then(crate::diag::peer::Runtime::of)
-            == Some(crate::diag::peer::Runtime::Node)
     };
-    let single_threaded =
-        sampled.len() == 1 && (sampled[0].1.threads_total == 1 || node(sampled[0].0));
+    let event_loop = |pid: u32| {
+        matches!(
+            runtime(pid),
+            Some(crate::diag::peer::Runtime::Node | crate::diag::peer::Runtime::CPython)
+        )
+    };
+    // An event-loop runtime (Python, Node.js) whose main thread is busy,
+    // blocked or asleep while every other thread idles (a resolver or
+    // executor pool, V8's helpers): the loop is the main thread.
+    if sampled.len() == 1 && event_loop(sampled[0].0) && sampled[0].1.threads.len() > 1 {
+        let (pid, t) = sampled[0];
+        let main = t
+            .threads
+            .iter()
+            .find(|th| th.tid == pid)
+            .and_then(|th| th.seen.first());
+        let parked = |a: &Activity| matches!(a, Activity::Futex | Activity::Waiting { .. });
+        let others_parked = t
+            .threads
+            .iter()
+            .filter(|th| th.tid != pid)
+            .filter_map(|th| th.seen.first())
+            .all(|o| parked(&Activity::of(o, snap)));
+        if let Some(m) = main
+            && others_parked
+        {
+            let a = Activity::of(m, snap);
+            if !parked(&a) {
+                let peer = match &a {
+                    Activity::Reading { peer, .. } | Activity::Writing { peer, .. } => *peer,
+                    _ => None,
+                };
+                let owner = peer.and_then(|p| local_server(snap, p)).map(|o| o.1);
+                let tail = match a {
+                    Activity::OnCpu => ": a busy event loop",
+                    Activity::Asleep { .. } => ": a blocking sleep on the event loop",
+                    _ => "",
+                };
+                let idle = t.threads.len() - 1;
+                return Some(ThreadsEvidence {
+                    verdict: format!(
+                        "its main thread (the event loop) was {} in {} of {} samples{tail}, its {idle} other {} idle",
+                        a.words(false, owner.as_deref()),
+                        m.count,
+                        t.samples,
+                        if idle == 1 { "thread" } else { "threads" }
+                    ),
+                    pattern: a.pattern(),
+                    single_threaded: true,
+                    peer: peer.map(|p| p.to_string()),
+                    peer_owner: owner,
+                    processes,
+                });
+            }
+        }
+    }
+    let single_threaded = sampled.len() == 1
+        && (sampled[0].1.threads_total == 1
+            || runtime(sampled[0].0) == Some(crate::diag::peer::Runtime::Node));
     let multi = sampled.len() > 1;
     let n = acts.len();
     let total: usize = sampled.iter().map(|(_, t)| t.threads_total).sum();
@@ -413,5 +469,27 @@ mod tests {
             f.verdict
         );
         assert!(evidence(&snap, &[10]).is_none());
+    }
+
+    #[test]
+    fn an_event_loop_with_idle_helper_threads_is_its_main_thread() {
+        let mut snap = SnapBuilder::new().process(100, "node", None, None).build();
+        snap.processes.get_mut(&100).unwrap().threads = Some(samples(vec![
+            obs("S", Some("clock_nanosleep"), None),
+            obs("S", Some("futex"), None),
+            obs("S", Some("epoll_wait"), None),
+        ]));
+        let t = evidence(&snap, &[100]).unwrap();
+        assert!(t.single_threaded);
+        assert_eq!(t.pattern, "asleep");
+        assert_eq!(
+            t.verdict,
+            "its main thread (the event loop) was asleep in clock_nanosleep() in 10 of 10 samples: a blocking sleep on the event loop, its 2 other threads idle"
+        );
+        // A Java process is not an event loop: the threads are reported as they are.
+        snap.processes.get_mut(&100).unwrap().comm = "java".into();
+        let t = evidence(&snap, &[100]).unwrap();
+        assert!(!t.single_threaded);
+        assert_eq!(t.pattern, "mixed");
     }
 }

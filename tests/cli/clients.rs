@@ -161,6 +161,7 @@ print("ready", flush=True)
 def serve(c):
     while c.recv(1024):
         c.sendall(b"row")
+    c.close()
 conns = []
 while True:
     c, _ = l.accept()

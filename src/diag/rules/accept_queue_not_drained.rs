@@ -186,11 +186,15 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
                 _ => String::new(),
             };
-            let mut sampled: Vec<u32> = holder_pids.clone();
-            sampled.extend(connection_holders.iter().map(|h| h.pid));
-            sampled.sort_unstable();
-            sampled.dedup();
+            // The processes holding accepted connections are the busy
+            // workers; without any, whoever holds the listener.
+            let sampled: Vec<u32> = if connection_holders.is_empty() {
+                holder_pids.clone()
+            } else {
+                connection_holders.iter().map(|h| h.pid).collect()
+            };
             let threads = crate::diag::threads::evidence(ctx.snap, &sampled);
+            let saturated = !connection_holders.is_empty() && idle <= 1;
             let advice = if let Some(t) = &threads {
                 let then = crate::diag::threads::advice(t);
                 if t.single_threaded {
@@ -200,14 +204,23 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                         then.unwrap_or_else(|| "find what keeps it from accepting (py-spy dump, gdb, or the runtime's own diagnostics show where it waits).".to_string())
                     )
                 } else {
+                    let pool = if saturated {
+                        format!(
+                            "{} of the {} processes holding the listener hold a connection in progress: the worker pool is saturated. ",
+                            holder_pids.len() - idle,
+                            holder_pids.len()
+                        )
+                    } else {
+                        String::new()
+                    };
                     let tail = then.unwrap_or_else(|| {
                         if connection_holders.is_empty() {
                             "Check that the accept loop runs.".to_string()
                         } else {
-                            "Free the workers (timeouts on downstream calls, bounded handler time).".to_string()
+                            "Free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
                         }
                     });
-                    format!("Threads, sampled: {}. {tail}", t.verdict)
+                    format!("{pool}Threads, sampled: {}. {tail}", t.verdict)
                 }
             } else if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
