@@ -281,11 +281,20 @@ pub struct PolicyArgs {
     pub time_wait_warn: usize,
 }
 
+/// `--format json`'s help, with the schema version the output carries.
+fn json_help() -> String {
+    format!(
+        "The JSON document described in the README (schema_version {})",
+        crate::diag::report::REPORT_SCHEMA_VERSION
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Tables for people.
     Table,
-    /// The JSON document described in the README (schema_version 1).
+    /// The JSON document described in the README.
+    #[value(help = json_help())]
     Json,
     /// Prometheus text exposition (metrics listed in the README).
     Prometheus,
@@ -449,5 +458,18 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` names the schema version the JSON output carries.
+    #[test]
+    fn help_names_the_json_schema_version() {
+        let mut cmd = Cli::command();
+        let scan = cmd.find_subcommand_mut("scan").unwrap();
+        let help = scan.render_long_help().to_string();
+        let want = format!(
+            "schema_version {}",
+            crate::diag::report::REPORT_SCHEMA_VERSION
+        );
+        assert!(help.contains(&want), "{help}");
     }
 }

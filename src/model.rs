@@ -384,6 +384,124 @@ pub struct Library {
     pub path: String,
 }
 
+/// A client library cwdiag has advice for (or recognises as a driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientLib {
+    // Python
+    Requests,
+    Aiohttp,
+    Httpx,
+    SqlAlchemy,
+    Psycopg2,
+    Psycopg3,
+    PyMySql,
+    MysqlClient,
+    RedisPy,
+    Hiredis,
+    Asyncpg,
+    // C client libraries any runtime may map
+    Libpq,
+    LibMysql,
+    // JVM
+    HikariCp,
+    ApacheHttpClient4,
+    ApacheHttpClient5,
+    OkHttp,
+    Jedis,
+    Lettuce,
+    // Go modules
+    Pgx,
+    LibPq,
+    GoMysql,
+    GoRedis,
+    /// The Go toolchain the binary was built with: its standard library's
+    /// net/http (database/sql advice goes with the driver seen).
+    GoStd,
+    // Node.js packages
+    Undici,
+    NodePg,
+    Ioredis,
+    NodeRedis,
+    Axios,
+}
+
+impl ClientLib {
+    pub const ALL: [ClientLib; 29] = {
+        use ClientLib::*;
+        [
+            Requests,
+            Aiohttp,
+            Httpx,
+            SqlAlchemy,
+            Psycopg2,
+            Psycopg3,
+            PyMySql,
+            MysqlClient,
+            RedisPy,
+            Hiredis,
+            Asyncpg,
+            Libpq,
+            LibMysql,
+            HikariCp,
+            ApacheHttpClient4,
+            ApacheHttpClient5,
+            OkHttp,
+            Jedis,
+            Lettuce,
+            Pgx,
+            LibPq,
+            GoMysql,
+            GoRedis,
+            GoStd,
+            Undici,
+            NodePg,
+            Ioredis,
+            NodeRedis,
+            Axios,
+        ]
+    };
+
+    /// The name the evidence carries.
+    pub fn name(self) -> &'static str {
+        use ClientLib::*;
+        match self {
+            Requests => "requests/urllib3",
+            Aiohttp => "aiohttp",
+            Httpx => "httpx",
+            SqlAlchemy => "SQLAlchemy",
+            Psycopg2 => "psycopg2",
+            Psycopg3 => "psycopg",
+            PyMySql => "PyMySQL",
+            MysqlClient => "mysqlclient",
+            RedisPy => "redis-py",
+            Hiredis => "hiredis",
+            Asyncpg => "asyncpg",
+            Libpq => "libpq",
+            LibMysql => "libmysqlclient",
+            HikariCp => "HikariCP",
+            ApacheHttpClient4 => "Apache HttpClient 4",
+            ApacheHttpClient5 => "Apache HttpClient 5",
+            OkHttp => "OkHttp",
+            Jedis => "Jedis",
+            Lettuce => "Lettuce",
+            Pgx => "pgx",
+            LibPq => "lib/pq",
+            GoMysql => "go-sql-driver/mysql",
+            GoRedis => "go-redis",
+            GoStd => "Go",
+            Undici => "undici",
+            NodePg => "pg",
+            Ioredis => "ioredis",
+            NodeRedis => "node-redis",
+            Axios => "axios",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ClientLib> {
+        ClientLib::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
 /// Threads of one process, sampled `samples` times `interval_ms` apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,6 +667,12 @@ pub struct Snapshot {
     /// Things the collector could not do, in one line each.
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// States whose sockets `scan` maps to processes without `--sockets`:
+/// everything but ESTABLISHED, which is the bulk of a busy host.
+pub fn attributed_by_default(state: TcpState) -> bool {
+    state != TcpState::Established
 }
 
 #[cfg(test)]

@@ -269,9 +269,9 @@ fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
                 .collect::<String>();
             format!(
                 "=== network namespace {} (net:[{}]){} ===\n",
-                report::escape::Escaped(&n.name),
+                crate::escape::Escaped(&n.name),
                 n.inode,
-                report::escape::Escaped(&pod)
+                crate::escape::Escaped(&pod)
             )
         }
         None => String::new(),

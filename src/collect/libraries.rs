@@ -8,8 +8,7 @@
 //! Pure-Python libraries (requests, PyMySQL, redis-py) map nothing and
 //! keep no file open, so they show only when a path names them.
 
-use crate::diag::clientlib::ClientLib;
-use crate::model::Library;
+use crate::model::{ClientLib, Library};
 use std::path::Path;
 
 /// Bytes of `/proc/PID/maps` read (a JVM maps a few thousand regions,

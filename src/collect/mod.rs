@@ -1,6 +1,7 @@
 //! Collectors: the only code that reads the kernel. Each one returns a
 //! [`Snapshot`]; nothing after this module touches the OS.
 
+pub mod cgroup;
 pub mod counters;
 pub mod decode;
 pub mod destroy;
@@ -21,7 +22,7 @@ pub mod stale;
 pub mod sysctl;
 pub mod threads;
 
-use crate::diag::group::attributed_by_default;
+use crate::model::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};

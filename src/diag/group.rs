@@ -36,11 +36,7 @@ pub fn owner_of(s: &Socket, attr: &Attribution) -> Owner {
     }
 }
 
-/// States whose sockets `scan` maps to processes without `--sockets`:
-/// everything but ESTABLISHED, which is the bulk of a busy host.
-pub fn attributed_by_default(state: TcpState) -> bool {
-    state != TcpState::Established
-}
+pub use crate::model::attributed_by_default;
 
 type GroupKey = (
     TcpState,

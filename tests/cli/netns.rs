@@ -11,14 +11,22 @@ pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
     }
-    std::thread::spawn(move || {
-        if let Err(e) = enter_fresh_netns() {
-            panic!("cannot enter a fresh network namespace as root: {e}");
-        }
-        body();
-    })
-    .join()
-    .expect("netns test thread");
+    // Named as the test is, so that a skip inside says which test it was.
+    let test = std::thread::current().name().map(str::to_string);
+    let mut thread = std::thread::Builder::new();
+    if let Some(t) = test {
+        thread = thread.name(t);
+    }
+    thread
+        .spawn(move || {
+            if let Err(e) = enter_fresh_netns() {
+                panic!("cannot enter a fresh network namespace as root: {e}");
+            }
+            body();
+        })
+        .expect("spawn the namespace's thread")
+        .join()
+        .expect("netns test thread");
 }
 
 const N_V4: usize = 4;
@@ -850,40 +858,61 @@ fn a_prefork_server_is_named_whole_master_and_busy_workers() {
 
 /// A cgroup v2 hierarchy this test may create cgroups in: the host's
 /// when it is cgroup2, else a private mount of one (unmounted on drop).
+/// Everything it creates sits under one cgroup of its own
+/// (`cwdiag-test-PID-N`), never beside a real `kubepods.slice`, and is
+/// removed on drop, after the processes moved in were killed: a failing
+/// assertion leaves the host's hierarchy as it was.
 struct Cgroup2 {
     root: std::path::PathBuf,
     mounted: bool,
     made: Vec<std::path::PathBuf>,
+    /// Processes moved in, killed and reaped before the cgroups go.
+    members: Vec<std::process::Child>,
 }
 
 impl Cgroup2 {
     fn new() -> Option<Cgroup2> {
         let host = std::path::Path::new("/sys/fs/cgroup");
-        if std::fs::metadata(host.join("cgroup.procs")).is_ok()
+        let (base, mounted) = if std::fs::metadata(host.join("cgroup.procs")).is_ok()
             && std::fs::metadata(host.join("cgroup.controllers")).is_ok()
         {
-            return Some(Cgroup2 {
-                root: host.into(),
-                mounted: false,
-                made: Vec::new(),
-            });
-        }
-        let dir = std::env::temp_dir().join(format!("cwdiag-cg2-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "cgroup2", "none"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Cgroup2 {
-            root: dir,
-            mounted: true,
+            (host.to_path_buf(), false)
+        } else {
+            let dir = std::env::temp_dir().join(format!("cwdiag-cg2-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            let ok = Command::new("mount")
+                .args(["-t", "cgroup2", "none"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = std::fs::remove_dir(&dir);
+                return None;
+            }
+            (dir, true)
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let own = base.join(format!("cwdiag-test-{}-{n}", std::process::id()));
+        let mut cg = Cgroup2 {
+            root: own.clone(),
+            mounted,
             made: Vec::new(),
-        })
+            members: Vec::new(),
+        };
+        if mounted {
+            cg.made.push(base.clone()); // the mount point, handled in drop
+        }
+        std::fs::create_dir(&own).ok()?;
+        cg.made.push(own);
+        Some(cg)
     }
 
-    /// Creates `rel` (and its parents) and moves `pid` into it.
-    fn enter(&mut self, rel: &str, pid: u32) {
+    /// Creates `rel` (and its parents) under this test's own cgroup and
+    /// moves `child` into it; `child` is killed when this is dropped.
+    fn enter(&mut self, rel: &str, child: std::process::Child) -> u32 {
+        let pid = child.id();
+        self.members.push(child);
         let mut path = self.root.clone();
         for part in rel.split('/') {
             path.push(part);
@@ -893,17 +922,23 @@ impl Cgroup2 {
             }
         }
         std::fs::write(path.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+        pid
     }
 }
 
 impl Drop for Cgroup2 {
     fn drop(&mut self) {
+        for c in &mut self.members {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mount_point = self.mounted.then(|| self.made.remove(0));
         for p in self.made.iter().rev() {
             let _ = std::fs::remove_dir(p);
         }
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.root).status();
-            let _ = std::fs::remove_dir(&self.root);
+        if let Some(dir) = mount_point {
+            let _ = Command::new("umount").arg(&dir).status();
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -926,20 +961,23 @@ fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
         let id = "ab".repeat(32);
+        // From here on the child is the cgroup guard's: killed and its
+        // cgroups removed whatever assertion below fails.
         cg.enter(
             &format!(
                 "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
                 uid.replace('-', "_")
             ),
-            child.id(),
+            child,
         );
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
         for _ in 0..3 {
             drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
         }
@@ -989,7 +1027,5 @@ fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
             ns["netns"]["container"],
             format!("containerd:{}", &id[..12])
         );
-        let _ = child.kill();
-        let _ = child.wait();
     });
 }

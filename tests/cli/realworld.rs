@@ -281,14 +281,17 @@ pub(crate) fn assert_no_alarm(report: &Value) {
 /// A scan taken while `count` (of ss) held still at `min` or more:
 /// returns it with that count, so the two compare exactly.
 fn scan_settled(what: &str, min: u64, count: impl Fn() -> u64) -> (Value, u64) {
-    poll(what, Duration::from_secs(10), || {
+    let settled = poll(what, Duration::from_secs(10), || {
         let before = count();
         if before < min {
             return None;
         }
-        let report = json(&["scan", "--json"]);
-        (count() == before).then_some((report, before))
-    })
+        let (report, rec) = record_scan(&["scan", "--json"]);
+        (count() == before).then_some((report, rec, before))
+    });
+    let (report, rec, before) = settled;
+    rec.replays_to(what, &["scan", "--json"], &report);
+    (report, before)
 }
 
 /// Polls until something listens on 127.0.0.1:`port`.
@@ -306,6 +309,56 @@ pub(crate) fn wait_listening(what: &str, port: u16, server: &mut Proc) {
                 .then_some(())
         },
     );
+}
+
+/// `scan ARGS --record FILE`, then `scan ARGS --from FILE`: the replayed
+/// report must be the live one field for field (only `source` differs:
+/// netlink live, the dump's path replayed). Returns the live report.
+fn recorded_scan(what: &str, args: &[&str]) -> Value {
+    let (live, rec) = record_scan(args);
+    rec.replays_to(what, args, &live);
+    live
+}
+
+/// A `--record` capture in a directory of its own.
+struct Recording {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+/// `scan ARGS --record FILE`: the live report, and the recording to check
+/// with [`Recording::replays_to`] once the timing-sensitive part is over.
+fn record_scan(args: &[&str]) -> (Value, Recording) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scan.dump").to_str().unwrap().to_string();
+    let live = json(&[args, &["--record", &path]].concat());
+    (live, Recording { _dir: dir, path })
+}
+
+impl Recording {
+    /// `scan ARGS --from FILE` gives `live` field for field, `source` aside.
+    fn replays_to(&self, what: &str, args: &[&str], live: &Value) {
+        let replayed = json(&[args, &["--from", &self.path]].concat());
+        let without_source = |v: &Value| {
+            let mut v = v.clone();
+            let source = v.as_object_mut().unwrap().remove("source");
+            assert!(source.is_some(), "{what}: a report names its source");
+            v
+        };
+        let (live_cmp, replayed_cmp) = (without_source(live), without_source(&replayed));
+        if live_cmp != replayed_cmp {
+            let keys = live_cmp
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| live_cmp[*k] != replayed_cmp[*k]);
+            panic!(
+                "{what}: `--from` the recording differs from the live scan in {:?}\nlive: {live:#}\nreplayed: {replayed:#}",
+                keys.collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(replayed["source"]["kind"], "dump", "{what}: {replayed:#}");
+    }
 }
 
 /// The one close-wait-never-read finding towards `port`, checked against
@@ -393,7 +446,7 @@ fn redis_py_pool_timed_out_by_redis_is_an_idle_pool_at_info() {
         client.expect_line("ready", Duration::from_secs(20));
         // Redis closes clients idle for more than `timeout` seconds.
         wait_for_ss("CLOSE_WAIT", 6379, REDIS_POOL as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("redis", &["scan", "--json"]);
         show("redis", &report);
         let f = never_read_finding(
             &report,
@@ -481,7 +534,7 @@ fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
         );
         client.expect_line("ready", Duration::from_secs(30));
         wait_for_ss("CLOSE_WAIT", 6379, LEAKED as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("redis leak", &["scan", "--json"]);
         show("redis leak", &report);
         let f = never_read_finding(&report, &ss_close_wait_to(6379), 6379, client.pid(), LEAKED);
         let hint = f["hint"].as_str().unwrap();
@@ -644,7 +697,7 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
         );
         client.expect_line("ready", Duration::from_secs(30));
         wait_for_ss("CLOSE_WAIT", 5432, PG_POOL_SIZE as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("postgres pool", &["scan", "--json"]);
         show("postgres pool", &report);
         assert!(
             findings(&report, "close-wait-unread-data").is_empty(),
@@ -736,7 +789,10 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         // the real one. (Reaching the default 1000 takes longer than a
         // loaded CI host keeps the first TIME_WAIT: 60 s.)
         let low_threshold = (N / 2).to_string();
-        let report = json(&["scan", "--json", "--time-wait-warn", &low_threshold]);
+        let report = recorded_scan(
+            "psycopg2 churn",
+            &["scan", "--json", "--time-wait-warn", &low_threshold],
+        );
         let delay = done_at.elapsed().as_secs_f64();
         show("postgres churn (low threshold)", &report);
         let client_side = ss_tan("TIME-WAIT")
@@ -854,7 +910,7 @@ fn requests_session_behind_nginx_keepalive_timeout_is_an_idle_pool_at_info() {
         );
         client.expect_line("ready", Duration::from_secs(20));
         wait_for_ss("CLOSE_WAIT", 8080, SESSION_SIZE as u64);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("nginx requests", &["scan", "--json"]);
         show("nginx requests", &report);
         let f = never_read_finding(
             &report,
@@ -1002,7 +1058,7 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
                 .map(|s| s.local_port)
                 .collect()
         };
-        let (report, ss) = poll(
+        let (report, ss, rec) = poll(
             "a scan inside the CLOSE_WAIT window",
             Duration::from_secs(60),
             || {
@@ -1010,15 +1066,16 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
                 if before.len() != 1 {
                     return None;
                 }
-                let report = json(&["scan", "--json"]);
+                let (report, rec) = record_scan(&["scan", "--json"]);
                 let after = ss_close_wait_to(8080);
                 let same = after
                     .iter()
                     .map(|s| s.local_port)
                     .eq(before.iter().copied());
-                same.then_some((report, after))
+                same.then_some((report, after, rec))
             },
         );
+        rec.replays_to("nginx jdk", &["scan", "--json"], &report);
         show("nginx jdk", &report);
         assert_no_alarm(&report);
         assert!(findings(&report, "fd-exhaustion-risk").is_empty());
@@ -1133,7 +1190,7 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
         // A plain scan does not look up ESTABLISHED owners everywhere,
         // yet must name the busy workers of a troubled listener.
         for args in [&["scan", "--json"][..], &["scan", "--json", "--sockets"]] {
-            let report = json(args);
+            let report = recorded_scan("gunicorn", args);
             show(&format!("gunicorn {args:?}"), &report);
             let fs = findings(&report, "accept-queue-not-drained");
             assert_eq!(fs.len(), 1, "{report:#}");

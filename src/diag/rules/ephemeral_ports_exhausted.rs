@@ -40,6 +40,24 @@ pub struct PortsEvidence {
     pub sustainable_rate_per_s: f64,
 }
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let mut per: BTreeMap<(IpAddr, IpAddr, u16), (usize, Vec<&Socket>)> = BTreeMap::new();
     for s in ctx.selected {

@@ -24,6 +24,24 @@ pub struct StaleEvidence {
     pub inodes: Vec<u64>,
 }
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     ctx.snap
         .processes

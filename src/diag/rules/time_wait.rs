@@ -3,10 +3,9 @@
 //! host closed first as the client), with close rates read from the
 //! remaining times.
 
-use super::Finding;
-use super::{Ctx, Evidence, RuleId};
-use crate::diag::group::{TimeWaitClock, direction, round3};
-use crate::diag::types::{Direction, Severity};
+use super::Ctx;
+use crate::diag::group::{TimeWaitClock, direction as direction_of, round3};
+use crate::diag::types::Direction;
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,78 +30,65 @@ pub struct TimeWaitEvidence {
     pub port_ratio: Option<f64>,
 }
 
-pub fn detect(ctx: &Ctx) -> Vec<Finding> {
-    let mut agg: BTreeMap<(Direction, u16, Option<String>), Vec<&Socket>> = BTreeMap::new();
+/// The TIME_WAIT sockets of one direction, grouped per local listening
+/// port (inbound) or destination (outbound), for groups of at least the
+/// TIME_WAIT threshold.
+pub struct Churn {
+    pub evidence: TimeWaitEvidence,
+    /// The faster of the close rate over the whole span and over the
+    /// last 10 s, unrounded.
+    pub rate_per_s: f64,
+}
+
+pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
+    let mut agg: BTreeMap<(u16, Option<String>), Vec<&Socket>> = BTreeMap::new();
     for s in ctx
         .selected
         .iter()
         .filter(|s| s.state == TcpState::TimeWait)
     {
-        let d = direction(s, ctx.listen_ports);
+        let d = direction_of(s, ctx.listen_ports);
+        if d != direction {
+            continue;
+        }
         let key = match d {
-            Direction::Inbound => (d, s.local.port(), None),
-            Direction::Outbound => (d, s.peer.port(), Some(s.peer.to_string())),
+            Direction::Inbound => (s.local.port(), None),
+            Direction::Outbound => (s.peer.port(), Some(s.peer.to_string())),
         };
         agg.entry(key).or_default().push(s);
     }
     agg.into_iter()
         .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
-        .map(|((direction, port, peer), socks)| {
+        .map(|((port, peer), socks)| {
             let clock = TimeWaitClock::of(socks.iter().copied());
             let outbound = direction == Direction::Outbound;
             let ratio = (outbound && ctx.budget > 0)
                 .then(|| round3(clock.count as f64 / f64::from(ctx.budget)));
-            let e = TimeWaitEvidence {
-                state: TcpState::TimeWait,
-                count: clock.count,
-                direction,
-                port,
-                peer,
-                time_wait_left_s: clock.left_s,
-                close_rate_per_s: round3(clock.rate_per_s()),
-                last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
-                port_budget: outbound.then_some(ctx.budget),
-                port_ratio: ratio,
-            };
-            let (rule_id, severity, summary, hint) = if outbound {
-                // Critical when the ports held now near the budget; a
-                // warning also when the recent close rate would hold half
-                // of it after a whole TIME_WAIT length. Churn well inside
-                // the budget is worth knowing, not a page.
-                let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
-                let loopback = e
-                    .peer
-                    .as_deref()
-                    .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
-                    .is_some_and(|a| a.ip().is_loopback());
-                let hold = port_hold_s(ctx, loopback);
-                let steady =
-                    (ctx.budget > 0).then(|| rate * f64::from(hold) / f64::from(ctx.budget));
-                let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
-                let severity = if at(ratio, ctx.policy.port_ratio_crit) {
-                    Severity::Critical
-                } else if at(ratio, ctx.policy.port_ratio_warn)
-                    || at(steady, ctx.policy.port_ratio_warn)
-                {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                };
-                let (s, h) = super::time_wait_client_churn::words(&e, ctx);
-                (RuleId::TimeWaitClientChurn, severity, s, h)
-            } else {
-                let (s, h) = super::time_wait_server_closes::words(&e);
-                (RuleId::TimeWaitServerCloses, Severity::Info, s, h)
-            };
-            Finding {
-                rule_id,
-                severity,
-                summary,
-                evidence: Evidence::TimeWait(e),
-                hint,
+            Churn {
+                evidence: TimeWaitEvidence {
+                    state: TcpState::TimeWait,
+                    count: clock.count,
+                    direction,
+                    port,
+                    peer,
+                    time_wait_left_s: clock.left_s,
+                    close_rate_per_s: round3(clock.rate_per_s()),
+                    last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
+                    port_budget: outbound.then_some(ctx.budget),
+                    port_ratio: ratio,
+                },
+                rate_per_s: clock.rate_per_s().max(clock.last_10s_rate_per_s()),
             }
         })
         .collect()
+}
+
+/// Is the destination of this evidence a loopback address?
+pub fn towards_loopback(e: &TimeWaitEvidence) -> bool {
+    e.peer
+        .as_deref()
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|a| a.ip().is_loopback())
 }
 
 /// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;

@@ -1,8 +1,9 @@
 //! `time-wait-client-churn`: TIME_WAIT towards one destination: this host
 //! opens and closes connections instead of reusing them.
 
-use super::time_wait::{TimeWaitEvidence, tw_reuse_words};
-use super::{Ctx, Doc};
+use super::time_wait::{TimeWaitEvidence, groups, port_hold_s, towards_loopback, tw_reuse_words};
+use super::{Ctx, Doc, Evidence, Finding, RuleId};
+use crate::diag::types::{Direction, Severity};
 
 pub const DOC: Doc = Doc {
     id: "time-wait-client-churn",
@@ -12,6 +13,58 @@ pub const DOC: Doc = Doc {
     fix: "Reuse connections (HTTP keep-alive, pools sized to the real concurrency; Go's MaxIdleConnsPerHost defaults to 2). tcp_tw_reuse=1 lets outgoing connects reuse TIME_WAIT ports after 1 s when TCP timestamps are on (2, the default, does so for loopback only). SO_LINGER {1,0} skips TIME_WAIT but resets the connection: only where the protocol already confirmed delivery.",
     avoid: "Lowering tcp_fin_timeout does not shorten TIME_WAIT; tcp_tw_recycle broke clients behind NAT and was removed in Linux 4.12.",
 };
+
+/// One finding per destination. Critical when the ports held now near the
+/// budget; a warning also when the recent close rate would hold half of it
+/// after a whole TIME_WAIT length. Churn well inside the budget is worth
+/// knowing, not a page.
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    groups(ctx, Direction::Outbound)
+        .into_iter()
+        .map(|g| {
+            let e = g.evidence;
+            let hold = port_hold_s(ctx, towards_loopback(&e));
+            let steady =
+                (ctx.budget > 0).then(|| g.rate_per_s * f64::from(hold) / f64::from(ctx.budget));
+            let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
+            let severity = if at(e.port_ratio, ctx.policy.port_ratio_crit) {
+                Severity::Critical
+            } else if at(e.port_ratio, ctx.policy.port_ratio_warn)
+                || at(steady, ctx.policy.port_ratio_warn)
+            {
+                Severity::Warning
+            } else {
+                Severity::Info
+            };
+            let (summary, hint) = words(&e, ctx);
+            Finding {
+                rule_id: RuleId::TimeWaitClientChurn,
+                severity,
+                summary,
+                evidence: Evidence::TimeWait(e),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
 
 pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
     let dest = e.peer.clone().unwrap_or_else(|| format!("port {}", e.port));
@@ -25,12 +78,8 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
     let svc = service
         .map(|s| format!(" ({})", s.name()))
         .unwrap_or_default();
-    let loopback = e
-        .peer
-        .as_deref()
-        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
-        .is_some_and(|a| a.ip().is_loopback());
-    let hold = super::time_wait::port_hold_s(ctx, loopback);
+    let loopback = towards_loopback(e);
+    let hold = port_hold_s(ctx, loopback);
     let sustainable = f64::from(budget) / f64::from(hold);
     (
         format!(
