@@ -529,4 +529,49 @@ mod tests {
             None => crate::testutil::skip("no Go binary installed (promtool, go)"),
         }
     }
+
+    /// The whole collector over a fake `/proc`: maps, an fd leading to a
+    /// jar, a class path; a FIFO in place of maps cannot stall it.
+    #[test]
+    fn collects_from_a_proc_tree_and_survives_a_fifo() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("42");
+        std::fs::create_dir_all(p.join("fd")).unwrap();
+        std::fs::write(
+            p.join("maps"),
+            "7f00-7f01 r-xp 00000000 08:01 7 /srv/venv/lib/python3.12/site-packages/aiohttp/_http_parser.cpython-312-x86_64-linux-gnu.so\n\
+             7f01-7f02 r-xp 00000000 08:01 8 /usr/lib/x86_64-linux-gnu/libpq.so.5.15\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/app/lib/okhttp-4.12.0.jar", p.join("fd/5")).unwrap();
+        std::os::unix::fs::symlink("socket:[123]", p.join("fd/6")).unwrap();
+        let cmd: Vec<String> = ["java", "-cp", "/app/lib/HikariCP-5.1.0.jar", "Main"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut w = Vec::new();
+        let libs = collect(root.path(), 42, Some(&cmd), false, &mut w);
+        let got: Vec<(&str, &str)> = libs
+            .iter()
+            .map(|l| (l.name.as_str(), l.seen_in.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("aiohttp", "maps"),
+                ("libpq", "maps"),
+                ("OkHttp", "fd"),
+                ("HikariCP", "classpath")
+            ]
+        );
+        assert_eq!(libs[3].version.as_deref(), Some("5.1.0"));
+        assert!(w.is_empty(), "{w:?}");
+        // A FIFO where maps should be: refused, not waited on.
+        std::fs::remove_file(p.join("maps")).unwrap();
+        let c = std::ffi::CString::new(p.join("maps").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let libs = collect(root.path(), 42, None, true, &mut w);
+        assert_eq!(libs.len(), 1, "{libs:?}");
+    }
 }

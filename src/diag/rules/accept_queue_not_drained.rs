@@ -16,7 +16,7 @@ pub const DOC: Doc = Doc {
     id: "accept-queue-not-drained",
     title: "Connections the listener never accepted",
     meaning: "ESTABLISHED or CLOSE_WAIT sockets with inode 0 on a listening port are children still in the accept queue: no process called accept() for them. CLOSE_WAIT among them means the clients already gave up. The listener's Recv-Q is the queue length and its Send-Q the backlog. Every process holding the listener is named (a pre-fork master and its workers share one; SO_REUSEPORT gives each its own), with the processes holding accepted connections on the port: when those are all busy, the worker pool is saturated.",
-    confirm: "ss -ltnp sport = :PORT shows Recv-Q near Send-Q and the processes holding the listener; nstat -az TcpExtListenOverflows TcpExtListenDrops keep rising; a thread dump of the workers shows what they wait on.",
+    confirm: "ss -ltnp sport = :PORT shows Recv-Q near Send-Q and the processes holding the listener; nstat -az TcpExtListenOverflows TcpExtListenDrops keep rising. cwdiag samples the busy workers' threads (/proc/PID/task/TID/{stat,wchan,syscall}) and says what they wait in, and on which connection (evidence.threads); a thread dump (jstack, py-spy dump, gdb) shows the code.",
     fix: "Make the workers free again (timeouts on downstream calls, bounded handler time) or add workers; a hung accept loop needs fixing first. Raise the listen() backlog and net.core.somaxconn only for short bursts (the effective backlog is the smaller of the two).",
     avoid: "Raising the backlog for a saturated pool only queues more requests that clients abandon; tcp_abort_on_overflow=1 turns overflows into resets (ip-sysctl advises it only when the listener cannot be made faster).",
 };

@@ -13,7 +13,7 @@ pub const DOC: Doc = Doc {
     id: "close-wait-unread-data",
     title: "CLOSE_WAIT with data the application stopped reading (Recv-Q > 1)",
     meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). Unread bytes that came with the FIN after the connection had idled are a goodbye message, not this rule (see close-wait-never-read).",
-    confirm: "Recv-Q > 1 on CLOSE_WAIT sockets (ss -tanp state close-wait); a thread dump (jstack, py-spy dump, gdb) or strace of the owner shows what the workers wait on.",
+    confirm: "Recv-Q > 1 on CLOSE_WAIT sockets (ss -tanp state close-wait); cwdiag samples the owner's threads (evidence.threads: blocked in recvfrom() on a named downstream, on CPU, idle in epoll_wait); a thread dump (jstack, py-spy dump, gdb) or strace shows the code.",
     fix: "Find and unblock what the workers wait on: timeouts on every downstream call, a worker pool sized to the load, handlers that read to EOF or close on timeout.",
     avoid: "Raising the listen backlog or somaxconn only queues more requests that clients abandon. No sysctl fixes CLOSE_WAIT.",
 };
