@@ -6,7 +6,9 @@
 //! never hoped for by timing.
 
 use crate::netns::in_netns;
-use crate::realworld::{Proc, assert_no_alarm, findings, python_has, show, wait_listening};
+use crate::realworld::{
+    Proc, assert_no_alarm, findings, python_has, recorded_scan, show, wait_listening,
+};
 use crate::support::*;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -34,6 +36,21 @@ fn queue_up(port: u16, n: usize, gone: usize) -> Vec<TcpStream> {
     kept.drain(..gone);
     wait_for_ss("CLOSE_WAIT", port, gone as u64);
     kept
+}
+
+/// Waits until thread `pid` (its main thread) is inside one of the system
+/// calls `nrs` (`/proc/PID/syscall`): the condition a test builds, so the
+/// samples cwdiag takes afterwards cannot catch it on the way there.
+fn wait_in_syscall(pid: u32, nrs: &[libc::c_long]) {
+    poll(
+        &format!("pid {pid} in system call {nrs:?}"),
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+            let nr: libc::c_long = text.split_whitespace().next()?.parse().ok()?;
+            nrs.contains(&nr).then_some(())
+        },
+    );
 }
 
 // ------------------------------------------------ a single-threaded loop
@@ -79,8 +96,19 @@ fn blocked_loop(mode: &'static str, pattern: &'static str, words: &'static str) 
         let mut first = TcpStream::connect("127.0.0.1:8080").unwrap();
         first.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         server.expect_line("blocking", Duration::from_secs(20));
+        if mode == "sleep" {
+            wait_in_syscall(
+                server.pid(),
+                &[
+                    libc::SYS_clock_nanosleep,
+                    libc::SYS_nanosleep,
+                    libc::SYS_select,
+                ],
+            );
+        }
         let _queued = queue_up(8080, 3, 2);
-        let report = json(&["scan", "--json"]);
+        // Replayed from its recording, the verdict is the same.
+        let report = recorded_scan(mode, &["scan", "--json"]);
         show(mode, &report);
         let f = finding_on(&report, "accept-queue-not-drained", 8080);
         let hint = f["hint"].as_str().unwrap();
@@ -223,8 +251,11 @@ fn workers_blocked_on_a_downstream_name_it() {
             busy.push(c);
             db.expect_line("conn", Duration::from_secs(20));
         }
+        for &w in &workers {
+            wait_in_syscall(w as u32, &[libc::SYS_recvfrom, libc::SYS_read]);
+        }
         let _queued = queue_up(8000, 3, 2);
-        let report = json(&["scan", "--json"]);
+        let report = recorded_scan("prefork", &["scan", "--json"]);
         show("prefork", &report);
         let f = finding_on(&report, "accept-queue-not-drained", 8000);
         let (t, hint) = (&f["evidence"]["threads"], f["hint"].as_str().unwrap());

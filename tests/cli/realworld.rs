@@ -314,7 +314,7 @@ pub(crate) fn wait_listening(what: &str, port: u16, server: &mut Proc) {
 /// `scan ARGS --record FILE`, then `scan ARGS --from FILE`: the replayed
 /// report must be the live one field for field (only `source` differs:
 /// netlink live, the dump's path replayed). Returns the live report.
-fn recorded_scan(what: &str, args: &[&str]) -> Value {
+pub(crate) fn recorded_scan(what: &str, args: &[&str]) -> Value {
     let (live, rec) = record_scan(args);
     rec.replays_to(what, args, &live);
     live
