@@ -779,3 +779,116 @@ fn an_apache_httpclient4_pool_is_named_with_its_evictor() {
 fn an_apache_httpclient4_pool_with_its_evictor_raises_nothing() {
     httpclient4("evict");
 }
+
+// ------------------------------------------------- Java: HikariCP pool
+
+/// A fixed-size HikariCP pool (Debian's 2.7.9, with PostgreSQL's JDBC
+/// driver) whose three connections each ran a query, then idle.
+const HIKARI: &str = r#"
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import java.sql.Connection;
+import java.sql.Statement;
+
+public class Pool {
+    public static void main(String[] a) throws Exception {
+        HikariConfig c = new HikariConfig();
+        c.setJdbcUrl("jdbc:postgresql://127.0.0.1:5432/postgres");
+        c.setUsername("postgres");
+        c.setMaximumPoolSize(3);
+        c.setMinimumIdle(3);
+        HikariDataSource ds = new HikariDataSource(c);
+        Connection[] cs = new Connection[3];
+        for (int i = 0; i < 3; i++) {
+            cs[i] = ds.getConnection();
+            try (Statement s = cs[i].createStatement()) {
+                s.execute("SELECT 1");
+            }
+        }
+        for (Connection x : cs) {
+            x.close();
+        }
+        System.out.println("ready");
+        Thread.sleep(600000);
+    }
+}
+"#;
+
+fn hikari_pool(server_timeout: Option<&'static str>) {
+    let Some(bindir) = crate::realworld::postgres_prereqs() else {
+        return;
+    };
+    let jars = [
+        "/usr/share/java/HikariCP.jar",
+        "/usr/share/java/postgresql.jar",
+        "/usr/share/java/slf4j-api.jar",
+        "/usr/share/java/slf4j-nop.jar",
+    ];
+    if crate::realworld::program("java", &[]).is_none() {
+        skip("java is not installed (Debian package default-jdk-headless)");
+        return;
+    }
+    if let Some(j) = jars.iter().find(|j| !std::path::Path::new(j).exists()) {
+        skip(&format!(
+            "{j} is missing (Debian packages libhikaricp-java, libpostgresql-jdbc-java, libslf4j-java)"
+        ));
+        return;
+    }
+    let cp = jars.join(":");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Pool.java");
+    std::fs::write(&src, HIKARI).unwrap();
+    in_netns("hikari", move || {
+        let data = tempfile::tempdir().unwrap();
+        let extra: Vec<&str> = server_timeout.into_iter().collect();
+        let _server = crate::realworld::start_postgres(&bindir, data.path(), &extra);
+        let mut client = Proc::spawn(
+            "HikariCP pool",
+            Command::new("java").args(["-Xmx64m", "-cp", &cp]).arg(&src),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(60));
+        if server_timeout.is_some() {
+            wait_for_ss("CLOSE_WAIT", 5432, 3);
+        }
+        let report = json(&["scan", "--json"]);
+        show("hikari", &report);
+        assert_no_alarm(&report);
+        if server_timeout.is_none() {
+            assert!(
+                findings(&report, "close-wait-never-read").is_empty(),
+                "{report:#}"
+            );
+            return;
+        }
+        let f = finding_on(&report, "close-wait-never-read", 5432);
+        let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
+        assert_eq!(e["pid"], client.pid(), "{f:#}");
+        assert_eq!(e["goodbye"], 3, "PostgreSQL's 57P05 before each FIN: {f:#}");
+        let lib = e["libraries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "HikariCP")
+            .unwrap_or_else(|| panic!("HikariCP in {f:#}"));
+        // Debian's HikariCP.jar names no version; the JVM keeps it open.
+        assert!(
+            lib["seen_in"] == "fd" || lib["seen_in"] == "classpath",
+            "{f:#}"
+        );
+        assert!(hint.contains("HikariCP seen in the process"), "{hint}");
+        assert!(hint.contains("maxLifetime"), "{hint}");
+        assert!(hint.contains("idle_session_timeout"), "{hint}");
+        assert!(!hint.contains("no pool jar"), "{hint}");
+    });
+}
+
+#[test]
+fn a_hikaricp_pool_timed_out_by_postgres_is_named_by_its_jar() {
+    hikari_pool(Some("idle_session_timeout=2s"));
+}
+
+#[test]
+fn a_hikaricp_pool_without_a_server_timeout_raises_nothing() {
+    hikari_pool(None);
+}

@@ -550,7 +550,7 @@ fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
 
 /// initdb as the `postgres` user into `dir/data`, then the server on
 /// 127.0.0.1:5432 with its socket in `dir` and `extra` settings.
-fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
+pub(crate) fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
     let uid = id_of("-u");
     let gid = id_of("-g");
     // SAFETY: chown of a directory this test created.
@@ -610,7 +610,7 @@ fn id_of(flag: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn postgres_prereqs() -> Option<PathBuf> {
+pub(crate) fn postgres_prereqs() -> Option<PathBuf> {
     let Some(bindir) = postgres_bindir() else {
         skip("PostgreSQL server binaries not found (Debian package postgresql)");
         return None;
