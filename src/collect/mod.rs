@@ -423,10 +423,19 @@ const LIBRARY_PROCESSES: usize = 32;
 
 /// The libraries of the owners of CLOSE_WAIT sockets, and the threads of
 /// the processes a finding may call stuck: owners of CLOSE_WAIT sockets
-/// with unread bytes (Recv-Q > 0: never read, unread data) and the
+/// with unread bytes (or inbound ones never read) and the
 /// holders of listeners with children nobody accepted, with the
 /// processes holding accepted connections on those ports.
 fn inspect_clients(snap: &mut Snapshot, plan: &Plan, warnings: &mut Vec<String>) {
+    // A finding may call the owner stuck when bytes wait unread (Recv-Q
+    // beyond the FIN), or when clients of its own listener hung up
+    // unread; an outbound bare FIN is an idle pool's and claims nothing.
+    let listen_ports: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
     let mut close_wait: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
     for s in snap
         .sockets
@@ -436,7 +445,8 @@ fn inspect_clients(snap: &mut Snapshot, plan: &Plan, warnings: &mut Vec<String>)
         if let Some(pid) = s.pid {
             let e = close_wait.entry(pid).or_default();
             e.0 += 1;
-            e.1 += usize::from(s.recv_q > 0);
+            let inbound = listen_ports.contains(&s.local.port());
+            e.1 += usize::from(s.recv_q > 1 || (s.recv_q == 1 && inbound));
         }
     }
     let mut by_count: Vec<(u32, usize)> = close_wait.iter().map(|(&p, c)| (p, c.0)).collect();
