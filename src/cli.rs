@@ -105,7 +105,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Sampling")]
 pub struct SampleArgs {
-    /// Take N samples, --interval apart, and report growth across them.
+    /// Take N samples, --interval apart, and report growth across them;
+    /// TIME_WAIT findings then say whether the closes were sustained
+    /// (closes in every interval) and at what rate over which window.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub samples: u32,
 

@@ -402,7 +402,7 @@ fn stable_groups(report: &serde_json::Value) -> Vec<serde_json::Value> {
                 "oldest_age_ms",
                 "median_age_ms",
                 "time_wait_left_s",
-                "close_rate_per_s",
+                "closes",
             ] {
                 g.as_object_mut().unwrap().remove(k);
             }

@@ -189,6 +189,8 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     pub budget: u32,
     pub filter: &'a crate::filter::Filter,
+    /// Closes measured across samples, when there were samples.
+    pub sampled: Option<&'a crate::diag::closes::SampledCloses>,
 }
 
 impl Ctx<'_> {
@@ -305,10 +307,17 @@ pub(crate) mod cases {
     /// growth over them when there are several.
     pub fn findings_of(id: RuleId, case: &Case) -> Vec<Finding> {
         let filter = crate::filter::Filter::default();
+        // As `scan --samples` does: closes measured across the samples.
+        let mut closes = crate::diag::closes::SampledCloses::default();
         let reports: Vec<_> = case
             .samples
             .iter()
-            .map(|s| crate::diag::classify(s, &filter, &case.policy))
+            .map(|s| {
+                let listen = crate::diag::group::listen_ports(s);
+                closes.observe(s, |_| true, |x| crate::diag::group::direction(x, &listen));
+                let sampled = (case.samples.len() > 1).then_some(&closes);
+                crate::diag::classify_sampled(s, &filter, &case.policy, sampled)
+            })
             .collect();
         let mut all =
             crate::diag::growth::findings(&crate::diag::growth::series(&reports), &reports);

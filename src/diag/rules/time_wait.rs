@@ -1,12 +1,14 @@
 //! What the two TIME_WAIT rules share: TIME_WAIT per local listening
 //! port (this host closed first as the server) and per destination (this
-//! host closed first as the client), with close rates read from the
-//! remaining times.
+//! host closed first as the client), with the closes they show (counted
+//! within a window by the remaining times, or measured across samples:
+//! see `diag/closes.rs`).
 
 use super::Ctx;
-use crate::diag::group::{TimeWaitClock, direction as direction_of, round3};
+use crate::diag::closes::{CloseKey, Closes};
+use crate::diag::group::{direction as direction_of, left_s, round3};
 use crate::diag::types::Direction;
-use crate::model::{Socket, TcpState};
+use crate::model::{Endpoint, Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -21,10 +23,8 @@ pub struct TimeWaitEvidence {
     pub peer: Option<String>,
     /// Sockets by seconds left: [0,10) .. [50,60].
     pub time_wait_left_s: [usize; 6],
-    /// Closes per second over the span the remaining times cover.
-    pub close_rate_per_s: f64,
-    /// Closes per second over the last 10 s.
-    pub last_10s_close_rate_per_s: f64,
+    /// The closes, the window they were counted in and how.
+    pub closes: Closes,
     /// Outbound: ephemeral ports per destination, and the share in use.
     pub port_budget: Option<u32>,
     pub port_ratio: Option<f64>,
@@ -35,13 +35,29 @@ pub struct TimeWaitEvidence {
 /// TIME_WAIT threshold.
 pub struct Churn {
     pub evidence: TimeWaitEvidence,
-    /// The faster of the close rate over the whole span and over the
-    /// last 10 s, unrounded.
-    pub rate_per_s: f64,
+}
+
+/// The closes towards (or on) one key: measured across samples when
+/// there were samples, else counted by the remaining times of `socks`.
+pub fn closes_of<'a>(
+    ctx: &Ctx,
+    take: impl Fn(&CloseKey) -> bool,
+    socks: impl IntoIterator<Item = &'a Socket>,
+) -> Closes {
+    ctx.sampled
+        .and_then(|m| m.closes(take))
+        .unwrap_or_else(|| Closes::from_timers(socks))
+}
+
+/// Ports the closes would hold at the rate sustained across samples, as
+/// a share of `budget`; None without a sustained measurement.
+pub fn projected_ratio(c: &Closes, hold_s: u32, budget: u32) -> Option<f64> {
+    let r = c.sustained_per_s?;
+    (budget > 0).then(|| (r * f64::from(hold_s)).min(f64::from(budget)) / f64::from(budget))
 }
 
 pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
-    let mut agg: BTreeMap<(u16, Option<String>), Vec<&Socket>> = BTreeMap::new();
+    let mut agg: BTreeMap<(u16, Option<Endpoint>), Vec<&Socket>> = BTreeMap::new();
     for s in ctx
         .selected
         .iter()
@@ -53,31 +69,33 @@ pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
         }
         let key = match d {
             Direction::Inbound => (s.local.port(), None),
-            Direction::Outbound => (s.peer.port(), Some(s.peer.to_string())),
+            Direction::Outbound => (s.peer.port(), Some(s.peer)),
         };
         agg.entry(key).or_default().push(s);
     }
     agg.into_iter()
         .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
         .map(|((port, peer), socks)| {
-            let clock = TimeWaitClock::of(socks.iter().copied());
+            let closes = closes_of(
+                ctx,
+                |k| k.0 == direction && k.2 == port && k.3 == peer,
+                socks.iter().copied(),
+            );
             let outbound = direction == Direction::Outbound;
             let ratio = (outbound && ctx.budget > 0)
-                .then(|| round3(clock.count as f64 / f64::from(ctx.budget)));
+                .then(|| round3(socks.len() as f64 / f64::from(ctx.budget)));
             Churn {
                 evidence: TimeWaitEvidence {
                     state: TcpState::TimeWait,
-                    count: clock.count,
+                    count: socks.len(),
                     direction,
                     port,
-                    peer,
-                    time_wait_left_s: clock.left_s,
-                    close_rate_per_s: round3(clock.rate_per_s()),
-                    last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
+                    peer: peer.map(|p| p.to_string()),
+                    time_wait_left_s: left_s(socks.iter().copied()),
+                    closes,
                     port_budget: outbound.then_some(ctx.budget),
                     port_ratio: ratio,
                 },
-                rate_per_s: clock.rate_per_s().max(clock.last_10s_rate_per_s()),
             }
         })
         .collect()
@@ -91,9 +109,6 @@ pub fn towards_loopback(e: &TimeWaitEvidence) -> bool {
         .is_some_and(|a| a.ip().is_loopback())
 }
 
-/// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
-/// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
-/// connect(), and needs TCP timestamps.
 /// Seconds a local port stays unusable after a close towards this
 /// destination: 1 when tcp_tw_reuse applies (1, or the default 2 towards
 /// loopback, with timestamps on), else the whole TIME_WAIT.
@@ -112,6 +127,9 @@ pub fn port_hold_s(ctx: &Ctx, loopback: bool) -> u32 {
     }
 }
 
+/// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
+/// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
+/// connect(), and needs TCP timestamps.
 pub fn tw_reuse_words(ctx: &Ctx, loopback: bool) -> String {
     use crate::diag::host::Sysctl;
     let reuse = ctx.host.sysctl_u64(Sysctl::TcpTwReuse);

@@ -53,8 +53,10 @@ impl super::Rule for Def {
 pub fn words(e: &TimeWaitEvidence) -> (String, String) {
     (
         format!(
-            "{} TIME_WAIT sockets on local port {}: this host closed them first (~{:.0} closes/s)",
-            e.count, e.port, e.close_rate_per_s
+            "{} TIME_WAIT sockets on local port {}: this host closed them first ({})",
+            e.count,
+            e.port,
+            e.closes.words()
         ),
         format!(
             "The server on port {} closes first, so it keeps TIME_WAIT for a fixed 60 s. That costs the server no ports and is usually harmless; watch tcp_max_tw_buckets. To reduce it, keep client connections alive or let clients close first. tcp_fin_timeout does not shorten TIME_WAIT, and tcp_tw_reuse only affects outgoing connects.",
