@@ -49,10 +49,10 @@ impl ClientLib {
             Requests => {
                 "requests/urllib3 never evict idle connections: a dropped one is noticed only when it is handed out again, so up to pool_maxsize (10 per host by default) of these is expected; share one Session per host, close every response"
             }
-            // aiohttp client reference: TCPConnector(keepalive_timeout=15 s
-            // by default, force_close); a released connection whose peer
-            // closed is dropped by the event loop, an unreleased response
-            // keeps its connection.
+            // aio-libs/aiohttp aiohttp/connector.py, BaseConnector
+            // (keepalive_timeout 15.0 unless given; force_close); a released
+            // connection whose peer closed is dropped by the event loop, an
+            // unreleased response keeps its connection.
             Aiohttp => {
                 "aiohttp drops pooled connections the server closes once they are released: CLOSE_WAIT here means responses never read to the end nor released. Use `async with session.get(...)` (or resp.release()), keep TCPConnector keepalive_timeout (15 s by default) below the server's idle timeout, or force_close=True to stop reusing connections"
             }
