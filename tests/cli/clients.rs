@@ -892,3 +892,56 @@ fn a_hikaricp_pool_timed_out_by_postgres_is_named_by_its_jar() {
 fn a_hikaricp_pool_without_a_server_timeout_raises_nothing() {
     hikari_pool(None);
 }
+
+// ------------------------------------------------ Node.js: a spinning loop
+
+/// A Node.js server (backlog 4) whose handler spins on the event loop
+/// after printing `blocking`; Node's helper threads (libuv, V8) idle.
+const NODE_SPIN: &str = r#"
+const net = require("net");
+const srv = net.createServer((c) => {
+  c.on("data", () => {
+    console.log("blocking");
+    for (;;) {}
+  });
+});
+srv.listen(8081, "127.0.0.1", 4, () => console.log("ready"));
+"#;
+
+#[test]
+fn a_node_server_spinning_on_its_event_loop_is_named_by_its_main_thread() {
+    if crate::realworld::program("node", &[]).is_none() {
+        skip("node is not installed (Debian package nodejs)");
+        return;
+    }
+    in_netns("node-spin", || {
+        let mut server = Proc::spawn(
+            "node server",
+            Command::new("node").args(["-e", NODE_SPIN]),
+            libc::SIGKILL,
+        );
+        server.expect_line("ready", Duration::from_secs(20));
+        let mut first = TcpStream::connect("127.0.0.1:8081").unwrap();
+        first.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        server.expect_line("blocking", Duration::from_secs(20));
+        let _queued = queue_up(8081, 3, 2);
+        let report = recorded_scan("node-spin", &["scan", "--json"]);
+        show("node-spin", &report);
+        let f = finding_on(&report, "accept-queue-not-drained", 8081);
+        let (t, hint) = (&f["evidence"]["threads"], f["hint"].as_str().unwrap());
+        assert_eq!(t["pattern"], "on-cpu", "{f:#}");
+        assert_eq!(t["single_threaded"], true, "{f:#}");
+        assert!(
+            t["processes"][0]["threads_total"].as_u64().unwrap() > 1,
+            "Node runs helper threads: {f:#}"
+        );
+        let verdict = t["verdict"].as_str().unwrap();
+        assert!(
+            verdict.starts_with("its main thread (the event loop) was on CPU in "),
+            "{verdict}"
+        );
+        assert!(!hint.contains("add workers"), "{hint}");
+        assert!(hint.contains("single thread"), "{hint}");
+        drop(first);
+    });
+}
