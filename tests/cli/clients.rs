@@ -945,3 +945,68 @@ fn a_node_server_spinning_on_its_event_loop_is_named_by_its_main_thread() {
         drop(first);
     });
 }
+
+// ------------------------------------------------- threads stuck on a lock
+
+/// A threaded server whose workers wait for a lock the main thread never
+/// releases before they accept; the main thread joins them. Every thread
+/// waits on a futex; prints `stuck` once all have started.
+const LOCKED: &str = r#"
+import socket, threading
+l = socket.create_server(("127.0.0.1", 8082), backlog=4)
+lock = threading.Lock()
+lock.acquire()
+started = threading.Barrier(4)
+def worker():
+    started.wait()
+    with lock:
+        c, _ = l.accept()
+ts = [threading.Thread(target=worker) for _ in range(3)]
+for t in ts:
+    t.start()
+started.wait()
+print("stuck", flush=True)
+for t in ts:
+    t.join()
+"#;
+
+#[test]
+fn every_thread_waiting_on_a_lock_is_said_so() {
+    in_netns("locked", || {
+        let mut server = Proc::spawn(
+            "locked server",
+            Command::new("python3").args(["-u", "-c", LOCKED]),
+            libc::SIGKILL,
+        );
+        server.expect_line("stuck", Duration::from_secs(20));
+        // Every thread is inside futex() before the samples are taken.
+        for tid in poll("four threads", Duration::from_secs(20), || {
+            let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            (tids.len() == 4).then_some(tids)
+        }) {
+            poll("a thread in futex()", Duration::from_secs(30), || {
+                let text =
+                    std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", server.pid()))
+                        .ok()?;
+                let nr: libc::c_long = text.split_whitespace().next()?.parse().ok()?;
+                (nr == libc::SYS_futex).then_some(())
+            });
+        }
+        let _queued = queue_up(8082, 3, 2);
+        let report = recorded_scan("locked", &["scan", "--json"]);
+        show("locked", &report);
+        let f = finding_on(&report, "accept-queue-not-drained", 8082);
+        let (t, hint) = (&f["evidence"]["threads"], f["hint"].as_str().unwrap());
+        assert_eq!(t["pattern"], "futex", "{f:#}");
+        assert_eq!(t["single_threaded"], false, "{f:#}");
+        assert_eq!(
+            t["verdict"], "all 4 threads were waiting on a futex (a lock or condition variable)",
+            "{f:#}"
+        );
+        assert!(hint.contains("a deadlock"), "{hint}");
+        assert!(!hint.contains("add workers"), "{hint}");
+    });
+}
