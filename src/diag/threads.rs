@@ -83,11 +83,13 @@ impl Activity {
             return Activity::OnCpu;
         }
         let Some(call) = o.syscall.clone() else {
-            return Activity::Other(
-                o.wchan
+            // wchan and state come from /proc, or from a snapshot file:
+            // escaped before they become words.
+            return Activity::Other(crate::procname::printable(
+                &o.wchan
                     .clone()
                     .unwrap_or_else(|| format!("state {}", o.state)),
-            );
+            ));
         };
         let sock = o
             .socket_inode
@@ -103,7 +105,7 @@ impl Activity {
             | "pselect6" | "io_uring_enter" => Activity::Waiting { call },
             "futex" => Activity::Futex,
             "nanosleep" | "clock_nanosleep" => Activity::Asleep { call },
-            _ => Activity::Other(format!("{call}()")),
+            _ => Activity::Other(format!("{}()", crate::procname::printable(&call))),
         }
     }
 
@@ -469,6 +471,23 @@ mod tests {
             f.verdict
         );
         assert!(evidence(&snap, &[10]).is_none());
+    }
+
+    #[test]
+    fn text_from_proc_is_escaped_in_the_verdict() {
+        let mut snap = SnapBuilder::new().process(9, "x", None, None).build();
+        let mut o = obs("D", None, None);
+        o.wchan = Some("\x1b[31mevil\n".into());
+        let mut odd = obs("S", Some("weird\x1b]0;title\x07"), None);
+        odd.count = 3;
+        snap.processes.get_mut(&9).unwrap().threads = Some(samples(vec![o, odd]));
+        let t = evidence(&snap, &[9]).unwrap();
+        assert!(
+            !t.verdict.contains('\x1b') && !t.verdict.contains('\n'),
+            "{}",
+            t.verdict
+        );
+        assert!(t.verdict.contains("\\x1b[31mevil"), "{}", t.verdict);
     }
 
     #[test]
