@@ -8,8 +8,8 @@
 //! Pure-Python libraries (requests, PyMySQL, redis-py) map nothing and
 //! keep no file open, so they show only when a path names them.
 
+use super::procfs::ProcFs;
 use crate::model::{ClientLib, Library};
-use std::path::Path;
 
 /// Bytes of `/proc/PID/maps` read (a JVM maps a few thousand regions,
 /// about 100 bytes a line).
@@ -256,9 +256,14 @@ pub fn go_library(module: &str) -> Option<ClientLib> {
 /// Reads the `.go.buildinfo` section of the ELF file at `path` (a
 /// `/proc/PID/exe` link is followed; the file must be regular). Every
 /// read is capped; `None` when it is not an ELF file or has no section.
-pub fn read_go_buildinfo(path: &Path) -> Option<Vec<u8>> {
+pub fn read_go_buildinfo(path: &std::path::Path) -> Option<Vec<u8>> {
+    go_buildinfo_of(super::fsread::open_named(path).ok()?)
+}
+
+/// The `.go.buildinfo` section of the open file `f` (see
+/// [`read_go_buildinfo`]).
+fn go_buildinfo_of(f: std::fs::File) -> Option<Vec<u8>> {
     use object::{Object, ObjectSection};
-    let f = super::fsread::open_named(path).ok()?;
     let cache = object::ReadCache::new(f);
     let file = object::File::parse(Capped(&cache)).ok()?;
     let section = file.section_by_name(".go.buildinfo")?;
@@ -298,7 +303,7 @@ impl<'a> object::ReadRef<'a> for Capped<'a> {
 /// Everything `pid` shows, deduplicated by library (the first place seen
 /// wins), at most [`LISTED`].
 pub fn collect(
-    proc_root: &Path,
+    proc: &ProcFs,
     pid: u32,
     cmdline: Option<&[String]>,
     go: bool,
@@ -315,10 +320,9 @@ pub fn collect(
             });
         }
     };
-    let dir = proc_root.join(pid.to_string());
-    let maps_path = dir.join("maps");
-    if let Ok(c) = super::fsread::read(&maps_path, MAPS_CAP) {
-        c.note(&maps_path, MAPS_CAP, warnings);
+    let maps = format!("{pid}/maps");
+    if let Ok(c) = proc.read(&maps, MAPS_CAP) {
+        c.note(&proc.path().join(&maps), MAPS_CAP, warnings);
         let text = c.text();
         let mut seen = std::collections::HashSet::new();
         for p in mapped_paths(&text) {
@@ -329,17 +333,14 @@ pub fn collect(
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(dir.join("fd")) {
-        for e in rd.flatten().take(FD_CAP) {
-            let Ok(target) = std::fs::read_link(e.path()) else {
-                continue;
-            };
-            let t = target.to_string_lossy();
-            if t.starts_with('/')
-                && let Some((lib, v)) = identify(&t)
-            {
-                add(lib, v, "fd", &t);
-            }
+    for fd in proc.fds(pid).unwrap_or_default().into_iter().take(FD_CAP) {
+        let Some(t) = proc.link(&format!("{pid}/fd/{fd}")) else {
+            continue;
+        };
+        if t.starts_with('/')
+            && let Some((lib, v)) = identify(&t)
+        {
+            add(lib, v, "fd", &t);
         }
     }
     if let Some(cmd) = cmdline {
@@ -349,7 +350,11 @@ pub fn collect(
             }
         }
     }
-    if go && let Some(section) = read_go_buildinfo(&dir.join("exe")) {
+    let exe = || {
+        let root = proc.dir(".").ok()?;
+        go_buildinfo_of(super::fsread::open_at_following(&root, &format!("{pid}/exe")).ok()?)
+    };
+    if go && let Some(section) = exe() {
         for (module, version) in go_modules(&section) {
             if let Some(lib) = go_library(&module) {
                 add(lib, Some(version), "go-buildinfo", &module);
@@ -511,6 +516,7 @@ mod tests {
 
     #[test]
     fn reads_a_real_go_binary_and_refuses_what_is_not_one() {
+        use std::path::Path;
         assert!(read_go_buildinfo(Path::new("/proc/self/exe")).is_none());
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk");
@@ -550,7 +556,8 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let mut w = Vec::new();
-        let libs = collect(root.path(), 42, Some(&cmd), false, &mut w);
+        let proc = ProcFs::open(root.path());
+        let libs = collect(&proc, 42, Some(&cmd), false, &mut w);
         let got: Vec<(&str, &str)> = libs
             .iter()
             .map(|l| (l.name.as_str(), l.seen_in.as_str()))
@@ -571,7 +578,7 @@ mod tests {
         let c = std::ffi::CString::new(p.join("maps").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let libs = collect(root.path(), 42, None, true, &mut w);
+        let libs = collect(&proc, 42, None, true, &mut w);
         assert_eq!(libs.len(), 1, "{libs:?}");
     }
 }

@@ -7,9 +7,9 @@
 //! connection in the snapshot. Only for processes a finding may call
 //! stuck, a bounded number of them and of their threads.
 
+use super::procfs::ProcFs;
 use crate::model::{ThreadObservation, ThreadSample, ThreadSamples};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 /// Rounds of sampling, and the pause between them: ~100 ms in all.
@@ -142,15 +142,17 @@ pub fn socket_inode(link: &str) -> Option<u32> {
 }
 
 /// Reads one thread once; `None` when it is gone.
-fn read_thread(task: &Path) -> Option<Reading> {
+fn read_thread(proc: &ProcFs, task: &str) -> Option<Reading> {
     const CAP: usize = 4096;
-    let stat = super::fsread::read(&task.join("stat"), CAP).ok()?.text();
+    let stat = proc.read(&format!("{task}/stat"), CAP).ok()?.text();
     let state = stat_state(&stat)?;
-    let wchan = super::fsread::read(&task.join("wchan"), 256)
+    let wchan = proc
+        .read(&format!("{task}/wchan"), 256)
         .ok()
         .map(|c| c.text().trim().to_string())
         .filter(|w| !w.is_empty() && w != "0");
-    let (syscall, fd) = super::fsread::read(&task.join("syscall"), 512)
+    let (syscall, fd) = proc
+        .read(&format!("{task}/syscall"), 512)
         .ok()
         .map(|c| parse_syscall(&c.text()))
         .unwrap_or((None, None));
@@ -164,12 +166,11 @@ fn read_thread(task: &Path) -> Option<Reading> {
 
 /// The thread ids of `pid` (the first [`MAX_THREADS`], lowest first) and
 /// how many it has.
-fn tasks(proc_root: &Path, pid: u32) -> Option<(Vec<u32>, usize)> {
-    let rd = std::fs::read_dir(proc_root.join(format!("{pid}/task"))).ok()?;
-    let mut tids: Vec<u32> = rd
-        .take(MAX_COUNTED)
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+fn tasks(proc: &ProcFs, pid: u32) -> Option<(Vec<u32>, usize)> {
+    // The task directory lists numbers, as an fd table does.
+    let dir = proc.dir(&format!("{pid}/task")).ok()?;
+    let mut tids = ProcFs::list_fds(&dir, 0)?;
+    tids.truncate(MAX_COUNTED);
     let total = tids.len();
     tids.sort_unstable();
     tids.truncate(MAX_THREADS);
@@ -178,7 +179,7 @@ fn tasks(proc_root: &Path, pid: u32) -> Option<(Vec<u32>, usize)> {
 
 /// Samples the threads of `pids` (at most [`MAX_PROCESSES`], in the order
 /// given), all processes in the same rounds.
-pub fn sample(proc_root: &Path, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
+pub fn sample(proc: &ProcFs, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
     struct Proc {
         pid: u32,
         total: usize,
@@ -189,14 +190,14 @@ pub fn sample(proc_root: &Path, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
         .iter()
         .take(MAX_PROCESSES)
         .filter_map(|&pid| {
-            let (tids, total) = tasks(proc_root, pid)?;
+            let (tids, total) = tasks(proc, pid)?;
             let threads = tids
                 .into_iter()
                 .map(|tid| {
-                    let comm =
-                        super::fsread::read(&proc_root.join(format!("{pid}/task/{tid}/comm")), 64)
-                            .map(|c| c.text().trim_end().to_string())
-                            .unwrap_or_default();
+                    let comm = proc
+                        .read(&format!("{pid}/task/{tid}/comm"), 64)
+                        .map(|c| c.text().trim_end().to_string())
+                        .unwrap_or_default();
                     (tid, comm, Vec::new())
                 })
                 .collect();
@@ -214,7 +215,7 @@ pub fn sample(proc_root: &Path, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
         }
         for p in &mut procs {
             for (tid, _, seen) in &mut p.threads {
-                if let Some(r) = read_thread(&proc_root.join(format!("{}/task/{tid}", p.pid))) {
+                if let Some(r) = read_thread(proc, &format!("{}/task/{tid}", p.pid)) {
                     seen.push(r);
                 }
             }
@@ -229,13 +230,9 @@ pub fn sample(proc_root: &Path, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
             }
             let mut obs: Vec<ThreadObservation> = Vec::new();
             for r in seen {
-                let inode = r.fd.and_then(|fd| {
-                    *p.fds.entry(fd).or_insert_with(|| {
-                        std::fs::read_link(proc_root.join(format!("{}/fd/{fd}", p.pid)))
-                            .ok()
-                            .and_then(|l| socket_inode(&l.to_string_lossy()))
-                    })
-                });
+                let inode = r
+                    .fd
+                    .and_then(|fd| *p.fds.entry(fd).or_insert_with(|| proc.socket_at(p.pid, fd)));
                 match obs.iter_mut().find(|o| {
                     o.state == r.state
                         && o.wchan == r.wchan
@@ -354,7 +351,10 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(5));
         }
-        let got = sample(Path::new("/proc"), &[std::process::id()]);
+        let got = sample(
+            &ProcFs::open(std::path::Path::new("/proc")),
+            &[std::process::id()],
+        );
         let me = &got[&std::process::id()];
         assert_eq!(me.samples, SAMPLES);
         let t = me
