@@ -357,6 +357,193 @@ pub struct Process {
     /// build-ID note), for owners of CLOSE_WAIT sockets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Client libraries the process shows (mapped shared objects, open or
+    /// class-path jars, a Go binary's module list, its command line), for
+    /// owners of CLOSE_WAIT sockets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries: Vec<Library>,
+    /// What its threads were doing, sampled a few times, for processes a
+    /// finding may call stuck (not reading, not accepting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadSamples>,
+}
+
+/// A client library seen in a process, and where it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Library {
+    /// The library's own name: `aiohttp`, `HikariCP`, `pgx`, `undici`...
+    pub name: String,
+    /// Its version, when the file or module list states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Where: `maps` (a mapped shared object), `fd` (an open file),
+    /// `classpath`, `cmdline` or `go-buildinfo`.
+    pub seen_in: String,
+    /// The path (or module path) it was recognised in.
+    pub path: String,
+}
+
+/// A client library cwdiag has advice for (or recognises as a driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientLib {
+    // Python
+    Requests,
+    Aiohttp,
+    Httpx,
+    SqlAlchemy,
+    Psycopg2,
+    Psycopg3,
+    PyMySql,
+    MysqlClient,
+    RedisPy,
+    Hiredis,
+    Asyncpg,
+    // C client libraries any runtime may map
+    Libpq,
+    LibMysql,
+    // JVM
+    HikariCp,
+    ApacheHttpClient4,
+    ApacheHttpClient5,
+    OkHttp,
+    Jedis,
+    Lettuce,
+    // Go modules
+    Pgx,
+    LibPq,
+    GoMysql,
+    GoRedis,
+    /// The Go toolchain the binary was built with: its standard library's
+    /// net/http (database/sql advice goes with the driver seen).
+    GoStd,
+    // Node.js packages
+    Undici,
+    NodePg,
+    Ioredis,
+    NodeRedis,
+    Axios,
+}
+
+impl ClientLib {
+    pub const ALL: [ClientLib; 29] = {
+        use ClientLib::*;
+        [
+            Requests,
+            Aiohttp,
+            Httpx,
+            SqlAlchemy,
+            Psycopg2,
+            Psycopg3,
+            PyMySql,
+            MysqlClient,
+            RedisPy,
+            Hiredis,
+            Asyncpg,
+            Libpq,
+            LibMysql,
+            HikariCp,
+            ApacheHttpClient4,
+            ApacheHttpClient5,
+            OkHttp,
+            Jedis,
+            Lettuce,
+            Pgx,
+            LibPq,
+            GoMysql,
+            GoRedis,
+            GoStd,
+            Undici,
+            NodePg,
+            Ioredis,
+            NodeRedis,
+            Axios,
+        ]
+    };
+
+    /// The name the evidence carries.
+    pub fn name(self) -> &'static str {
+        use ClientLib::*;
+        match self {
+            Requests => "requests/urllib3",
+            Aiohttp => "aiohttp",
+            Httpx => "httpx",
+            SqlAlchemy => "SQLAlchemy",
+            Psycopg2 => "psycopg2",
+            Psycopg3 => "psycopg",
+            PyMySql => "PyMySQL",
+            MysqlClient => "mysqlclient",
+            RedisPy => "redis-py",
+            Hiredis => "hiredis",
+            Asyncpg => "asyncpg",
+            Libpq => "libpq",
+            LibMysql => "libmysqlclient",
+            HikariCp => "HikariCP",
+            ApacheHttpClient4 => "Apache HttpClient 4",
+            ApacheHttpClient5 => "Apache HttpClient 5",
+            OkHttp => "OkHttp",
+            Jedis => "Jedis",
+            Lettuce => "Lettuce",
+            Pgx => "pgx",
+            LibPq => "lib/pq",
+            GoMysql => "go-sql-driver/mysql",
+            GoRedis => "go-redis",
+            GoStd => "Go",
+            Undici => "undici",
+            NodePg => "pg",
+            Ioredis => "ioredis",
+            NodeRedis => "node-redis",
+            Axios => "axios",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ClientLib> {
+        ClientLib::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// Threads of one process, sampled `samples` times `interval_ms` apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSamples {
+    pub samples: u32,
+    pub interval_ms: u32,
+    /// Threads the process had; only the first `threads.len()` were read.
+    pub threads_total: usize,
+    pub threads: Vec<ThreadSample>,
+}
+
+/// One thread: what it was seen doing, each distinct observation once
+/// with the number of samples that showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSample {
+    pub tid: u32,
+    pub comm: String,
+    pub seen: Vec<ThreadObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadObservation {
+    /// Samples that showed this.
+    pub count: u32,
+    /// Scheduler state (`/proc/PID/task/TID/stat` field 3): `R`, `S`, `D`...
+    pub state: String,
+    /// Kernel function a sleeping thread waits in (`wchan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// The system call it is in (`recvfrom`, `epoll_wait`, `futex`...),
+    /// `running` when on CPU in user space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The fd that system call works on (its first argument), when it
+    /// takes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
+    /// That fd's socket inode, when it is a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_inode: Option<u32>,
 }
 
 impl Process {
@@ -379,6 +566,8 @@ impl Process {
             stale_socket_inodes: Vec::new(),
             runtime: None,
             pod_uid: None,
+            libraries: Vec::new(),
+            threads: None,
         }
     }
 }

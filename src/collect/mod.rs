@@ -9,6 +9,7 @@ pub mod fsread;
 pub mod holders;
 pub mod identity;
 pub mod kernel;
+pub mod libraries;
 pub mod multi;
 pub mod netns;
 pub mod procfs;
@@ -21,6 +22,7 @@ pub mod selection;
 pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
+pub mod threads;
 
 #[cfg(test)]
 mod seam_tests;
@@ -189,6 +191,11 @@ pub(crate) fn finish(
     let t = std::time::Instant::now();
     identify_owners(snap, proc);
     timing("identify owners", t);
+    if plan.attribute != Attribute::Nothing {
+        let t = std::time::Instant::now();
+        inspect_clients(snap, proc, &mut read_warnings);
+        timing("libraries and threads", t);
+    }
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
             snap.warnings.push(w);
@@ -419,6 +426,106 @@ fn enrich_owners(
             .is_some_and(|p| p.stale_socket_fds == Some(0))
         {
             snap.processes.remove(&pid);
+        }
+    }
+}
+
+/// Processes whose client libraries are read (those with the most
+/// CLOSE_WAIT sockets first).
+const LIBRARY_PROCESSES: usize = 32;
+
+/// The libraries of the owners of CLOSE_WAIT sockets, and the threads of
+/// the processes a finding may call stuck: owners of CLOSE_WAIT sockets
+/// with unread bytes (or inbound ones never read) and the
+/// holders of listeners with children nobody accepted, with the
+/// processes holding accepted connections on those ports.
+fn inspect_clients(snap: &mut Snapshot, proc: &ProcFs, warnings: &mut Vec<String>) {
+    // A finding may call the owner stuck when bytes wait unread (Recv-Q
+    // beyond the FIN), or when clients of its own listener hung up
+    // unread; an outbound bare FIN is an idle pool's and claims nothing.
+    let listen_ports: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let mut close_wait: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    for s in snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait)
+    {
+        if let Some(pid) = s.pid {
+            let e = close_wait.entry(pid).or_default();
+            e.0 += 1;
+            let inbound = listen_ports.contains(&s.local.port());
+            e.1 += usize::from(s.recv_q > 1 || (s.recv_q == 1 && inbound));
+        }
+    }
+    let mut by_count: Vec<(u32, usize)> = close_wait.iter().map(|(&p, c)| (p, c.0)).collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for &(pid, _) in by_count.iter().take(LIBRARY_PROCESSES) {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            let go = p.runtime.as_deref() == Some("Go");
+            p.libraries = libraries::collect(proc, pid, p.cmdline.as_deref(), go, warnings);
+        }
+    }
+    // Listeners with children waiting for accept(): their holders, and
+    // who holds accepted connections on the port.
+    let mut queued_ports = HashSet::new();
+    let listeners: Vec<&Socket> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .collect();
+    for s in &snap.sockets {
+        if s.inode == 0
+            && matches!(s.state, TcpState::Established | TcpState::CloseWait)
+            && listeners.iter().any(|l| l.local.port() == s.local.port())
+        {
+            queued_ports.insert(s.local.port());
+        }
+    }
+    let mut suspects: Vec<u32> = Vec::new();
+    let push = |pid: u32, v: &mut Vec<u32>| {
+        if !v.contains(&pid) {
+            v.push(pid);
+        }
+    };
+    for l in listeners
+        .iter()
+        .filter(|l| queued_ports.contains(&l.local.port()))
+    {
+        for pid in l.pid.into_iter().chain(
+            snap.listener_holders
+                .get(&l.inode)
+                .into_iter()
+                .flatten()
+                .copied(),
+        ) {
+            push(pid, &mut suspects);
+        }
+    }
+    for s in &snap.sockets {
+        if s.state != TcpState::Listen
+            && queued_ports.contains(&s.local.port())
+            && let Some(pid) = s.pid
+        {
+            push(pid, &mut suspects);
+        }
+    }
+    for &(pid, _) in &by_count {
+        if close_wait.get(&pid).is_some_and(|c| c.1 > 0) {
+            push(pid, &mut suspects);
+        }
+    }
+    suspects.retain(|p| snap.processes.contains_key(p));
+    if suspects.is_empty() {
+        return;
+    }
+    for (pid, t) in threads::sample(proc, &suspects) {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            p.threads = Some(t);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).
 
+pub mod clientlib;
 pub mod closes;
 pub mod group;
 pub mod growth;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod rules;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod threads;
 pub mod types;
 pub mod words;
 

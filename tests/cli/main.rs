@@ -2,6 +2,7 @@
 //! the JSON contract. One integration binary, as ripgrep and bottom do.
 
 mod bad_input;
+mod clients;
 mod deploy;
 mod fdlimit;
 mod hardening;

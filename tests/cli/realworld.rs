@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// A program found on PATH or in one of `also` (Debian keeps nginx in
 /// /usr/sbin and PostgreSQL's server binaries in /usr/lib/postgresql).
-fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
+pub(crate) fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(also.iter().map(PathBuf::from))
@@ -45,7 +45,7 @@ fn postgres_bindir() -> Option<PathBuf> {
 }
 
 /// True when `python3` can import every module of `modules`.
-fn python_has(modules: &str) -> bool {
+pub(crate) fn python_has(modules: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .stdout(Stdio::null())
@@ -56,7 +56,7 @@ fn python_has(modules: &str) -> bool {
 
 /// A child in its own process group, stopped with `stop` (then SIGKILL
 /// for the whole group) when dropped, so forked workers go too.
-struct Proc {
+pub(crate) struct Proc {
     what: String,
     child: Child,
     stop: i32,
@@ -65,7 +65,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
+    pub(crate) fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
         use std::os::unix::process::CommandExt;
         let mut child = cmd
             .process_group(0)
@@ -108,12 +108,12 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for a line on stdout starting with `prefix`; returns it.
-    fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
             let left = limit.saturating_sub(start.elapsed());
@@ -147,7 +147,7 @@ impl Proc {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -248,7 +248,7 @@ fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
         .collect()
 }
 
-fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
+pub(crate) fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
     report["findings"]
         .as_array()
         .unwrap()
@@ -258,7 +258,7 @@ fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
 }
 
 /// Prints every finding (seen with `--nocapture`): what a user reads.
-fn show(test: &str, report: &Value) {
+pub(crate) fn show(test: &str, report: &Value) {
     for f in report["findings"].as_array().unwrap() {
         eprintln!(
             "{test}: {} [{}] {}\n  hint: {}\n  evidence: {}",
@@ -268,7 +268,7 @@ fn show(test: &str, report: &Value) {
 }
 
 /// Nothing at warning or critical: the workload is healthy.
-fn assert_no_alarm(report: &Value) {
+pub(crate) fn assert_no_alarm(report: &Value) {
     let loud: Vec<&Value> = report["findings"]
         .as_array()
         .unwrap()
@@ -295,7 +295,7 @@ fn scan_settled(what: &str, min: u64, count: impl Fn() -> u64) -> (Value, u64) {
 }
 
 /// Polls until something listens on 127.0.0.1:`port`.
-fn wait_listening(what: &str, port: u16, server: &mut Proc) {
+pub(crate) fn wait_listening(what: &str, port: u16, server: &mut Proc) {
     poll(
         &format!("{what} listening on {port}"),
         Duration::from_secs(20),
@@ -314,7 +314,7 @@ fn wait_listening(what: &str, port: u16, server: &mut Proc) {
 /// `scan ARGS --record FILE`, then `scan ARGS --from FILE`: the replayed
 /// report must be the live one field for field (only `source` differs:
 /// netlink live, the dump's path replayed). Returns the live report.
-fn recorded_scan(what: &str, args: &[&str]) -> Value {
+pub(crate) fn recorded_scan(what: &str, args: &[&str]) -> Value {
     let (live, rec) = record_scan(args);
     rec.replays_to(what, args, &live);
     live
@@ -550,7 +550,7 @@ fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
 
 /// initdb as the `postgres` user into `dir/data`, then the server on
 /// 127.0.0.1:5432 with its socket in `dir` and `extra` settings.
-fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
+pub(crate) fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
     let uid = id_of("-u");
     let gid = id_of("-g");
     // SAFETY: chown of a directory this test created.
@@ -610,7 +610,7 @@ fn id_of(flag: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn postgres_prereqs() -> Option<PathBuf> {
+pub(crate) fn postgres_prereqs() -> Option<PathBuf> {
     let Some(bindir) = postgres_bindir() else {
         skip("PostgreSQL server binaries not found (Debian package postgresql)");
         return None;

@@ -51,6 +51,50 @@ struct Process {
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
     runtime: Option<String>,
+    #[serde(default)]
+    libraries: Vec<Library>,
+    threads: Option<ThreadSamples>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Library {
+    name: String,
+    version: Option<String>,
+    seen_in: String,
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadSamples {
+    samples: u32,
+    interval_ms: u32,
+    threads_total: u64,
+    threads: Vec<ThreadSample>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadSample {
+    tid: u32,
+    comm: String,
+    seen: Vec<ThreadObservation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadObservation {
+    count: u32,
+    state: String,
+    wchan: Option<String>,
+    syscall: Option<String>,
+    fd: Option<u32>,
+    socket_inode: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +190,8 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "service",
             "runtime",
             "container",
+            "libraries",
+            "threads",
         ],
     ),
     (
@@ -178,6 +224,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "connection_holders",
             "listen_overflows",
             "listen_drops",
+            "threads",
         ],
     ),
     (

@@ -103,6 +103,11 @@ pub struct CloseWaitEvidence {
     /// Runtime of the owner (`JVM`, `CPython`...), if recognised.
     pub runtime: Option<String>,
     pub container: Option<String>,
+    /// Client libraries the owner shows (what, and where it was seen).
+    pub libraries: Vec<crate::model::Library>,
+    /// The owner's threads, sampled, and what they show (owners with
+    /// unread bytes on CLOSE_WAIT sockets; `null` when not sampled).
+    pub threads: Option<crate::diag::threads::ThreadsEvidence>,
     /// How the words name the owner (`Process::label`); not in JSON.
     #[serde(skip)]
     pub label: Option<String>,
@@ -201,6 +206,8 @@ pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
                 service: Service::by_port(port).map(|s| s.name().to_string()),
                 runtime: runtime.map(|r| r.name().to_string()),
                 container: process.and_then(|p| p.container.clone()),
+                libraries: process.map(|p| p.libraries.clone()).unwrap_or_default(),
+                threads: pid.and_then(|p| crate::diag::threads::evidence(ctx.snap, &[p])),
                 label: process.map(|p| p.label()),
             };
             Held {

@@ -7,7 +7,8 @@ use super::close_wait::{
     owner_words, place_words, unknown_owner_prefix,
 };
 use super::{Ctx, Doc, Evidence, Finding, RuleId};
-use crate::diag::peer::{Runtime, Service, client_fix};
+use crate::diag::clientlib;
+use crate::diag::peer::{Runtime, Service};
 use crate::diag::types::{Direction, Policy, Severity};
 use crate::diag::words::plural;
 use crate::units::age;
@@ -88,8 +89,13 @@ pub fn words(e: &CloseWaitEvidence, p: &Policy, runtime: Option<Runtime>) -> (St
                 place_words(e),
                 age_words(e)
             );
+            let threads = e
+                .threads
+                .as_ref()
+                .map(|t| format!(" Its threads, sampled: {}.", t.verdict))
+                .unwrap_or_default();
             let hint = format!(
-                "{}{who} keeps connections on port {} whose clients hung up, without reading them: idle keep-alive connections nobody watches, or handlers waiting elsewhere. Watch idle connections for EOF (poll/epoll readability or a read timeout) and close() them. {NO_SYSCTL}",
+                "{}{who} keeps connections on port {} whose clients hung up, without reading them: idle keep-alive connections nobody watches, or handlers waiting elsewhere.{threads} Watch idle connections for EOF (poll/epoll readability or a read timeout) and close() them. {NO_SYSCTL}",
                 unknown_owner_prefix(e),
                 e.port
             );
@@ -114,7 +120,18 @@ pub fn words(e: &CloseWaitEvidence, p: &Policy, runtime: Option<Runtime>) -> (St
                 None => "The server closed idle connections (its idle timeout).".to_string(),
             };
             let pid = e.pid.map(|p| format!(" --pid {p}")).unwrap_or_default();
-            let verdict = if runtime == Some(Runtime::Go) {
+            let libs = clientlib::relevant(&e.libraries, service);
+            let watcher = libs
+                .iter()
+                .find(|l| l.watches_idle() && l.advice().is_some());
+            let verdict = if watcher.is_some_and(|w| *w != clientlib::ClientLib::GoStd) {
+                // aiohttp drops a released connection whose server closed
+                // (the fix below says so): these are still checked out.
+                format!(
+                    "{} sockets now; `cwdiag assert --samples 5 --interval 10s --max-close-wait-growth 0{pid}` tells a steady handful from a leak.",
+                    e.count
+                )
+            } else if runtime == Some(Runtime::Go) {
                 // net/http's Transport runs a read loop on every pooled
                 // connection and drops one the server closed
                 // (transport.go, errServerClosedIdle).
@@ -135,9 +152,17 @@ pub fn words(e: &CloseWaitEvidence, p: &Policy, runtime: Option<Runtime>) -> (St
             };
             // Beyond any pool, idle-eviction settings would only hide the
             // leak (the server's idle timeout is what makes it visible).
-            let fix = match client_fix(service, runtime) {
+            let seen = if libs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} seen in the process)",
+                    clientlib::seen_words(&libs, &e.libraries)
+                )
+            };
+            let fix = match clientlib::fix(&e.libraries, service, runtime) {
                 _ if e.count > p.pool_bound => "Fix: close every client, connection and response the code opens, and share one pool per destination instead of creating one per request.".to_string(),
-                Some(f) => format!("Fix: {f}."),
+                Some(f) => format!("Fix{seen}: {f}."),
                 None => "Fix: evict idle connections sooner than the server's idle timeout (an idle timeout or maximum lifetime in the pool), and close every connection and response the code opens.".to_string(),
             };
             let hint = format!(
@@ -269,6 +294,51 @@ mod tests {
             "{}",
             leak.hint
         );
+    }
+
+    /// The advice follows the library the process shows, not its runtime.
+    #[test]
+    fn advice_follows_the_library_seen() {
+        use crate::diag::testkit::SnapBuilder;
+        let lib = |name: &str, path: &str| crate::model::Library {
+            name: name.into(),
+            version: None,
+            seen_in: "maps".into(),
+            path: path.into(),
+        };
+        let run = |port: u16, libs: Vec<crate::model::Library>| {
+            let mut b = SnapBuilder::new().process(61, "python3", Some(40), Some(1024));
+            for i in 0..4 {
+                let local = format!("10.0.0.1:{}", 47_000 + i);
+                b = b.close_wait(&local, &format!("10.0.0.7:{port}"), 1, Some(61), None);
+            }
+            let mut snap = b.build();
+            snap.processes.get_mut(&61).unwrap().libraries = libs;
+            let case = crate::diag::rules::cases::fires("x", snap, crate::diag::Severity::Info);
+            findings_of(RuleId::CloseWaitNeverRead, &case).remove(0)
+        };
+        let a = run(
+            80,
+            vec![lib(
+                "aiohttp",
+                "/usr/lib/python3/dist-packages/aiohttp/_http_parser.so",
+            )],
+        );
+        assert!(a.hint.contains("aiohttp seen in the process"), "{}", a.hint);
+        assert!(a.hint.contains("keepalive_timeout"), "{}", a.hint);
+        assert!(
+            !a.hint.contains("urllib3") && !a.hint.contains("pool_maxsize"),
+            "{}",
+            a.hint
+        );
+        assert!(a.hint.contains("async with session.get"), "{}", a.hint);
+        let crate::diag::Evidence::CloseWait(e) = &a.evidence else {
+            panic!()
+        };
+        assert_eq!(e.libraries[0].name, "aiohttp");
+        let m = run(3306, Vec::new());
+        assert!(!m.hint.contains("psycopg"), "{}", m.hint);
+        assert!(m.hint.contains("PyMySQL"), "{}", m.hint);
     }
 
     #[test]
