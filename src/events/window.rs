@@ -5,7 +5,6 @@
 
 use super::attrib::Attributed;
 use super::decode::Kind;
-use crate::diag::closes::EventCloses;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -180,32 +179,45 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The active closes the window saw in namespace `netns`, per local
-/// port and per destination, for the TIME_WAIT rules to judge.
-pub fn event_closes(rec: &Recording, netns: u64) -> EventCloses {
-    let mut out = EventCloses {
-        window_ms: rec.window_ms,
-        ..EventCloses::default()
-    };
-    for (k, c) in rec.closes.iter().filter(|(k, _)| k.netns == Some(netns)) {
-        let t = match k.target {
-            Target::LocalPort(p) => out.by_port.entry(p).or_default(),
-            Target::Peer(a) => out.by_peer.entry(a).or_default(),
-        };
-        *t.closers.entry((k.pid, k.comm.clone())).or_default() += c.total;
-        if t.per_s.len() < c.per_s.len() {
-            t.per_s.resize(c.per_s.len(), 0);
-        }
-        for (n, m) in t.per_s.iter_mut().zip(&c.per_s) {
-            *n += m;
-        }
+/// Active closes the window counted for one process in one place.
+pub struct CloseTally<'a> {
+    /// The local port (None: `peer` is the destination instead).
+    pub port: Option<u16>,
+    pub peer: Option<SocketAddr>,
+    pub pid: u32,
+    pub comm: &'a str,
+    pub total: u64,
+    /// Closes per second of the window.
+    pub per_s: &'a [u32],
+}
+
+impl Recording {
+    /// The active closes seen in namespace `netns`: each close is counted
+    /// once on its local port and once towards its destination.
+    pub fn closes_in(&self, netns: u64) -> impl Iterator<Item = CloseTally<'_>> {
+        self.closes
+            .iter()
+            .filter(move |(k, _)| k.netns == Some(netns))
+            .map(|(k, c)| {
+                let (port, peer) = match k.target {
+                    Target::LocalPort(p) => (Some(p), None),
+                    Target::Peer(a) => (None, Some(a)),
+                };
+                CloseTally {
+                    port,
+                    peer,
+                    pid: k.pid,
+                    comm: &k.comm,
+                    total: c.total,
+                    per_s: &c.per_s,
+                }
+            })
     }
-    out
 }
 
 /// Adds the window's evidence to one report (its JSON form): a `window`
 /// object. (TIME_WAIT findings carry the window's closes in their own
-/// `closes` and `closers`: see [`event_closes`].)
+/// `closes` and `closers`: see [`Recording::closes_in`].)
 pub fn annotate(report: &mut Value, rec: &Recording, scope: &Scope) {
     let began = close_wait_begun(rec, scope);
     let resets: Vec<Value> = rec
@@ -335,11 +347,8 @@ pub fn text(report: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::closes::{CloseSource, Closer};
-    use crate::diag::types::Direction;
     use crate::events::attrib::Evidence;
     use crate::events::decode::Event;
-    use crate::model::Endpoint;
 
     fn a(kind: Kind, sk: u64, pid: Option<u32>, ns: Option<u64>, l: &str, p: &str) -> Attributed {
         Attributed {
@@ -379,180 +388,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    #[test]
-    fn closers_of_the_namespace_and_the_exact_rate() {
-        let mut rec = Recording {
-            window_ms: 2000,
-            end_ms: 10_000,
-            ..Default::default()
-        };
-        let fw1 = Kind::State { old: 1, new: 4 };
-        for i in 0..30 {
-            rec.add(
-                &a(
-                    fw1,
-                    i,
-                    Some(100),
-                    Some(1),
-                    "10.0.0.1:40000",
-                    "10.0.0.5:5432",
-                ),
-                0,
-            );
-        }
-        for i in 0..10 {
-            rec.add(
-                &a(
-                    fw1,
-                    100 + i,
-                    Some(200),
-                    Some(1),
-                    "10.0.0.1:40001",
-                    "10.0.0.5:5432",
-                ),
-                0,
-            );
-        }
-        // Same destination, another namespace: not counted here.
-        for i in 0..7 {
-            rec.add(
-                &a(
-                    fw1,
-                    200 + i,
-                    Some(300),
-                    Some(2),
-                    "10.0.0.1:40000",
-                    "10.0.0.5:5432",
-                ),
-                0,
-            );
-        }
-        // Another destination.
-        rec.add(
-            &a(
-                fw1,
-                300,
-                Some(100),
-                Some(1),
-                "10.0.0.1:40000",
-                "10.0.0.6:5432",
-            ),
-            0,
-        );
-        // A close of an unknown process: counted apart.
-        let mut gone = a(fw1, 301, None, None, "10.0.0.1:40000", "10.0.0.5:5432");
-        gone.event.process_context = true;
-        rec.add(&gone, 0);
-        let start = FxHashSet::default();
-        let now = cw_now();
-        let scope = Scope {
-            netns: 1,
-            close_wait_at_start: &start,
-            close_wait_now: &now,
-        };
-        let mut r = tw_report("outbound", 5432, Some("10.0.0.5:5432"));
-        annotate(&mut r, &rec, &scope);
-        assert_eq!(r["window"]["closes_without_process"], 1);
-        let ev = event_closes(&rec, 1);
-        let (c, who) = ev.closes(Direction::Outbound, 5432, Some(ep("10.0.0.5:5432")));
-        assert_eq!(
-            (c.count, c.window_s, c.measured_by),
-            (40, 2.0, CloseSource::Events)
-        );
-        assert_eq!(
-            who,
-            [closer(100, 30), closer(200, 10)],
-            "most first, this namespace only"
-        );
-        // All 40 in the same second of two: a burst.
-        assert_eq!(
-            (c.busiest_second, c.seconds_with_closes, c.whole_seconds),
-            (Some(40), Some(1), Some(2))
-        );
-        assert_eq!(c.sustained_per_s, None);
-        assert_eq!(
-            c.words_by(&who),
-            "c100 (pid 100) 30, c200 (pid 200) 10 closed 40 connections in 2.0 s: a burst (closes in 1 of 2 seconds, busiest 40), no sustained rate"
-        );
-        // Inbound: matched by local port.
-        let (c, _) = ev.closes(Direction::Inbound, 40001, None);
-        assert_eq!(c.count, 10);
-        // Another namespace, and a destination nobody closed towards.
-        let (c, who) =
-            event_closes(&rec, 2).closes(Direction::Outbound, 5432, Some(ep("10.0.0.5:5432")));
-        assert_eq!((c.count, who), (7, vec![closer(300, 7)]));
-        let (c, who) = ev.closes(Direction::Outbound, 5432, Some(ep("10.0.0.9:5432")));
-        assert_eq!((c.count, who.len()), (0, 0));
-        assert!(c.words().contains("none in the window"), "{}", c.words());
-    }
-
-    fn ep(s: &str) -> Endpoint {
-        Endpoint::from(s.parse::<SocketAddr>().unwrap())
-    }
-
-    fn closer(pid: u32, closes: u64) -> Closer {
-        Closer {
-            pid,
-            comm: format!("c{pid}"),
-            closes,
-        }
-    }
-
-    #[test]
-    fn sustained_churn_is_told_from_a_burst() {
-        let mut rec = Recording {
-            start_ms: 100_000,
-            window_ms: 10_000,
-            end_ms: 110_000,
-            ..Default::default()
-        };
-        let fw1 = Kind::State { old: 1, new: 4 };
-        // 5 closes a second for 10 s.
-        for i in 0..50u64 {
-            let at = 100_000 + i * 200;
-            rec.add(
-                &a(fw1, i, Some(100), Some(1), "10.0.0.1:40000", "10.0.0.5:80"),
-                at,
-            );
-        }
-        let (c, who) =
-            event_closes(&rec, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
-        assert_eq!((c.count, c.sustained_per_s), (50, Some(5.0)));
-        assert_eq!(
-            (c.busiest_second, c.seconds_with_closes, c.whole_seconds),
-            (Some(5), Some(10), Some(10))
-        );
-        assert_eq!(
-            c.words_by(&who),
-            "c100 (pid 100) closed 50 connections in 10.0 s: ~5/s sustained (closes in each of 10 seconds, busiest 5)"
-        );
-        // The same 50 closes within the first second: a burst.
-        let mut burst = Recording {
-            start_ms: 100_000,
-            window_ms: 10_000,
-            end_ms: 110_000,
-            ..Default::default()
-        };
-        for i in 0..50u64 {
-            burst.add(
-                &a(fw1, i, Some(100), Some(1), "10.0.0.1:40000", "10.0.0.5:80"),
-                100_000 + i * 10,
-            );
-        }
-        let (c, _) =
-            event_closes(&burst, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
-        assert_eq!(
-            (c.count, c.sustained_per_s, c.seconds_with_closes),
-            (50, None, Some(1))
-        );
-        // A window shorter than two whole seconds cannot tell.
-        burst.window_ms = 1_500;
-        let (c, _) =
-            event_closes(&burst, 1).closes(Direction::Outbound, 80, Some(ep("10.0.0.5:80")));
-        assert_eq!(c.sustained_per_s, None);
-        assert!(c.words().contains("too short"), "{}", c.words());
     }
 
     #[test]
