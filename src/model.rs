@@ -459,6 +459,13 @@ pub struct Snapshot {
     /// Set when collected with --netns, --netns-pid or --all-netns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsInfo>,
+    /// True when the scanned network namespace is pid 1's (the host's),
+    /// false when it is another one: the kernel's TcpExt counters count
+    /// from boot in the first and from the namespace's creation in the
+    /// others (`struct net` holds them, net/ipv4/proc.c). `None` when
+    /// unknown (replayed dumps, /proc/1 unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_netns: Option<bool>,
     pub sockets: Vec<Socket>,
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,

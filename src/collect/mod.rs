@@ -267,6 +267,7 @@ pub(crate) fn read_tables(
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
+        initial_netns: initial_netns(&plan.proc_root),
         source: Source { kind, path: None },
         sockets,
         processes: BTreeMap::new(),
@@ -283,6 +284,29 @@ pub(crate) fn read_tables(
         }
     }
     Ok((snap, owners))
+}
+
+/// Is the calling thread's network namespace the host's (the initial
+/// one)? Compared with pid 1's (`ns/net` inodes, namespaces(7)); when
+/// pid 1's cannot be read, kernels 6.18 and later give the initial
+/// namespaces fixed inodes (`NET_NS_INIT_INO`, `MNT_NS_INIT_INO` in
+/// include/uapi/linux/nsfs.h). In a container with its own pid namespace
+/// pid 1 is the container's init, whose namespace is then called
+/// initial: the one case this gets wrong.
+fn initial_netns(proc_root: &std::path::Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    const NET_NS_INIT_INO: u64 = 0xEFFF_FFF9;
+    const MNT_NS_INIT_INO: u64 = 0xEFFF_FFF8;
+    let ours = stale::current_netns(proc_root)?;
+    if let Ok(init) = std::fs::metadata(proc_root.join("1/ns/net")) {
+        return Some(ours == init.ino());
+    }
+    if ours == NET_NS_INIT_INO {
+        return Some(true);
+    }
+    let fixed_inodes = std::fs::metadata(proc_root.join("thread-self/ns/mnt"))
+        .is_ok_and(|m| m.ino() == MNT_NS_INIT_INO);
+    fixed_inodes.then_some(false)
 }
 
 /// `/proc/thread-self/net`: the tables of the calling thread's network

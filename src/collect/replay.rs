@@ -313,6 +313,7 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
         schema_version: SCHEMA_VERSION,
         taken_at_ms: 0,
         netns: None,
+        initial_netns: None,
         source: Source {
             kind: SourceKind::Dump,
             path: Some(name.to_string()),

@@ -77,6 +77,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         taken_at_ms: snap.taken_at_ms,
         source: snap.source.clone(),
         netns: snap.netns.clone(),
+        initial_netns: snap.initial_netns,
         total: selected.len(),
         states,
         groups,

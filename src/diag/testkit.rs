@@ -20,6 +20,7 @@ impl SnapBuilder {
                     path: None,
                 },
                 netns: None,
+                initial_netns: None,
                 sockets: Vec::new(),
                 processes: Default::default(),
                 attribution: Attribution {

@@ -1157,6 +1157,13 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
             let hint = f["hint"].as_str().unwrap();
             assert!(hint.contains("saturated"), "{hint}");
             assert!(!hint.contains("Nothing is accepting"), "{hint}");
+            // The namespace is minutes old: its counters are too.
+            assert_eq!(report["initial_netns"], false, "{report:#}");
+            assert!(
+                hint.contains("since the network namespace was created")
+                    && !hint.contains("since boot"),
+                "{hint}"
+            );
             eprintln!(
                 "gunicorn {args:?}: ss -tlnp holders {ss_holders:?}; cwdiag listener holders {named:?}, connection holders {busy:?}"
             );

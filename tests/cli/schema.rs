@@ -14,6 +14,8 @@ struct Report {
     schema_version: u32,
     taken_at_ms: u64,
     source: Source,
+    #[serde(default)]
+    initial_netns: Option<bool>,
     states: BTreeMap<String, u64>,
     total: u64,
     groups: Vec<Group>,

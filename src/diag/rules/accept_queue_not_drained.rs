@@ -56,7 +56,8 @@ pub struct AcceptQueueEvidence {
     pub listeners: Vec<ListenerEvidence>,
     /// Processes holding accepted connections on the port.
     pub connection_holders: Vec<HolderEvidence>,
-    /// TcpExt ListenOverflows / ListenDrops since boot.
+    /// TcpExt ListenOverflows / ListenDrops since boot (or since the
+    /// namespace was created).
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
 }
@@ -179,7 +180,10 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
             let counters = match (overflows, drops) {
-                (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
+                (Some(o), Some(d)) => format!(
+                    " ListenOverflows {o}, ListenDrops {d} {}.",
+                    ctx.host.counters_since()
+                ),
                 _ => String::new(),
             };
             let advice = if connection_holders.is_empty() {
