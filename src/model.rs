@@ -472,7 +472,8 @@ pub struct Snapshot {
     pub attribution: Attribution,
     /// Listener inode -> the other processes holding that listening
     /// socket (a pre-fork server's workers), for listeners with children
-    /// nobody accepted. The socket's own `pid` is the first holder found.
+    /// nobody accepted and listeners that CLOSE_WAIT sockets point at.
+    /// The socket's own `pid` is the first holder found.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub listener_holders: BTreeMap<u32, Vec<u32>>,
     /// TCP sysctls of the scanned namespace, dotted names.

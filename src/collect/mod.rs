@@ -420,6 +420,17 @@ fn enrich_owners(
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
         }
     }
+    // The other connections of processes holding stale fds: whether they
+    // keep several to one server (a pool) says who reset the stale ones.
+    let holders: Vec<u32> = snap
+        .processes
+        .iter()
+        .filter(|(_, p)| p.stale_socket_fds.is_some_and(|n| n > 0))
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in holders {
+        attribute_connections_of(snap, &plan.proc_root, pid);
+    }
     // Processes read only for the sweep stay in the snapshot only when
     // they hold stale fds.
     for pid in added {
@@ -429,6 +440,39 @@ fn enrich_owners(
             .is_some_and(|p| p.stale_socket_fds == Some(0))
         {
             snap.processes.remove(&pid);
+        }
+    }
+}
+
+/// Fd entries read at most per process when attributing its connections.
+const CONNECTION_FDS_MAX: usize = 65_536;
+
+/// Gives `pid` the sockets of the snapshot it holds that have no owner
+/// yet (ESTABLISHED ones are not attributed by default).
+fn attribute_connections_of(snap: &mut Snapshot, proc_root: &std::path::Path, pid: u32) {
+    let Ok(dir) = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
+        return;
+    };
+    let mut held: std::collections::HashMap<u32, u32> = Default::default();
+    for e in dir.flatten().take(CONNECTION_FDS_MAX) {
+        let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(ino) = std::fs::read_link(e.path())
+            .ok()
+            .and_then(|l| procmap::socket_inode(l.as_os_str().as_encoded_bytes()))
+        {
+            held.insert(ino, fd);
+        }
+    }
+    for s in snap
+        .sockets
+        .iter_mut()
+        .filter(|s| s.pid.is_none() && s.inode != 0)
+    {
+        if let Some(&fd) = held.get(&s.inode) {
+            s.pid = Some(pid);
+            s.fd = Some(fd);
         }
     }
 }

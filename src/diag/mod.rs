@@ -11,6 +11,7 @@ pub mod group;
 pub mod growth;
 pub mod host;
 pub mod limits;
+pub mod listener;
 pub mod peer;
 pub mod report;
 pub mod rules;

@@ -131,6 +131,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "oldest_age_ms",
             "idle_before_close_ms",
             "service",
+            "peer_service",
             "runtime",
             "container",
         ],
@@ -228,7 +229,18 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "stale_socket_fds",
         ],
     ),
-    (&["stale-socket-fds"], &["count", "pid", "comm", "inodes"]),
+    (
+        &["stale-socket-fds"],
+        &[
+            "count",
+            "pid",
+            "comm",
+            "inodes",
+            "pool_peer",
+            "pool_connections",
+            "peer_service",
+        ],
+    ),
 ];
 
 /// Checks a finding's evidence has exactly its rule's fields; returns them.

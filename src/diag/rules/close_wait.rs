@@ -9,6 +9,7 @@
 use super::Finding;
 use super::{Ctx, RuleId};
 use crate::diag::group::{direction, owner_of};
+use crate::diag::listener::PeerService;
 use crate::diag::peer::{Runtime, Service};
 use crate::diag::types::{Direction, Owner, Policy, RecvQSplit};
 use crate::model::{Socket, TcpState};
@@ -109,8 +110,11 @@ pub struct CloseWaitEvidence {
     /// closed them (tcp_info), ms: for idle connections, about the
     /// closer's idle timeout.
     pub idle_before_close_ms: Option<u32>,
-    /// Service recognised from the port (`PostgreSQL`), if any.
+    /// The service's name (`PostgreSQL`, `MariaDB`), from `peer_service`.
     pub service: Option<String>,
+    /// Outbound: the service at the busiest peer, named by the process
+    /// listening on that address when it is local, else by the port.
+    pub peer_service: Option<crate::diag::listener::PeerService>,
     /// Runtime of the owner (`JVM`, `CPython`...), if recognised.
     pub runtime: Option<String>,
     pub container: Option<String>,
@@ -122,7 +126,7 @@ pub struct CloseWaitEvidence {
 #[derive(Default)]
 struct Acc {
     count: usize,
-    peers: BTreeMap<String, usize>,
+    peers: BTreeMap<crate::model::Endpoint, usize>,
     split: RecvQSplit,
     unread: u64,
     goodbye: usize,
@@ -161,7 +165,7 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
         let a = agg.entry(key).or_default();
         a.count += 1;
         if dir == Direction::Outbound {
-            *a.peers.entry(s.peer.to_string()).or_default() += 1;
+            *a.peers.entry(s.peer).or_default() += 1;
         }
         match s.recv_q {
             0 => a.split.zero += 1,
@@ -180,10 +184,14 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
     agg.into_iter()
         .map(|(key @ (pid, direction, port, owner), mut a)| {
             let process = pid.and_then(|p| ctx.snap.processes.get(&p));
-            let mut peers: Vec<(String, usize)> = a.peers.into_iter().collect();
+            let mut peers: Vec<(crate::model::Endpoint, usize)> = a.peers.into_iter().collect();
             peers.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             a.idle.sort_unstable();
             let runtime = process.and_then(Runtime::of);
+            let peer_service = match (direction, peers.first()) {
+                (Direction::Outbound, Some((busiest, _))) => PeerService::of(ctx.snap, *busiest),
+                _ => None,
+            };
             let e = CloseWaitEvidence {
                 state: TcpState::CloseWait,
                 count: a.count,
@@ -192,13 +200,17 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
                 owner,
                 direction,
                 port,
-                peers: peers.into_iter().take(5).map(|p| p.0).collect(),
+                peers: peers.into_iter().take(5).map(|p| p.0.to_string()).collect(),
                 recv_q: a.split,
                 unread_bytes: a.unread,
                 goodbye: a.goodbye,
                 oldest_age_ms: a.oldest,
                 idle_before_close_ms: a.idle.get(a.idle.len() / 2).copied(),
-                service: Service::by_port(port).map(|s| s.name().to_string()),
+                service: match direction {
+                    Direction::Outbound => peer_service.as_ref().map(|p| p.name.clone()),
+                    Direction::Inbound => Service::by_port(port).map(|s| s.name().to_string()),
+                },
+                peer_service,
                 runtime: runtime.map(|r| r.name().to_string()),
                 container: process.and_then(|p| p.container.clone()),
                 label: process.map(|p| p.label()),
