@@ -12,7 +12,7 @@ use crate::diag::words::plural;
 pub const DOC: Doc = Doc {
     id: "close-wait-unread-data",
     title: "CLOSE_WAIT with data the application stopped reading (Recv-Q > 1)",
-    meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). Unread bytes that came with the FIN after the connection had idled are a goodbye message, not this rule (see close-wait-never-read).",
+    meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). A few bytes (at most 4 KiB) that came with the FIN after the connection had idled are the server's goodbye message, not this rule (see close-wait-never-read); more is never a goodbye. The sockets of one process and port get one verdict.",
     confirm: "Recv-Q > 1 on CLOSE_WAIT sockets (ss -tanp state close-wait); a thread dump (jstack, py-spy dump, gdb) or strace of the owner shows what the workers wait on.",
     fix: "Find and unblock what the workers wait on: timeouts on every downstream call, a worker pool sized to the load, handlers that read to EOF or close on timeout.",
     avoid: "Raising the listen backlog or somaxconn only queues more requests that clients abandon. No sysctl fixes CLOSE_WAIT.",
@@ -37,8 +37,11 @@ pub fn words(
             "Clients sent requests on port {} that {who} never read before they gave up: usually every worker is busy (a saturated worker pool) or a handler is blocked. Take a thread dump (jstack, py-spy dump, gdb) to see what the workers wait on; put timeouts on downstream calls and size the pool to the load.",
             e.port
         ),
+        // Sampled threads (a later collector) may show the reader blocked;
+        // until something shows that, the data is unread, not "waited on".
         Direction::Outbound => format!(
-            "{who} stopped reading responses from {} before the server closed: a blocked reader, or a response abandoned without close(). Take a thread dump to see where the reader waits.",
+            "{who} left {} bytes from {} unread and the server then closed: the code stopped reading those responses (abandoned before their end: a body never read or released, a stream never closed). Read every response to its end or close it (a with-block or try-with-resources; aiohttp resp.release(), Go resp.Body.Close()).",
+            e.unread_bytes,
             e.peers
                 .first()
                 .cloned()
@@ -76,7 +79,24 @@ pub fn cases() -> Vec<super::cases::Case> {
         Some(21),
         Some((15_000, 3_000, 3_000)),
     );
+    // An aiohttp client that abandoned 348 KB bodies; the server closed
+    // its idle connections later, goodbye-like timing and all.
+    let mut body = SnapBuilder::new().process(33, "python3", Some(30), Some(1024));
+    for i in 0..3 {
+        body = body.close_wait(
+            &format!("10.0.0.1:{}", 44_100 + i),
+            "10.0.0.7:8080",
+            348_001,
+            Some(33),
+            Some((12_000, 2_000, 2_000)),
+        );
+    }
     vec![
+        fires(
+            "348 KB bodies abandoned unread",
+            body.build(),
+            Severity::Info,
+        ),
         fires(
             "requests unread by busy workers",
             busy.build(),
@@ -84,4 +104,24 @@ pub fn cases() -> Vec<super::cases::Case> {
         ),
         silent("an idle PostgreSQL connection's goodbye", goodbye.build()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases;
+    use crate::diag::rules::{RuleId, cases::findings_of};
+
+    #[test]
+    fn an_abandoned_response_is_unread_not_a_blocked_reader() {
+        let f = &findings_of(RuleId::CloseWaitUnreadData, &cases()[0])[0];
+        assert!(
+            f.hint.contains("1044000 bytes") && f.hint.contains("stopped reading"),
+            "{}",
+            f.hint
+        );
+        for not in ["thread dump", "blocked reader", "waits"] {
+            assert!(!f.hint.contains(not), "{not}: {}", f.hint);
+        }
+        assert!(findings_of(RuleId::CloseWaitNeverRead, &cases()[0]).is_empty());
+    }
 }
