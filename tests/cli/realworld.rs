@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// A program found on PATH or in one of `also` (Debian keeps nginx in
 /// /usr/sbin and PostgreSQL's server binaries in /usr/lib/postgresql).
-fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
+pub(crate) fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(also.iter().map(PathBuf::from))
@@ -45,7 +45,7 @@ fn postgres_bindir() -> Option<PathBuf> {
 }
 
 /// True when `python3` can import every module of `modules`.
-fn python_has(modules: &str) -> bool {
+pub(crate) fn python_has(modules: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .stdout(Stdio::null())
@@ -56,7 +56,7 @@ fn python_has(modules: &str) -> bool {
 
 /// A child in its own process group, stopped with `stop` (then SIGKILL
 /// for the whole group) when dropped, so forked workers go too.
-struct Proc {
+pub(crate) struct Proc {
     what: String,
     child: Child,
     stop: i32,
@@ -65,7 +65,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
+    pub(crate) fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
         use std::os::unix::process::CommandExt;
         let mut child = cmd
             .process_group(0)
@@ -108,12 +108,12 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for a line on stdout starting with `prefix`; returns it.
-    fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
             let left = limit.saturating_sub(start.elapsed());
@@ -147,7 +147,7 @@ impl Proc {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -182,12 +182,12 @@ impl Drop for Proc {
 
 /// One socket of `ss -tanpH`: state, Recv-Q, local, peer, pids.
 #[derive(Debug)]
-struct SsLine {
-    state: String,
-    recv_q: u64,
-    local_port: u16,
-    peer_port: u16,
-    pids: Vec<u32>,
+pub(crate) struct SsLine {
+    pub(crate) state: String,
+    pub(crate) recv_q: u64,
+    pub(crate) local_port: u16,
+    pub(crate) peer_port: u16,
+    pub(crate) pids: Vec<u32>,
 }
 
 /// The port of `ip:port` (0 for a listener's `*`).
@@ -201,7 +201,7 @@ fn port_of(addr: &str) -> u16 {
 /// `ss -tanpH` in the current namespace, sockets in `state` (as ss
 /// names it: `LISTEN`, `TIME-WAIT`...). Filtered here: with a state
 /// filter ss leaves out its State column.
-fn ss_tanp(state: &str) -> Vec<SsLine> {
+pub(crate) fn ss_tanp(state: &str) -> Vec<SsLine> {
     ss_lines(state, true)
 }
 
@@ -241,14 +241,14 @@ fn ss_lines(state: &str, owners: bool) -> Vec<SsLine> {
 }
 
 /// Client sockets in CLOSE_WAIT towards `port`, per `ss -tanp`.
-fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
+pub(crate) fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
     ss_tanp("CLOSE-WAIT")
         .into_iter()
         .filter(|s| s.peer_port == port)
         .collect()
 }
 
-fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
+pub(crate) fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
     report["findings"]
         .as_array()
         .unwrap()
@@ -258,7 +258,7 @@ fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
 }
 
 /// Prints every finding (seen with `--nocapture`): what a user reads.
-fn show(test: &str, report: &Value) {
+pub(crate) fn show(test: &str, report: &Value) {
     for f in report["findings"].as_array().unwrap() {
         eprintln!(
             "{test}: {} [{}] {}\n  hint: {}\n  evidence: {}",
@@ -268,7 +268,7 @@ fn show(test: &str, report: &Value) {
 }
 
 /// Nothing at warning or critical: the workload is healthy.
-fn assert_no_alarm(report: &Value) {
+pub(crate) fn assert_no_alarm(report: &Value) {
     let loud: Vec<&Value> = report["findings"]
         .as_array()
         .unwrap()
@@ -292,7 +292,7 @@ fn scan_settled(what: &str, min: u64, count: impl Fn() -> u64) -> (Value, u64) {
 }
 
 /// Polls until something listens on 127.0.0.1:`port`.
-fn wait_listening(what: &str, port: u16, server: &mut Proc) {
+pub(crate) fn wait_listening(what: &str, port: u16, server: &mut Proc) {
     poll(
         &format!("{what} listening on {port}"),
         Duration::from_secs(20),
@@ -631,7 +631,7 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
     };
     in_netns("postgres pool", move || {
         let dir = tempfile::tempdir().unwrap();
-        let _server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
+        let server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
         let mut client = Proc::spawn(
             "psycopg2 pool",
             Command::new("python3").args([
@@ -672,7 +672,20 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
         assert!((1_500..10_000).contains(&idle), "idle ~2 s: {f:#}");
         assert_eq!(e["service"], "PostgreSQL", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
-        assert!(hint.contains("idle_session_timeout"), "{hint}");
+        // The server is on this host: named by its listener, with the
+        // setting its command line states.
+        let ps = &e["peer_service"];
+        assert_eq!(ps["source"], "listener", "{f:#}");
+        assert_eq!(ps["setting"], "-c idle_session_timeout=2s", "{f:#}");
+        let postmaster = ps["pid"].as_u64().expect("listener pid") as u32;
+        assert!(
+            postmaster == server.pid() || children_of(server.pid()).contains(&postmaster),
+            "the postmaster (setpriv execs it): {f:#}"
+        );
+        assert!(
+            hint.contains("`-c idle_session_timeout=2s`") && hint.contains("idle for 2 s"),
+            "{hint}"
+        );
         assert!(hint.contains("psycopg2"), "{hint}");
         for not in ["thread dump", "keep-alive", "restart", "HttpClient"] {
             assert!(!hint.contains(not), "{not} in {hint}");
@@ -766,7 +779,7 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
 
 // ---------------------------------------------------------------- nginx
 
-fn nginx_prereq() -> Option<PathBuf> {
+pub(crate) fn nginx_prereq() -> Option<PathBuf> {
     let p = program("nginx", &["/usr/sbin"]);
     if p.is_none() {
         skip("nginx is not installed (Debian package nginx)");
@@ -775,7 +788,7 @@ fn nginx_prereq() -> Option<PathBuf> {
 }
 
 /// nginx on 127.0.0.1:8080 with everything in `dir`, one worker.
-fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
+pub(crate) fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\n\

@@ -1,0 +1,318 @@
+//! The peer as the host sees it, on real software (root only): a
+//! MariaDB server on a non-default port with its idle timeout on its
+//! command line, and HAProxy in front of nginx, each in a private network
+//! namespace with real clients (PyMySQL, requests). cwdiag must name the
+//! process holding the listener and the setting it states, not guess from
+//! the port.
+
+use crate::netns::in_netns;
+use crate::realworld::{
+    Proc, assert_no_alarm, findings, nginx_prereq, program, python_has, show, ss_close_wait_to,
+    start_nginx, wait_listening,
+};
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Not 3306: the port alone would not say MariaDB.
+const MARIADB_PORT: u16 = 3307;
+
+fn mariadb_prereqs() -> Option<(PathBuf, PathBuf)> {
+    let Some(server) = program("mariadbd", &["/usr/sbin"]) else {
+        skip("mariadbd is not installed (Debian package mariadb-server)");
+        return None;
+    };
+    let Some(install) = program("mariadb-install-db", &["/usr/bin"]) else {
+        skip("mariadb-install-db is not installed (Debian package mariadb-server)");
+        return None;
+    };
+    if !python_has("pymysql") {
+        skip("python3 cannot import pymysql (PyPI package PyMySQL)");
+        return None;
+    }
+    Some((server, install))
+}
+
+/// A data directory in `dir`, then mariadbd on 127.0.0.1:3307 with
+/// `--wait-timeout=3` and `extra` options.
+fn start_mariadb(server: &Path, install: &Path, dir: &Path, extra: &[&str]) -> Proc {
+    let data = dir.join("data");
+    let out = Command::new(install)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--user=root", "--auth-root-authentication-method=normal"])
+        .arg("--skip-test-db")
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut p = Proc::spawn(
+        "mariadbd",
+        Command::new(server)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+            .arg(format!("--port={MARIADB_PORT}"))
+            .args(["--skip-grant-tables", "--wait-timeout=3"])
+            .args(extra),
+        libc::SIGTERM,
+    );
+    wait_listening("mariadbd", MARIADB_PORT, &mut p);
+    p
+}
+
+/// A PyMySQL "pool": `idle` connections used once then left idle, and
+/// `busy` ones running a long query (never idle, so never timed out).
+const PYMYSQL_POOL: &str = r#"
+import sys, threading, time, pymysql
+idle, busy, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+conns = [pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+         for _ in range(idle + busy)]
+for c in conns:
+    with c.cursor() as cur:
+        cur.execute("SELECT 1")
+def hold(c):
+    with c.cursor() as cur:
+        cur.execute("SELECT SLEEP(600)")
+for c in conns[idle:]:
+    threading.Thread(target=hold, args=(c,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(600)
+"#;
+
+fn pymysql_pool(idle: usize, busy: usize) -> Proc {
+    let mut c = Proc::spawn(
+        "PyMySQL pool",
+        Command::new("python3").args([
+            "-u",
+            "-c",
+            PYMYSQL_POOL,
+            &idle.to_string(),
+            &busy.to_string(),
+            &MARIADB_PORT.to_string(),
+        ]),
+        libc::SIGKILL,
+    );
+    c.expect_line("ready", Duration::from_secs(30));
+    c
+}
+
+fn process_findings<'a>(report: &'a Value, rule: &str, pid: u32) -> Vec<&'a Value> {
+    findings(report, rule)
+        .into_iter()
+        .filter(|f| f["evidence"]["pid"] == pid)
+        .collect()
+}
+
+#[test]
+fn mariadb_on_a_non_default_port_is_named_by_its_listener_and_its_wait_timeout() {
+    let Some((server, install)) = mariadb_prereqs() else {
+        return;
+    };
+    in_netns("peer mariadb close-wait", move || {
+        let dir = tempfile::tempdir().unwrap();
+        // pool-of-threads closes an idle connection with a FIN (the
+        // default thread handling resets it: see the next test).
+        let maria = start_mariadb(
+            &server,
+            &install,
+            dir.path(),
+            &["--thread-handling=pool-of-threads"],
+        );
+        const POOL: usize = 4;
+        let client = pymysql_pool(POOL, 0);
+        wait_for_ss("CLOSE_WAIT", MARIADB_PORT, POOL as u64);
+        let report = json(&["scan", "--json"]);
+        show("peer mariadb", &report);
+        let fs = process_findings(&report, "close-wait-never-read", client.pid());
+        assert_eq!(fs.len(), 1, "{report:#}");
+        let (f, e) = (fs[0], &fs[0]["evidence"]);
+        let ss = ss_close_wait_to(MARIADB_PORT);
+        assert_eq!(ss.len(), POOL, "{ss:?}");
+        assert_eq!(e["count"], POOL as u64, "{f:#}");
+        let ps = &e["peer_service"];
+        assert_eq!(ps["source"], "listener", "{f:#}");
+        assert_eq!(ps["name"], "MariaDB", "{f:#}");
+        assert_eq!(ps["pid"], maria.pid(), "{f:#}");
+        assert_eq!(ps["holders"], serde_json::json!([maria.pid()]), "{f:#}");
+        assert_eq!(ps["listener"], format!("127.0.0.1:{MARIADB_PORT}"), "{f:#}");
+        assert_eq!(ps["setting"], "--wait-timeout=3", "{f:#}");
+        assert_eq!(e["service"], "MariaDB", "{f:#}");
+        let hint = f["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("mariadbd") && hint.contains("`--wait-timeout=3`"),
+            "{hint}"
+        );
+        assert!(hint.contains("idle for 3 s"), "{hint}");
+        assert!(
+            !hint.contains("28800"),
+            "the stated setting, not the default: {hint}"
+        );
+        assert_eq!(f["severity"], "info", "a bounded pool: {f:#}");
+        assert_no_alarm(&report);
+    });
+}
+
+#[test]
+fn mariadb_reset_pool_members_are_the_pool_s_and_a_busy_pool_is_silent() {
+    let Some((server, install)) = mariadb_prereqs() else {
+        return;
+    };
+    in_netns("peer mariadb reset", move || {
+        let dir = tempfile::tempdir().unwrap();
+        // The default thread handling ends an idle connection with an RST:
+        // the client's sockets leave every table, their fds stay.
+        let _maria = start_mariadb(&server, &install, dir.path(), &[]);
+        // Enough reset sockets for a plain scan to look for stale fds in
+        // every process (the sweep's trigger, 8 on the host).
+        const IDLE: usize = 9;
+        const BUSY: usize = 2;
+        let pool = pymysql_pool(IDLE, BUSY);
+        // The look-alike: a pool whose connections are all in use.
+        let busy = pymysql_pool(0, 3);
+        let report = poll("the idle members reset", Duration::from_secs(30), || {
+            let r = json(&["scan", "--json"]);
+            process_findings(&r, "stale-socket-fds", pool.pid())
+                .first()
+                .is_some_and(|f| f["evidence"]["count"] == IDLE as u64)
+                .then_some(r)
+        });
+        show("peer mariadb reset", &report);
+        let f = process_findings(&report, "stale-socket-fds", pool.pid())[0];
+        let e = &f["evidence"];
+        assert_eq!(e["pool_peer"], format!("127.0.0.1:{MARIADB_PORT}"), "{f:#}");
+        assert_eq!(e["pool_connections"], BUSY as u64, "{f:#}");
+        assert_eq!(e["peer_service"]["name"], "MariaDB", "{f:#}");
+        assert_eq!(e["peer_service"]["source"], "listener", "{f:#}");
+        let hint = f["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("connection pool") && hint.contains("reset"),
+            "{hint}"
+        );
+        assert!(!hint.contains("close() on EOF"), "{hint}");
+        // Nothing is said about the pool whose connections are busy.
+        let about_busy: Vec<&Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["evidence"]["pid"] == busy.pid())
+            .collect();
+        assert!(about_busy.is_empty(), "{about_busy:#?}");
+    });
+}
+
+const HAPROXY_PORT: u16 = 8090;
+
+/// haproxy in HTTP mode on 127.0.0.1:8090 in front of nginx on 8080,
+/// closing idle client connections after 2 s.
+fn start_haproxy(haproxy: &Path, dir: &Path) -> Proc {
+    let conf = format!(
+        "global\n  maxconn 256\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  timeout http-keep-alive 2s\n\
+         frontend web\n  bind 127.0.0.1:{HAPROXY_PORT}\n  default_backend app\n\
+         backend app\n  server nginx 127.0.0.1:8080\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let mut p = Proc::spawn(
+        "haproxy",
+        Command::new(haproxy).arg("-f").arg(&path).arg("-db"),
+        libc::SIGTERM,
+    );
+    wait_listening("haproxy", HAPROXY_PORT, &mut p);
+    p
+}
+
+/// One requests.Session used by `n` threads at once through the proxy.
+const REQUESTS_VIA_PROXY: &str = r#"
+import sys, threading, time, requests
+n, port = int(sys.argv[1]), int(sys.argv[2])
+s = requests.Session()
+barrier = threading.Barrier(n)
+def get():
+    r = s.get(f"http://127.0.0.1:{port}/", stream=True, timeout=10)
+    barrier.wait(timeout=10)
+    assert r.content == b"ok\n"
+    r.close()
+ts = [threading.Thread(target=get) for _ in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ready", flush=True)
+time.sleep(120)
+"#;
+
+#[test]
+fn haproxy_in_front_of_nginx_is_named_as_the_proxy_with_proxy_advice() {
+    let Some(nginx) = nginx_prereq() else {
+        return;
+    };
+    let Some(haproxy) = program("haproxy", &["/usr/sbin"]) else {
+        skip("haproxy is not installed (Debian package haproxy)");
+        return;
+    };
+    if !python_has("requests") {
+        skip("python3 cannot import requests (PyPI package requests)");
+        return;
+    }
+    in_netns("peer haproxy", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let _nginx = start_nginx(&nginx, dir.path(), "60s");
+        let proxy = start_haproxy(&haproxy, dir.path());
+        const N: usize = 3;
+        let mut client = Proc::spawn(
+            "requests via haproxy",
+            Command::new("python3").args([
+                "-u",
+                "-c",
+                REQUESTS_VIA_PROXY,
+                &N.to_string(),
+                &HAPROXY_PORT.to_string(),
+            ]),
+            libc::SIGKILL,
+        );
+        client.expect_line("ready", Duration::from_secs(20));
+        wait_for_ss("CLOSE_WAIT", HAPROXY_PORT, N as u64);
+        let report = json(&["scan", "--json"]);
+        show("peer haproxy", &report);
+        let fs = process_findings(&report, "close-wait-never-read", client.pid());
+        assert_eq!(fs.len(), 1, "{report:#}");
+        let (f, e) = (fs[0], &fs[0]["evidence"]);
+        let ps = &e["peer_service"];
+        assert_eq!(ps["source"], "listener", "{f:#}");
+        assert_eq!(ps["name"], "HAProxy", "{f:#}");
+        let holders: Vec<u64> = ps["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        assert!(holders.contains(&u64::from(proxy.pid())), "{f:#}");
+        assert_eq!(
+            ps["config"],
+            dir.path().join("haproxy.cfg").display().to_string(),
+            "{f:#}"
+        );
+        assert_eq!(ps["setting"], Value::Null, "{f:#}");
+        let hint = f["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("timeout http-keep-alive") && hint.contains("a proxy"),
+            "{hint}"
+        );
+        for not in [
+            "keepalive_timeout",
+            "KeepAliveTimeout",
+            "keepAliveTimeout",
+            "Node.js",
+        ] {
+            assert!(!hint.contains(not), "{not} in {hint}");
+        }
+        assert_no_alarm(&report);
+    });
+}
