@@ -316,3 +316,127 @@ fn haproxy_in_front_of_nginx_is_named_as_the_proxy_with_proxy_advice() {
         assert_no_alarm(&report);
     });
 }
+
+/// nginx on 127.0.0.1:8080 serving `/big` (`size` bytes) and closing
+/// idle keep-alive connections after 1 s.
+fn start_nginx_with_body(nginx: &Path, dir: &Path, size: usize) -> Proc {
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/big"), vec![b'x'; size]).unwrap();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+          fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+          keepalive_timeout 1s;\n\
+          server {{ listen 127.0.0.1:8080; root {d}/www; }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut p = Proc::spawn(
+        "nginx",
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&path),
+        libc::SIGTERM,
+    );
+    wait_listening("nginx", 8080, &mut p);
+    p
+}
+
+/// `n` concurrent streamed GETs of /big on one Session; `read` says
+/// whether the bodies are read (and the connections returned to the
+/// pool) or abandoned unread.
+const REQUESTS_BIG: &str = r#"
+import sys, threading, time, requests
+n, read = int(sys.argv[1]), sys.argv[2] == "read"
+s = requests.Session()
+keep = []
+barrier = threading.Barrier(n)
+def get():
+    r = s.get("http://127.0.0.1:8080/big", stream=True, timeout=10)
+    barrier.wait(timeout=10)
+    if read:
+        assert len(r.content) > 0
+        r.close()
+    else:
+        keep.append(r)
+ts = [threading.Thread(target=get) for _ in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ready", flush=True)
+time.sleep(120)
+"#;
+
+#[test]
+fn unread_response_bodies_are_unread_data_in_one_verdict_and_read_ones_raise_nothing() {
+    let Some(nginx) = nginx_prereq() else {
+        return;
+    };
+    if !python_has("requests") {
+        skip("python3 cannot import requests (PyPI package requests)");
+        return;
+    }
+    in_netns("peer unread bodies", move || {
+        let dir = tempfile::tempdir().unwrap();
+        // Fits the loopback socket buffers whole, so nginx finishes the
+        // response and then times the idle connection out (1 s).
+        const BODY: usize = 40_000;
+        let _nginx = start_nginx_with_body(&nginx, dir.path(), BODY);
+        const N: usize = 4;
+        let spawn = |mode: &str| {
+            let mut c = Proc::spawn(
+                "requests /big",
+                Command::new("python3").args(["-u", "-c", REQUESTS_BIG, &N.to_string(), mode]),
+                libc::SIGKILL,
+            );
+            c.expect_line("ready", Duration::from_secs(20));
+            c
+        };
+        let abandoned = spawn("abandon");
+        let reader = spawn("read");
+        wait_for_ss("CLOSE_WAIT", 8080, 2 * N as u64);
+        for run in 0..2 {
+            let report = json(&["scan", "--json"]);
+            show("peer unread bodies", &report);
+            // Every abandoned body: one rule, one finding, whatever the
+            // FIN's timing on each socket.
+            let unread = process_findings(&report, "close-wait-unread-data", abandoned.pid());
+            assert_eq!(unread.len(), 1, "run {run}: {report:#}");
+            assert!(
+                process_findings(&report, "close-wait-never-read", abandoned.pid()).is_empty(),
+                "run {run}: split between rules: {report:#}"
+            );
+            let e = &unread[0]["evidence"];
+            assert_eq!(e["count"], N as u64, "{e:#}");
+            assert_eq!(e["goodbye"], 0, "a 40 KB body is no goodbye: {e:#}");
+            assert!(
+                e["unread_bytes"].as_u64().unwrap() >= (N * BODY) as u64 / 2,
+                "{e:#}"
+            );
+            let hint = unread[0]["hint"].as_str().unwrap();
+            assert!(hint.contains("stopped reading"), "{hint}");
+            assert!(
+                !hint.contains("thread dump"),
+                "no threads were looked at: {hint}"
+            );
+            // The look-alike that read its bodies: an idle pool, at INFO.
+            assert!(
+                process_findings(&report, "close-wait-unread-data", reader.pid()).is_empty(),
+                "{report:#}"
+            );
+            let pool = process_findings(&report, "close-wait-never-read", reader.pid());
+            assert_eq!(pool.len(), 1, "{report:#}");
+            assert_eq!(pool[0]["severity"], "info");
+            assert_eq!(
+                pool[0]["evidence"]["peer_service"]["name"], "nginx",
+                "{:#}",
+                pool[0]
+            );
+        }
+    });
+}
