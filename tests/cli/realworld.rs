@@ -765,6 +765,9 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         let e = &fs[0]["evidence"];
         assert_eq!(e["peer"], "127.0.0.1:5432", "{e:#}");
         assert_eq!(e["count"], client_side as u64, "{e:#}");
+        // The server is on this host: its listener names it.
+        assert_eq!(e["peer_service"]["source"], "listener", "{e:#}");
+        assert_eq!(e["peer_service"]["name"], "PostgreSQL", "{e:#}");
         // The rate spans the oldest close to the scan, so a slow scan
         // (`delay` after the last close) lowers it a little.
         let rate = e["close_rate_per_s"].as_f64().unwrap();

@@ -181,6 +181,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "last_10s_close_rate_per_s",
             "port_budget",
             "port_ratio",
+            "peer_service",
         ],
     ),
     (

@@ -29,6 +29,9 @@ pub struct TimeWaitEvidence {
     /// Outbound: ephemeral ports per destination, and the share in use.
     pub port_budget: Option<u32>,
     pub port_ratio: Option<f64>,
+    /// Outbound: the service at the destination (see the CLOSE_WAIT
+    /// rules' field): named by its listener when it is on this host.
+    pub peer_service: Option<crate::diag::listener::PeerService>,
 }
 
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
@@ -63,6 +66,10 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
                 port_budget: outbound.then_some(ctx.budget),
                 port_ratio: ratio,
+                peer_service: socks
+                    .first()
+                    .filter(|_| outbound)
+                    .and_then(|s| crate::diag::listener::PeerService::of(ctx.snap, s.peer)),
             };
             let (rule_id, severity, summary, hint) = if outbound {
                 // Critical when the ports held now near the budget; a
