@@ -353,6 +353,10 @@ pub struct Process {
     pub stale_socket_fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_socket_inodes: Vec<u64>,
+    /// For holders of stale socket fds: the outbound connections of the
+    /// tables it holds, counted by peer, busiest first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_connections: Vec<PeerCount>,
     /// Runtime recognised from the executable itself (`Go`, from its
     /// build-ID note), for owners of CLOSE_WAIT sockets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,8 +383,17 @@ impl Process {
             stale_socket_inodes: Vec::new(),
             runtime: None,
             pod_uid: None,
+            peer_connections: Vec::new(),
         }
     }
+}
+
+/// Connections to one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCount {
+    pub peer: Endpoint,
+    pub count: usize,
 }
 
 /// How complete the socket -> process mapping is.
@@ -476,6 +489,11 @@ pub struct Snapshot {
     /// The socket's own `pid` is the first holder found.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub listener_holders: BTreeMap<u32, Vec<u32>>,
+    /// `--all-netns`: listeners of the host's other network namespaces
+    /// that serve peers of this namespace's CLOSE_WAIT and TIME_WAIT
+    /// sockets (the peer's address is one of that namespace's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_listeners: Vec<PeerListener>,
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
@@ -486,6 +504,22 @@ pub struct Snapshot {
     /// Things the collector could not do, in one line each.
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// A listener in another network namespace of the host, serving `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerListener {
+    /// The peer address of this namespace's sockets it serves.
+    pub peer: Endpoint,
+    /// Its namespace's name (as in `netns.name`).
+    pub netns: String,
+    /// The listening socket's address.
+    pub listener: Endpoint,
+    /// Every process holding it, first the owner found.
+    pub holders: Vec<u32>,
+    /// Those processes.
+    pub processes: BTreeMap<u32, Process>,
 }
 
 #[cfg(test)]

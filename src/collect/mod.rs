@@ -1,6 +1,7 @@
 //! Collectors: the only code that reads the kernel. Each one returns a
 //! [`Snapshot`]; nothing after this module touches the OS.
 
+pub mod addrs;
 pub mod counters;
 pub mod decode;
 pub mod destroy;
@@ -273,6 +274,7 @@ pub(crate) fn read_tables(
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: Default::default(),
+        peer_listeners: Vec::new(),
         sysctls: sysctl::read(&plan.proc_root, &mut read_warnings),
         counters,
         warnings,
@@ -447,33 +449,45 @@ fn enrich_owners(
 /// Fd entries read at most per process when attributing its connections.
 const CONNECTION_FDS_MAX: usize = 65_536;
 
-/// Gives `pid` the sockets of the snapshot it holds that have no owner
-/// yet (ESTABLISHED ones are not attributed by default).
+/// Records on `pid` its outbound connections in the snapshot, by peer
+/// (ESTABLISHED ones are not attributed by default, and are not made to
+/// be here: the groups stay as the plan asked).
 fn attribute_connections_of(snap: &mut Snapshot, proc_root: &std::path::Path, pid: u32) {
     let Ok(dir) = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
         return;
     };
-    let mut held: std::collections::HashMap<u32, u32> = Default::default();
+    let mut held: HashSet<u32> = HashSet::new();
     for e in dir.flatten().take(CONNECTION_FDS_MAX) {
-        let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<u32>().ok()) else {
-            continue;
-        };
         if let Some(ino) = std::fs::read_link(e.path())
             .ok()
             .and_then(|l| procmap::socket_inode(l.as_os_str().as_encoded_bytes()))
         {
-            held.insert(ino, fd);
+            held.insert(ino);
         }
     }
-    for s in snap
+    let listening: HashSet<u16> = snap
         .sockets
-        .iter_mut()
-        .filter(|s| s.pid.is_none() && s.inode != 0)
-    {
-        if let Some(&fd) = held.get(&s.inode) {
-            s.pid = Some(pid);
-            s.fd = Some(fd);
-        }
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let mut by_peer: BTreeMap<crate::model::Endpoint, usize> = BTreeMap::new();
+    for s in snap.sockets.iter().filter(|s| {
+        s.inode != 0
+            && s.state != TcpState::Listen
+            && !listening.contains(&s.local.port())
+            && held.contains(&s.inode)
+    }) {
+        *by_peer.entry(s.peer).or_default() += 1;
+    }
+    let mut v: Vec<crate::model::PeerCount> = by_peer
+        .into_iter()
+        .map(|(peer, count)| crate::model::PeerCount { peer, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
+    v.truncate(5);
+    if let Some(p) = snap.processes.get_mut(&pid) {
+        p.peer_connections = v;
     }
 }
 

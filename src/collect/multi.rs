@@ -18,6 +18,7 @@ use super::{Plan, procmap, timing};
 use crate::model::{Attribution, Snapshot};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,18 +83,97 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
     let tables = &owners.tables;
     // Holders, stale fds and identities read the namespace's own tables:
     // each snapshot is finished inside its namespace.
-    let snapshots = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
+    let finished = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
+        let mut addrs = Vec::new();
         match enter(t) {
-            Ok(()) => super::finish(&mut snap, plan, tables),
+            Ok(()) => {
+                super::finish(&mut snap, plan, tables);
+                addrs = super::addrs::read(&plan.proc_root, &mut snap.warnings);
+            }
             Err(w) => snap
                 .warnings
                 .push(format!("{w} (its owners' details are missing)")),
         }
-        snap
+        (snap, addrs)
     });
     timing("all namespaces: enrich", t2);
+    let (mut snapshots, addrs): (Vec<Snapshot>, Vec<Vec<IpAddr>>) = finished.into_iter().unzip();
+    link_peers(&mut snapshots, &addrs);
     out.snapshots = snapshots;
     out
+}
+
+/// Gives each snapshot the listeners of the other namespaces that serve
+/// the peers of its CLOSE_WAIT and TIME_WAIT sockets: a peer address one
+/// of those namespaces owns (`addrs`, in the snapshots' order), with a
+/// listener there on its port. Loopback peers are always the
+/// namespace's own.
+pub fn link_peers(snaps: &mut [Snapshot], addrs: &[Vec<IpAddr>]) {
+    use crate::diag::listener::{canonical, listeners_for, local_listeners};
+    use crate::model::{PeerListener, TcpState};
+    let mut found: Vec<Vec<PeerListener>> = vec![Vec::new(); snaps.len()];
+    // Each namespace's listening ports: a peer is looked up only where
+    // its address is owned and its port listened on (TIME_WAIT peers
+    // with ephemeral ports, the bulk, are passed over cheaply).
+    let listening: Vec<HashSet<u16>> = snaps
+        .iter()
+        .map(|s| {
+            s.sockets
+                .iter()
+                .filter(|s| s.state == TcpState::Listen)
+                .map(|s| s.local.port())
+                .collect()
+        })
+        .collect();
+    for (i, snap) in snaps.iter().enumerate() {
+        let peers: BTreeSet<crate::model::Endpoint> = snap
+            .sockets
+            .iter()
+            .filter(|s| matches!(s.state, TcpState::CloseWait | TcpState::TimeWait))
+            .map(|s| s.peer)
+            .filter(|p| !canonical(p.ip()).is_loopback())
+            .collect();
+        for peer in peers {
+            let ip = canonical(peer.ip());
+            let Some(j) = (0..snaps.len()).find(|&j| {
+                j != i
+                    && listening[j].contains(&peer.port())
+                    && addrs.get(j).is_some_and(|a| a.contains(&ip))
+            }) else {
+                continue;
+            };
+            if local_listeners(snap, peer).is_some() {
+                continue;
+            }
+            let other = &snaps[j];
+            let Some(ls) = listeners_for(other, peer, |_| true) else {
+                continue;
+            };
+            let mut holders: Vec<u32> = Vec::new();
+            for l in &ls {
+                holders.extend(l.pid);
+                holders.extend(other.listener_holders.get(&l.inode).into_iter().flatten());
+            }
+            holders.dedup();
+            found[i].push(PeerListener {
+                peer,
+                netns: other
+                    .netns
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default(),
+                listener: ls[0].local,
+                processes: holders
+                    .iter()
+                    .filter_map(|p| Some((*p, other.processes.get(p)?.clone())))
+                    .collect(),
+                holders,
+            });
+        }
+    }
+    for (snap, f) in snaps.iter_mut().zip(found) {
+        snap.peer_listeners = f;
+    }
 }
 
 /// Writes the walk's findings into one namespace's snapshot: the owners
@@ -223,5 +303,33 @@ mod tests {
         });
         assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
         assert!(on_workers(Vec::<u32>::new(), |i| i).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::link_peers;
+    use crate::diag::testkit::SnapBuilder;
+
+    #[test]
+    fn a_peer_is_linked_to_the_namespace_that_owns_its_address() {
+        let client = SnapBuilder::new()
+            .close_wait("10.1.0.1:45000", "10.1.0.2:3307", 1, Some(8), None)
+            .close_wait("10.1.0.1:45001", "10.9.9.9:3307", 1, Some(8), None)
+            .build();
+        let server = SnapBuilder::new()
+            .listen("0.0.0.0:3307", Some(70), 0, 80)
+            .build();
+        let mut snaps = vec![client, server];
+        let addrs = vec![
+            vec!["10.1.0.1".parse().unwrap()],
+            vec!["10.1.0.2".parse().unwrap()],
+        ];
+        link_peers(&mut snaps, &addrs);
+        let found = &snaps[0].peer_listeners;
+        assert_eq!(found.len(), 1, "only the owned address: {found:?}");
+        assert_eq!(found[0].peer.to_string(), "10.1.0.2:3307");
+        assert_eq!(found[0].holders, vec![70]);
+        assert!(snaps[1].peer_listeners.is_empty());
     }
 }

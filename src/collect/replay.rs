@@ -41,6 +41,10 @@ pub struct Sidecar {
     /// dump cut at a message boundary is caught. Absent in older sidecars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sockets: Option<usize>,
+    /// Whether the recorded namespace was the host's (absent in older
+    /// sidecars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_netns: Option<bool>,
 }
 
 /// The sidecar's path for a dump at `dump`.
@@ -66,6 +70,7 @@ impl Sidecar {
             counters: snap.counters.clone(),
             warnings: snap.warnings.clone(),
             sockets: Some(snap.sockets.len()),
+            initial_netns: snap.initial_netns,
         }
     }
 }
@@ -322,6 +327,7 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: BTreeMap::new(),
+        peer_listeners: Vec::new(),
         sysctls: BTreeMap::new(),
         counters: BTreeMap::new(),
         warnings: Vec::new(),
@@ -350,6 +356,7 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
                 }
             }
             snap.taken_at_ms = sc.taken_at_ms;
+            snap.initial_netns = sc.initial_netns;
             snap.processes = sc.processes;
             snap.attribution = sc.attribution;
             snap.sysctls = sc.sysctls;

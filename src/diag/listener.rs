@@ -44,6 +44,9 @@ pub struct PeerService {
     pub holders: Vec<u32>,
     /// The listening socket's address (`127.0.0.1:3307`, `0.0.0.0:80`).
     pub listener: Option<String>,
+    /// With `--all-netns`, the network namespace of a listener found in
+    /// another namespace of the host; null when it is this one's.
+    pub netns: Option<String>,
     /// The idle setting as the listener's command line states it
     /// (`--wait-timeout=3`), escaped; null when it does not.
     pub setting: Option<String>,
@@ -64,32 +67,54 @@ impl PeerService {
     /// The service at `peer`: the local listener's program, else the
     /// port's usual service; `None` when neither says anything.
     pub fn of(snap: &Snapshot, peer: Endpoint) -> Option<PeerService> {
-        match local_listeners(snap, peer) {
-            Some(listeners) => Some(Self::from_listeners(snap, &listeners)),
-            None => Service::by_port(peer.port()).map(|s| PeerService {
-                name: s.name().to_string(),
-                source: ServiceSource::Port,
-                pid: None,
-                holders: Vec::new(),
-                listener: None,
-                setting: None,
-                config: None,
-                service: Some(s),
-                label: None,
-                idle_s: None,
-            }),
+        if let Some(listeners) = local_listeners(snap, peer) {
+            let mut holders: Vec<u32> = Vec::new();
+            for l in &listeners {
+                holders.extend(l.pid);
+                if let Some(more) = snap.listener_holders.get(&l.inode) {
+                    holders.extend(more);
+                }
+            }
+            let owner = listeners.iter().find_map(|l| l.pid);
+            return Some(Self::from_parts(
+                listeners[0].local,
+                owner,
+                holders,
+                &snap.processes,
+                None,
+            ));
         }
+        if let Some(f) = snap.peer_listeners.iter().find(|f| f.peer == peer) {
+            return Some(Self::from_parts(
+                f.listener,
+                f.holders.first().copied(),
+                f.holders.clone(),
+                &f.processes,
+                Some(printable(&f.netns)),
+            ));
+        }
+        Service::by_port(peer.port()).map(|s| PeerService {
+            name: s.name().to_string(),
+            source: ServiceSource::Port,
+            pid: None,
+            holders: Vec::new(),
+            listener: None,
+            netns: None,
+            setting: None,
+            config: None,
+            service: Some(s),
+            label: None,
+            idle_s: None,
+        })
     }
 
-    fn from_listeners(snap: &Snapshot, listeners: &[&Socket]) -> PeerService {
-        let mut holders: Vec<u32> = Vec::new();
-        for l in listeners {
-            holders.extend(l.pid);
-            if let Some(more) = snap.listener_holders.get(&l.inode) {
-                holders.extend(more);
-            }
-        }
-        let pid = listeners.iter().find_map(|l| l.pid);
+    fn from_parts(
+        listener: Endpoint,
+        pid: Option<u32>,
+        mut holders: Vec<u32>,
+        processes: &std::collections::BTreeMap<u32, Process>,
+        netns: Option<String>,
+    ) -> PeerService {
         holders.sort_unstable();
         holders.dedup();
         // The first holder whose program is recognised names the service
@@ -97,7 +122,7 @@ impl PeerService {
         let procs: Vec<(u32, &Process)> = pid
             .into_iter()
             .chain(holders.iter().copied())
-            .filter_map(|p| Some((p, snap.processes.get(&p)?)))
+            .filter_map(|p| Some((p, processes.get(&p)?)))
             .collect();
         let known = procs
             .iter()
@@ -132,7 +157,8 @@ impl PeerService {
             source: ServiceSource::Listener,
             pid: known.map(|k| k.0).or(pid),
             holders,
-            listener: listeners.first().map(|l| l.local.to_string()),
+            listener: Some(listener.to_string()),
+            netns,
             setting,
             config,
             service,
@@ -151,9 +177,13 @@ impl PeerService {
             };
         };
         let who = crate::diag::words::who(self.pid, self.label.as_deref());
+        let place = match &self.netns {
+            Some(n) => format!("in network namespace {n} on this host"),
+            None => "on this host".to_string(),
+        };
         let Some(service) = self.service else {
             return format!(
-                "The server is {who}, listening on {listener} on this host: it closed idle connections (its idle timeout; {} does not state one on its command line).",
+                "The server is {who}, listening on {listener} {place}: it closed idle connections (its idle timeout; {} does not state one on its command line).",
                 self.name
             );
         };
@@ -183,7 +213,7 @@ impl PeerService {
             ),
         };
         format!(
-            "The server is {} on this host: {who}, listening on {listener}.{proxy} {setting}",
+            "The server is {} {place}: {who}, listening on {listener}.{proxy} {setting}",
             service.name()
         )
     }
@@ -203,6 +233,17 @@ fn seconds(t: f64) -> String {
 /// wildcard ones on that port. `None` when the peer is not local or
 /// nothing here listens on its port.
 pub fn local_listeners(snap: &Snapshot, peer: Endpoint) -> Option<Vec<&Socket>> {
+    listeners_for(snap, peer, |ip| is_local(snap, ip))
+}
+
+/// The listening sockets of `snap` that serve `peer`, when `ours` says
+/// the peer's address belongs to `snap`'s namespace (exact binds always
+/// do).
+pub fn listeners_for(
+    snap: &Snapshot,
+    peer: Endpoint,
+    ours: impl Fn(IpAddr) -> bool,
+) -> Option<Vec<&Socket>> {
     let ip = canonical(peer.ip());
     let on_port: Vec<&Socket> = snap
         .sockets
@@ -228,11 +269,11 @@ pub fn local_listeners(snap: &Snapshot, peer: Endpoint) -> Option<Vec<&Socket>> 
                 && (s.local.is_ipv6() || ip.is_ipv4())
         })
         .collect();
-    (!wildcard.is_empty() && is_local(snap, ip)).then_some(wildcard)
+    (!wildcard.is_empty() && ours(ip)).then_some(wildcard)
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -621,5 +662,38 @@ mod tests {
             s.seconds, None,
             "a value that is not a number is not a limit"
         );
+    }
+
+    #[test]
+    fn a_listener_in_another_namespace_names_the_peer() {
+        use crate::model::PeerListener;
+        let mut snap = SnapBuilder::new()
+            .close_wait("10.1.0.1:45000", "10.1.0.2:3307", 1, Some(8), None)
+            .build();
+        let peer = snap.sockets[0].peer;
+        let maria = proc_with(
+            "mariadbd",
+            "/usr/sbin/mariadbd",
+            &["mariadbd", "--wait_timeout=3"],
+        );
+        snap.peer_listeners.push(PeerListener {
+            peer,
+            netns: "peerdb\x1b".into(),
+            listener: "0.0.0.0:3307"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+            holders: vec![70],
+            processes: [(70, maria)].into(),
+        });
+        let ps = PeerService::of(&snap, peer).unwrap();
+        assert_eq!(
+            (ps.source, ps.pid, ps.name.as_str()),
+            (ServiceSource::Listener, Some(70), "MariaDB")
+        );
+        assert_eq!(ps.setting.as_deref(), Some("--wait_timeout=3"));
+        let w = ps.closer_words();
+        assert!(w.contains("in network namespace peerdb"), "{w}");
+        assert!(!w.contains('\x1b'), "{w}");
     }
 }

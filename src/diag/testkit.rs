@@ -28,6 +28,7 @@ impl SnapBuilder {
                     ..Default::default()
                 },
                 listener_holders: Default::default(),
+                peer_listeners: Vec::new(),
                 sysctls: Default::default(),
                 counters: Default::default(),
                 warnings: Vec::new(),

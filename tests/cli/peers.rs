@@ -73,7 +73,8 @@ fn start_mariadb(server: &Path, install: &Path, dir: &Path, extra: &[&str]) -> P
 const PYMYSQL_POOL: &str = r#"
 import sys, threading, time, pymysql
 idle, busy, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-conns = [pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+host = sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1"
+conns = [pymysql.connect(host=host, port=port, user="root", password="")
          for _ in range(idle + busy)]
 for c in conns:
     with c.cursor() as cur:
@@ -439,4 +440,158 @@ fn unread_response_bodies_are_unread_data_in_one_verdict_and_read_ones_raise_not
             );
         }
     });
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct PeerNs(String);
+
+impl PeerNs {
+    fn new(tag: &str) -> PeerNs {
+        let name = format!("peer{tag}-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        PeerNs(name)
+    }
+
+    fn exec(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+
+    /// Sockets of `ss -tanH state STATE` there with `port` on either end.
+    fn ss_count(&self, state: &str, port: u16) -> usize {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ss", "-tanH", "state", state])
+            .output()
+            .expect("ss");
+        let p = format!(":{port}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w.ends_with(&p)))
+            .count()
+    }
+}
+
+impl Drop for PeerNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip {args:?} failed");
+}
+
+#[test]
+fn all_netns_names_a_server_in_another_namespace_by_its_listener() {
+    let Some((server, install)) = mariadb_prereqs() else {
+        return;
+    };
+    if !is_root() {
+        skip("peer all-netns: needs root for ip netns");
+        return;
+    }
+    let (app, db) = (PeerNs::new("app"), PeerNs::new("db"));
+    // A veth pair between them: the client 10.77.0.1, the server 10.77.0.2.
+    let id = std::process::id() % 100_000;
+    let (va, vb) = (format!("pa{id}"), format!("pb{id}"));
+    ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+    ip(&["link", "set", &va, "netns", &app.0]);
+    ip(&["link", "set", &vb, "netns", &db.0]);
+    for (ns, dev, addr) in [(&app, &va, "10.77.0.1/24"), (&db, &vb, "10.77.0.2/24")] {
+        ip(&["-n", &ns.0, "addr", "add", addr, "dev", dev]);
+        ip(&["-n", &ns.0, "link", "set", dev, "up"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(&install)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args([
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let maria = Proc::spawn(
+        "mariadbd in its namespace",
+        db.exec(&server)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .args(["--user=root", "--bind-address=0.0.0.0", "--skip-log-bin"])
+            .arg(format!("--port={MARIADB_PORT}"))
+            .args(["--skip-grant-tables", "--wait-timeout=3"])
+            .arg("--thread-handling=pool-of-threads"),
+        libc::SIGTERM,
+    );
+    poll(
+        "mariadbd listening in its namespace",
+        Duration::from_secs(20),
+        || (db.ss_count("listening", MARIADB_PORT) > 0).then_some(()),
+    );
+    const POOL: usize = 3;
+    let mut client = Proc::spawn(
+        "PyMySQL pool in the app namespace",
+        app.exec(Path::new("python3")).args([
+            "-u",
+            "-c",
+            PYMYSQL_POOL,
+            &POOL.to_string(),
+            "0",
+            &MARIADB_PORT.to_string(),
+            "10.77.0.2",
+        ]),
+        libc::SIGKILL,
+    );
+    client.expect_line("ready", Duration::from_secs(30));
+    poll(
+        "the pool closed by wait_timeout",
+        Duration::from_secs(30),
+        || (app.ss_count("close-wait", MARIADB_PORT) == POOL).then_some(()),
+    );
+    let all = json(&["scan", "--all-netns", "--json"]);
+    let report = all["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["netns"]["name"] == app.0.as_str())
+        .unwrap_or_else(|| panic!("no report for {}: {all:#}", app.0));
+    show("peer all-netns", report);
+    let fs = process_findings(report, "close-wait-never-read", client.pid());
+    assert_eq!(fs.len(), 1, "{report:#}");
+    let (f, ps) = (fs[0], &fs[0]["evidence"]["peer_service"]);
+    assert_eq!(ps["source"], "listener", "{f:#}");
+    assert_eq!(ps["name"], "MariaDB", "{f:#}");
+    assert_eq!(ps["netns"], db.0.as_str(), "{f:#}");
+    assert_eq!(ps["pid"], maria.pid(), "{f:#}");
+    assert_eq!(ps["setting"], "--wait-timeout=3", "{f:#}");
+    let hint = f["hint"].as_str().unwrap();
+    assert!(
+        hint.contains(&format!("in network namespace {}", db.0)),
+        "{hint}"
+    );
+    // Without --all-netns the client's namespace alone cannot see the
+    // server: the port (not a well-known one) names nothing.
+    let alone = json(&["scan", "--json", "--netns", &app.0]);
+    let fs = process_findings(&alone, "close-wait-never-read", client.pid());
+    assert_eq!(fs.len(), 1, "{alone:#}");
+    assert_eq!(fs[0]["evidence"]["peer_service"], Value::Null, "{alone:#}");
+    drop(client);
+    drop(maria);
 }

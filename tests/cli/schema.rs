@@ -52,6 +52,8 @@ struct Process {
     stale_socket_fds: Option<u64>,
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
+    #[serde(default)]
+    peer_connections: Vec<serde_json::Value>,
     runtime: Option<String>,
 }
 

@@ -2,14 +2,11 @@
 
 use super::Finding;
 use super::{Ctx, Doc, Evidence, RuleId};
-use crate::diag::group::direction;
 use crate::diag::listener::PeerService;
-use crate::diag::types::Direction;
 use crate::diag::types::Severity;
 use crate::diag::words::who;
-use crate::model::{Endpoint, TcpState};
+use crate::model::Endpoint;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 pub const DOC: Doc = Doc {
     id: "stale-socket-fds",
@@ -40,17 +37,8 @@ pub struct StaleEvidence {
 /// The outbound connection peer `pid` keeps most connections to, with
 /// their count: a pool shows as several towards one server.
 fn busiest_peer(ctx: &Ctx, pid: u32) -> Option<(Endpoint, usize)> {
-    let mut by_peer: BTreeMap<Endpoint, usize> = BTreeMap::new();
-    for s in ctx.snap.sockets.iter().filter(|s| {
-        s.pid == Some(pid)
-            && s.state != TcpState::Listen
-            && direction(s, ctx.listen_ports) == Direction::Outbound
-    }) {
-        *by_peer.entry(s.peer).or_default() += 1;
-    }
-    by_peer
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+    let p = ctx.snap.processes.get(&pid)?;
+    p.peer_connections.first().map(|c| (c.peer, c.count))
 }
 
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
@@ -153,10 +141,17 @@ fn pool_with_reset_members() -> crate::model::Snapshot {
     let mut snap = SnapBuilder::new()
         .listen("127.0.0.1:3307", Some(7), 0, 80)
         .process(92, "python3", Some(20), Some(1024))
-        .established("127.0.0.1:47000", "127.0.0.1:3307", Some(92))
-        .established("127.0.0.1:47001", "127.0.0.1:3307", Some(92))
+        .established("127.0.0.1:47000", "127.0.0.1:3307", None)
+        .established("127.0.0.1:47001", "127.0.0.1:3307", None)
         .stale(92, &[5001, 5002, 5003])
         .build();
+    snap.processes.get_mut(&92).unwrap().peer_connections = vec![crate::model::PeerCount {
+        peer: "127.0.0.1:3307"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+        count: 2,
+    }];
     let mut maria = crate::model::Process::named("mariadbd");
     maria.exe = Some("/usr/sbin/mariadbd".into());
     maria.cmdline = Some(vec!["mariadbd".into(), "--wait-timeout=3".into()]);
