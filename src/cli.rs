@@ -105,7 +105,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Sampling")]
 pub struct SampleArgs {
-    /// Take N samples, --interval apart, and report growth across them.
+    /// Take N samples, --interval apart, and report growth across them;
+    /// TIME_WAIT findings then say whether the closes were sustained
+    /// (closes in every interval) and at what rate over which window.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub samples: u32,
 
@@ -281,11 +283,20 @@ pub struct PolicyArgs {
     pub time_wait_warn: usize,
 }
 
+/// `--format json`'s help, with the schema version the output carries.
+fn json_help() -> String {
+    format!(
+        "The JSON document described in the README (schema_version {})",
+        crate::diag::report::REPORT_SCHEMA_VERSION
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Tables for people.
     Table,
-    /// The JSON document described in the README (schema_version 1).
+    /// The JSON document described in the README.
+    #[value(help = json_help())]
     Json,
     /// Prometheus text exposition (metrics listed in the README).
     Prometheus,
@@ -449,5 +460,18 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` names the schema version the JSON output carries.
+    #[test]
+    fn help_names_the_json_schema_version() {
+        let mut cmd = Cli::command();
+        let scan = cmd.find_subcommand_mut("scan").unwrap();
+        let help = scan.render_long_help().to_string();
+        let want = format!(
+            "schema_version {}",
+            crate::diag::report::REPORT_SCHEMA_VERSION
+        );
+        assert!(help.contains(&want), "{help}");
     }
 }

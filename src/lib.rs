@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod collect;
 pub mod diag;
+pub mod escape;
 pub mod filter;
 pub mod killplan;
 pub mod model;

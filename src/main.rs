@@ -30,10 +30,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Errors quote file names and contents: escape them as all text.
-            eprintln!(
-                "cwdiag: {}",
-                cwdiag::report::escape::Escaped(&format!("{e:#}"))
-            );
+            eprintln!("cwdiag: {}", cwdiag::escape::Escaped(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

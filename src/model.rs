@@ -522,6 +522,75 @@ pub struct PeerListener {
     pub processes: BTreeMap<u32, Process>,
 }
 
+/// IPv4-mapped IPv6 addresses as IPv4.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Snapshot {
+    /// The listening sockets of this namespace that serve `peer`, when
+    /// the peer is a local address: one bound to exactly that address,
+    /// else wildcard ones on that port. `None` when the peer is not
+    /// local or nothing here listens on its port.
+    pub fn local_listeners(&self, peer: Endpoint) -> Option<Vec<&Socket>> {
+        self.listeners_for(peer, |ip| self.is_local(ip))
+    }
+
+    /// The listening sockets that serve `peer`, when `ours` says the
+    /// peer's address belongs to this namespace (exact binds always do).
+    pub fn listeners_for(
+        &self,
+        peer: Endpoint,
+        ours: impl Fn(std::net::IpAddr) -> bool,
+    ) -> Option<Vec<&Socket>> {
+        let ip = canonical_ip(peer.ip());
+        let on_port: Vec<&Socket> = self
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::Listen && s.local.port() == peer.port())
+            .collect();
+        if on_port.is_empty() {
+            return None;
+        }
+        let exact: Vec<&Socket> = on_port
+            .iter()
+            .copied()
+            .filter(|s| canonical_ip(s.local.ip()) == ip)
+            .collect();
+        if !exact.is_empty() {
+            return Some(exact);
+        }
+        let wildcard: Vec<&Socket> = on_port
+            .into_iter()
+            .filter(|s| {
+                s.local.ip().is_unspecified()
+                    // An IPv6 wildcard takes IPv4 too unless IPV6_V6ONLY.
+                    && (s.local.is_ipv6() || ip.is_ipv4())
+            })
+            .collect();
+        (!wildcard.is_empty() && ours(ip)).then_some(wildcard)
+    }
+
+    /// Is `ip` an address of this namespace? Loopback always is; any
+    /// other is when some socket of the snapshot is bound to it.
+    fn is_local(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .sockets
+                .iter()
+                .any(|s| canonical_ip(s.local.ip()) == ip && !s.local.ip().is_unspecified())
+    }
+}
+
+/// States whose sockets `scan` maps to processes without `--sockets`:
+/// everything but ESTABLISHED, which is the bulk of a busy host.
+pub fn attributed_by_default(state: TcpState) -> bool {
+    state != TcpState::Established
+}
+
 #[cfg(test)]
 mod size_tests {
     #[test]

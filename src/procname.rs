@@ -17,15 +17,17 @@ pub fn basename(path: &str) -> &str {
 
 /// `s` as text safe to print on a terminal: control characters and
 /// bidirectional or zero-width format characters escaped (`\x1b`, `\n`,
-/// `\u{202e}`), see [`crate::report::escape`], so that a process name cannot
+/// `\u{202e}`), see [`crate::escape`], so that a process name cannot
 /// move the cursor or recolour a terminal.
 pub fn printable(s: &str) -> String {
-    crate::report::escape::escaped(s)
+    crate::escape::escaped(s)
 }
 
-/// Interpreters whose own name does not identify a service.
+/// Interpreters whose own name does not identify a service. The one
+/// place interpreters are recognised by name: `diag::peer::Runtime`
+/// asks [`interpreter`] too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Runtime {
+pub enum Interpreter {
     Java,
     Python,
     Node,
@@ -35,34 +37,36 @@ enum Runtime {
     Other,
 }
 
-fn runtime_of(name: &str) -> Option<Runtime> {
+/// The interpreter an executable's base name (`python3.11`, `ruby3.1`,
+/// `node`) is, if any.
+pub fn interpreter(name: &str) -> Option<Interpreter> {
     let versioned = |prefix: &str| {
         name.strip_prefix(prefix)
             .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
     };
     if name == "java" {
-        Some(Runtime::Java)
+        Some(Interpreter::Java)
     } else if versioned("python") || versioned("pypy") {
-        Some(Runtime::Python)
+        Some(Interpreter::Python)
     } else if name == "node" || name == "nodejs" {
-        Some(Runtime::Node)
+        Some(Interpreter::Node)
     } else if versioned("ruby") {
-        Some(Runtime::Ruby)
+        Some(Interpreter::Ruby)
     } else if versioned("perl")
         || versioned("php")
         || matches!(name, "php-cgi" | "dotnet" | "bun" | "deno")
     {
-        Some(Runtime::Other)
+        Some(Interpreter::Other)
     } else {
         None
     }
 }
 
-impl Runtime {
+impl Interpreter {
     /// Options whose value is the next argument.
     fn takes_value(self, opt: &str) -> bool {
         match self {
-            Runtime::Java => matches!(
+            Interpreter::Java => matches!(
                 opt,
                 "-cp"
                     | "-classpath"
@@ -77,8 +81,8 @@ impl Runtime {
                     | "--limit-modules"
                     | "--patch-module"
             ),
-            Runtime::Python => matches!(opt, "-W" | "-X" | "--check-hash-based-pycs"),
-            Runtime::Node => matches!(
+            Interpreter::Python => matches!(opt, "-W" | "-X" | "--check-hash-based-pycs"),
+            Interpreter::Node => matches!(
                 opt,
                 "-r" | "--require"
                     | "--import"
@@ -87,8 +91,8 @@ impl Runtime {
                     | "-C"
                     | "--conditions"
             ),
-            Runtime::Ruby => matches!(opt, "-I" | "-r" | "-C" | "-E"),
-            Runtime::Other => false,
+            Interpreter::Ruby => matches!(opt, "-I" | "-r" | "-C" | "-E"),
+            Interpreter::Other => false,
         }
     }
 
@@ -96,11 +100,11 @@ impl Runtime {
     /// `python3 -m X`, `node -e CODE`).
     fn names_program(self, opt: &str) -> bool {
         match self {
-            Runtime::Java => matches!(opt, "-jar" | "-m" | "--module"),
-            Runtime::Python => matches!(opt, "-m" | "-c"),
-            Runtime::Node => matches!(opt, "-e" | "--eval" | "-p" | "--print"),
-            Runtime::Ruby => opt == "-e",
-            Runtime::Other => false,
+            Interpreter::Java => matches!(opt, "-jar" | "-m" | "--module"),
+            Interpreter::Python => matches!(opt, "-m" | "-c"),
+            Interpreter::Node => matches!(opt, "-e" | "--eval" | "-p" | "--print"),
+            Interpreter::Ruby => opt == "-e",
+            Interpreter::Other => false,
         }
     }
 
@@ -202,7 +206,7 @@ impl Process {
         cut(&line, LABEL_MAX)
     }
 
-    fn runtime(&self) -> Option<Runtime> {
+    fn runtime(&self) -> Option<Interpreter> {
         let argv0 = self.argv0().map(basename);
         [
             self.exe.as_deref().map(basename),
@@ -211,7 +215,7 @@ impl Process {
         ]
         .into_iter()
         .flatten()
-        .find_map(runtime_of)
+        .find_map(interpreter)
     }
 
     /// The name to show first and the arguments after it: from the

@@ -242,7 +242,7 @@ fn collect_recording(path: &Path, plan: &Plan) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// JSON for several namespaces: `{"schema_version":2,"namespaces":[...],"warnings":[...]}`.
+/// JSON for several namespaces: `{"schema_version":3,"namespaces":[...],"warnings":[...]}`.
 #[derive(serde::Serialize)]
 struct PerNamespace<'a, T: serde::Serialize> {
     schema_version: u32,
@@ -269,9 +269,9 @@ fn netns_heading(netns: Option<&crate::model::NetnsInfo>) -> String {
                 .collect::<String>();
             format!(
                 "=== network namespace {} (net:[{}]){} ===\n",
-                report::escape::Escaped(&n.name),
+                crate::escape::Escaped(&n.name),
                 n.inode,
-                report::escape::Escaped(&pod)
+                crate::escape::Escaped(&pod)
             )
         }
         None => String::new(),
@@ -386,6 +386,15 @@ fn prometheus(
 
 /// Takes `n` samples `interval` apart in one namespace (live only) and
 /// classifies each.
+/// Does the filter take this socket of `snap`?
+fn selected(snap: &crate::model::Snapshot, filter: &Filter, s: &crate::model::Socket) -> bool {
+    filter.matches(s, s.pid.and_then(|p| snap.processes.get(&p)))
+}
+
+fn listen_ports(snap: &crate::model::Snapshot) -> rustc_hash::FxHashSet<u16> {
+    classify::group::listen_ports(snap)
+}
+
 fn sample(
     src: &SourceArgs,
     plan: &Plan,
@@ -401,6 +410,7 @@ fn sample(
     let mut reports = Vec::new();
     let mut warnings = Vec::new();
     let mut selection = Vec::new();
+    let mut closes = classify::closes::SampledCloses::default();
     for i in 0..s.samples {
         if i > 0 {
             std::thread::sleep(s.interval);
@@ -409,7 +419,18 @@ fn sample(
         warnings.extend(c.warnings);
         selection = c.selection;
         for snap in &c.snapshots {
-            reports.push(classify::classify(snap, filter, policy));
+            let listen = listen_ports(snap);
+            closes.observe(
+                snap,
+                |s| selected(snap, filter, s),
+                |s| classify::group::direction(s, &listen),
+            );
+            reports.push(classify::classify_sampled(
+                snap,
+                filter,
+                policy,
+                Some(&closes),
+            ));
         }
     }
     warnings.dedup();

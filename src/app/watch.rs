@@ -34,15 +34,23 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
     let st = style(color, args.top, true);
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut history: Vec<Report> = Vec::new();
+    // Closes counted between consecutive samples, over the latest ones.
+    let mut closes = classify::closes::SampledCloses::keeping(WATCH_HISTORY);
     let mut n = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
         let c = collect_selected(&args.source, &plan, None, &filter)?;
-        let mut report = c
+        let snap = c
             .snapshots
             .first()
-            .map(|s| classify::classify(s, &filter, &policy))
             .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
+        let listen = super::listen_ports(snap);
+        closes.observe(
+            snap,
+            |s| super::selected(snap, &filter, s),
+            |s| classify::group::direction(s, &listen),
+        );
+        let mut report = classify::classify_sampled(snap, &filter, &policy, Some(&closes));
         report.warnings.extend(c.warnings);
         n += 1;
         if history.len() >= WATCH_HISTORY {

@@ -2,6 +2,7 @@
 //! [`Snapshot`]; nothing after this module touches the OS.
 
 pub mod addrs;
+pub mod cgroup;
 pub mod counters;
 pub mod decode;
 pub mod destroy;
@@ -20,7 +21,7 @@ pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
 
-use crate::diag::group::attributed_by_default;
+use crate::model::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};

@@ -109,8 +109,7 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
 /// listener there on its port. Loopback peers are always the
 /// namespace's own.
 pub fn link_peers(snaps: &mut [Snapshot], addrs: &[Vec<IpAddr>]) {
-    use crate::diag::listener::{canonical, listeners_for, local_listeners};
-    use crate::model::{PeerListener, TcpState};
+    use crate::model::{PeerListener, TcpState, canonical_ip as canonical};
     let mut found: Vec<Vec<PeerListener>> = vec![Vec::new(); snaps.len()];
     // Each namespace's listening ports: a peer is looked up only where
     // its address is owned and its port listened on (TIME_WAIT peers
@@ -142,11 +141,11 @@ pub fn link_peers(snaps: &mut [Snapshot], addrs: &[Vec<IpAddr>]) {
             }) else {
                 continue;
             };
-            if local_listeners(snap, peer).is_some() {
+            if snap.local_listeners(peer).is_some() {
                 continue;
             }
             let other = &snaps[j];
-            let Some(ls) = listeners_for(other, peer, |_| true) else {
+            let Some(ls) = other.listeners_for(peer, |_| true) else {
                 continue;
             };
             let mut holders: Vec<u32> = Vec::new();
@@ -309,17 +308,37 @@ mod tests {
 #[cfg(test)]
 mod link_tests {
     use super::link_peers;
-    use crate::diag::testkit::SnapBuilder;
+    use crate::model::Snapshot;
+
+    /// A snapshot of `(state, local, peer, pid)` sockets.
+    fn snap(sockets: &[(&str, &str, &str, Option<u32>)]) -> Snapshot {
+        let sockets: Vec<serde_json::Value> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, (state, local, peer, pid))| {
+                serde_json::json!({
+                    "state": state, "local": local, "peer": peer, "timer": "off",
+                    "expires_ms": 0, "retrans": 0, "recv_q": 1, "send_q": 0, "uid": 0,
+                    "inode": 100 + i, "cookie": i, "pid": pid,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "schema_version": crate::model::SCHEMA_VERSION, "taken_at_ms": 0,
+            "source": {"kind": "netlink"}, "sockets": sockets, "processes": {},
+            "attribution": {"complete": true, "wanted_sockets": 0, "found_sockets": 0,
+                "scanned_processes": 0, "unreadable_processes": 0, "vanished_processes": 0},
+        }))
+        .unwrap()
+    }
 
     #[test]
     fn a_peer_is_linked_to_the_namespace_that_owns_its_address() {
-        let client = SnapBuilder::new()
-            .close_wait("10.1.0.1:45000", "10.1.0.2:3307", 1, Some(8), None)
-            .close_wait("10.1.0.1:45001", "10.9.9.9:3307", 1, Some(8), None)
-            .build();
-        let server = SnapBuilder::new()
-            .listen("0.0.0.0:3307", Some(70), 0, 80)
-            .build();
+        let client = snap(&[
+            ("CLOSE_WAIT", "10.1.0.1:45000", "10.1.0.2:3307", Some(8)),
+            ("CLOSE_WAIT", "10.1.0.1:45001", "10.9.9.9:3307", Some(8)),
+        ]);
+        let server = snap(&[("LISTEN", "0.0.0.0:3307", "0.0.0.0:0", Some(70))]);
         let mut snaps = vec![client, server];
         let addrs = vec![
             vec!["10.1.0.1".parse().unwrap()],

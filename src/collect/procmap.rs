@@ -259,9 +259,9 @@ pub fn find_owners_in(
             super::fsread::SMALL,
             &mut out.warnings,
         ) {
-            p.cgroup = super::procinfo::cgroup_path(&cg);
-            p.container = p.cgroup.as_deref().and_then(super::procinfo::container_id);
-            p.pod_uid = p.cgroup.as_deref().and_then(super::procinfo::pod_uid);
+            p.cgroup = super::cgroup::cgroup_path(&cg);
+            p.container = p.cgroup.as_deref().and_then(super::cgroup::container_id);
+            p.pod_uid = p.cgroup.as_deref().and_then(super::cgroup::pod_uid);
         }
         out.processes.insert(pid, p);
     }

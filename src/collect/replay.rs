@@ -22,29 +22,55 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// million sockets' worth.
 pub const MAX_JSON: usize = 1024 * 1024 * 1024;
 
-/// What `--record` writes beside the dump: what the raw netlink bytes do
-/// not carry (owners, sysctls, time).
+/// The layout of the sidecar `--record` writes: 2 holds the snapshot
+/// itself. Layout 1 (a hand-kept list of the snapshot's fields, which
+/// lost the listener holders) is still read.
+pub const SIDECAR_VERSION: u32 = 2;
+
+/// What `--record` writes beside the dump: the snapshot as collected,
+/// its sockets aside (the dump carries them), with what collection added
+/// to each socket (its owner) by inode. Every field of the snapshot goes
+/// through serde: none is copied by hand, so none can be left behind.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
+    /// [`SIDECAR_VERSION`].
     pub schema_version: u32,
-    pub taken_at_ms: u64,
+    /// The snapshot with an empty socket list.
+    pub snapshot: Snapshot,
     /// inode -> [pid, fd]
     pub owners: BTreeMap<u32, (u32, u32)>,
-    pub processes: BTreeMap<u32, crate::model::Process>,
-    pub attribution: crate::model::Attribution,
-    pub sysctls: BTreeMap<String, String>,
-    #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
-    pub warnings: Vec<String>,
     /// Sockets in the dump beside it (after dropping duplicates), so a
-    /// dump cut at a message boundary is caught. Absent in older sidecars.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<usize>,
-    /// Whether the recorded namespace was the host's (absent in older
-    /// sidecars).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_netns: Option<bool>,
+    /// dump cut at a message boundary is caught.
+    pub sockets: usize,
+}
+
+/// The sidecar of layout 1, as older cwdiag wrote it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidecarV1 {
+    #[allow(dead_code)]
+    schema_version: u32,
+    taken_at_ms: u64,
+    owners: BTreeMap<u32, (u32, u32)>,
+    processes: BTreeMap<u32, crate::model::Process>,
+    attribution: crate::model::Attribution,
+    sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    counters: BTreeMap<String, u64>,
+    warnings: Vec<String>,
+    /// Absent in the oldest sidecars.
+    #[serde(default)]
+    sockets: Option<usize>,
+}
+
+/// A sidecar read back: the snapshot (without sockets), the owners, and
+/// how many sockets the dump should hold when the sidecar says.
+#[derive(Debug)]
+pub struct Side {
+    snapshot: Snapshot,
+    owners: BTreeMap<u32, (u32, u32)>,
+    sockets: Option<usize>,
 }
 
 /// The sidecar's path for a dump at `dump`.
@@ -56,21 +82,53 @@ pub fn sidecar_path(dump: &Path) -> PathBuf {
 
 impl Sidecar {
     pub fn of(snap: &Snapshot) -> Sidecar {
+        let mut snapshot = snap.clone();
+        let sockets = std::mem::take(&mut snapshot.sockets);
         Sidecar {
-            schema_version: SCHEMA_VERSION,
-            taken_at_ms: snap.taken_at_ms,
-            owners: snap
-                .sockets
+            schema_version: SIDECAR_VERSION,
+            snapshot,
+            owners: sockets
                 .iter()
                 .filter_map(|s| Some((s.inode, (s.pid?, s.fd.unwrap_or(0)))))
                 .collect(),
-            processes: snap.processes.clone(),
-            attribution: snap.attribution.clone(),
-            sysctls: snap.sysctls.clone(),
-            counters: snap.counters.clone(),
-            warnings: snap.warnings.clone(),
-            sockets: Some(snap.sockets.len()),
-            initial_netns: snap.initial_netns,
+            sockets: sockets.len(),
+        }
+    }
+}
+
+impl From<Sidecar> for Side {
+    fn from(sc: Sidecar) -> Side {
+        Side {
+            snapshot: sc.snapshot,
+            owners: sc.owners,
+            sockets: Some(sc.sockets),
+        }
+    }
+}
+
+impl From<SidecarV1> for Side {
+    fn from(sc: SidecarV1) -> Side {
+        Side {
+            snapshot: Snapshot {
+                schema_version: SCHEMA_VERSION,
+                taken_at_ms: sc.taken_at_ms,
+                netns: None,
+                initial_netns: None,
+                source: Source {
+                    kind: SourceKind::Dump,
+                    path: None,
+                },
+                sockets: Vec::new(),
+                processes: sc.processes,
+                attribution: sc.attribution,
+                listener_holders: BTreeMap::new(),
+                peer_listeners: Vec::new(),
+                sysctls: sc.sysctls,
+                counters: sc.counters,
+                warnings: sc.warnings,
+            },
+            owners: sc.owners,
+            sockets: sc.sockets,
         }
     }
 }
@@ -102,7 +160,7 @@ pub fn load(path: &Path) -> Result<Snapshot> {
     from_reader(std::fs::File::from(fd), &name, side)
 }
 
-fn sidecar(path: &Path) -> Result<Option<Sidecar>> {
+fn sidecar(path: &Path) -> Result<Option<Side>> {
     let side = sidecar_path(path);
     let sname = side.display().to_string();
     let c = match super::fsread::read(&side, MAX_JSON) {
@@ -113,10 +171,29 @@ fn sidecar(path: &Path) -> Result<Option<Sidecar>> {
     if c.truncated {
         bail!("{sname}: larger than {MAX_JSON} bytes: not a cwdiag sidecar");
     }
-    let sc: Sidecar = serde_json::from_slice(&c.bytes)
-        .map_err(|e| anyhow::anyhow!("{sname}: invalid cwdiag sidecar: {e}"))?;
-    check_version(sc.schema_version, &sname)?;
-    Ok(Some(sc))
+    side_from_bytes(&c.bytes, &sname).map(Some)
+}
+
+/// Parses a sidecar of either layout; `name` is used in error messages.
+pub fn side_from_bytes(bytes: &[u8], name: &str) -> Result<Side> {
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: Option<u32>,
+    }
+    let invalid = |e: serde_json::Error| anyhow::anyhow!("{name}: invalid cwdiag sidecar: {e}");
+    let v: Version = serde_json::from_slice(bytes).map_err(invalid)?;
+    match v.schema_version {
+        Some(1) => Ok(serde_json::from_slice::<SidecarV1>(bytes)
+            .map_err(invalid)?
+            .into()),
+        Some(SIDECAR_VERSION) => Ok(serde_json::from_slice::<Sidecar>(bytes)
+            .map_err(invalid)?
+            .into()),
+        Some(v) => bail!(
+            "{name}: unsupported sidecar schema_version {v} (this cwdiag reads 1 to {SIDECAR_VERSION})"
+        ),
+        None => bail!("{name}: not a cwdiag sidecar (no schema_version field)"),
+    }
 }
 
 fn check_version(v: u32, name: &str) -> Result<()> {
@@ -127,7 +204,7 @@ fn check_version(v: u32, name: &str) -> Result<()> {
 }
 
 /// Parses capture bytes; `name` is used in error messages.
-pub fn from_bytes(bytes: &[u8], name: &str, side: Option<Sidecar>) -> Result<Snapshot> {
+pub fn from_bytes(bytes: &[u8], name: &str, side: Option<Side>) -> Result<Snapshot> {
     from_reader(bytes, name, side)
 }
 
@@ -157,7 +234,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Parses a capture from a stream; `name` is used in error messages.
-pub fn from_reader(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snapshot> {
+pub fn from_reader(mut r: impl Read, name: &str, side: Option<Side>) -> Result<Snapshot> {
     // The format is told by the first non-blank byte among the first
     // DETECT bytes, whatever sizes the reads come in.
     const DETECT: usize = 4096;
@@ -224,7 +301,7 @@ fn from_json(bytes: &[u8], name: &str) -> Result<Snapshot> {
     Ok(snap)
 }
 
-fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snapshot> {
+fn from_dump(mut r: impl Read, name: &str, side: Option<Side>) -> Result<Snapshot> {
     const HDR: usize = 16;
     let mut sockets = Vec::new();
     let mut error = None;
@@ -314,29 +391,15 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
             "{name}: at byte offset {offset}: the dump is truncated: the messages from offset {at} on are not closed by an NLMSG_DONE"
         );
     }
-    let mut snap = Snapshot {
-        schema_version: SCHEMA_VERSION,
-        taken_at_ms: 0,
-        netns: None,
-        initial_netns: None,
-        source: Source {
-            kind: SourceKind::Dump,
-            path: Some(name.to_string()),
-        },
-        sockets,
-        processes: BTreeMap::new(),
-        attribution: Default::default(),
-        listener_holders: BTreeMap::new(),
-        peer_listeners: Vec::new(),
-        sysctls: BTreeMap::new(),
-        counters: BTreeMap::new(),
-        warnings: Vec::new(),
+    let source = Source {
+        kind: SourceKind::Dump,
+        path: Some(name.to_string()),
     };
-    match side {
+    let snap = match side {
         Some(sc) => {
             let n = {
                 let mut seen = rustc_hash::FxHashSet::default();
-                snap.sockets
+                sockets
                     .iter()
                     .filter(|s| s.cookie == 0 || seen.insert(s.cookie))
                     .count()
@@ -349,24 +412,40 @@ fn from_dump(mut r: impl Read, name: &str, side: Option<Sidecar>) -> Result<Snap
                 );
             }
             let owners: HashMap<u32, (u32, u32)> = sc.owners.into_iter().collect();
-            for s in &mut snap.sockets {
+            for s in &mut sockets {
                 if let Some(&(pid, fd)) = owners.get(&s.inode).filter(|_| s.inode != 0) {
                     s.pid = Some(pid);
                     s.fd = Some(fd);
                 }
             }
-            snap.taken_at_ms = sc.taken_at_ms;
-            snap.initial_netns = sc.initial_netns;
-            snap.processes = sc.processes;
-            snap.attribution = sc.attribution;
-            snap.sysctls = sc.sysctls;
-            snap.counters = sc.counters;
-            snap.warnings = sc.warnings;
+            Snapshot {
+                source,
+                sockets,
+                ..sc.snapshot
+            }
         }
-        None => snap
-            .warnings
-            .push("replayed dump has no process information (no .cwdiag.json sidecar): owners are unknown".to_string()),
-    }
+        None => {
+            let mut snap = Snapshot {
+                schema_version: SCHEMA_VERSION,
+                taken_at_ms: 0,
+                netns: None,
+                initial_netns: None,
+                source,
+                sockets,
+                processes: BTreeMap::new(),
+                attribution: Default::default(),
+                listener_holders: BTreeMap::new(),
+                peer_listeners: Vec::new(),
+                sysctls: BTreeMap::new(),
+                counters: BTreeMap::new(),
+                warnings: Vec::new(),
+            };
+            snap.warnings.push(
+                "replayed dump has no process information (no .cwdiag.json sidecar): owners are unknown".to_string(),
+            );
+            snap
+        }
+    };
     Ok(snap)
 }
 
@@ -405,5 +484,39 @@ mod tests {
         let json = std::fs::read(format!("{dir}workload.snapshot.json")).unwrap();
         let padded = [vec![b'\n'; 100], json].concat();
         assert!(from_reader(Chunked(&padded, 7), "padded", None).is_ok());
+    }
+
+    /// A recording replays to the snapshot it was taken from, every field
+    /// of it (the listener holders and the namespace too), and a sidecar
+    /// of the first layout still reads.
+    #[test]
+    fn a_recording_carries_the_whole_snapshot() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/");
+        let dump = std::fs::read(format!("{dir}workload.dump")).unwrap();
+        let v1 = std::fs::read(format!("{dir}workload.dump.cwdiag.json")).unwrap();
+        let side = side_from_bytes(&v1, "v1").unwrap();
+        let mut live = from_bytes(&dump, "cap", Some(side)).unwrap();
+        assert!(live.sockets.iter().any(|s| s.pid.is_some()), "v1 owners");
+        let listener = live
+            .sockets
+            .iter()
+            .find(|s| s.state == crate::model::TcpState::Listen && s.inode != 0)
+            .unwrap()
+            .inode;
+        live.listener_holders.insert(listener, vec![4242, 4243]);
+        live.netns = Some(crate::model::NetnsInfo {
+            name: "blue".into(),
+            inode: 4026531840,
+            pod_uid: None,
+            container: None,
+        });
+        let json = serde_json::to_vec(&Sidecar::of(&live)).unwrap();
+        let side = side_from_bytes(&json, "v2").unwrap();
+        assert_eq!(from_bytes(&dump, "cap", Some(side)).unwrap(), live);
+        let err = side_from_bytes(br#"{"schema_version": 3}"#, "x.cwdiag.json").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.cwdiag.json: unsupported sidecar schema_version 3 (this cwdiag reads 1 to 2)"
+        );
     }
 }

@@ -172,11 +172,28 @@ mod tests {
         assert_eq!(parse_sockstat_tcp("TCP: inuse x alloc 3\n"), None);
     }
 
+    /// A fixture /proc: pids 10 and 11 share one namespace (one `ns/net`
+    /// inode, a hard link), pid 20 has its own. `alloc` is host-wide; each
+    /// namespace's `inuse` counts once however many of its pids are read.
     #[test]
-    fn a_reset_socket_whose_fd_is_kept_counts_as_unhashed() {
-        // The counters are host-wide and other tests open sockets, so this
-        // only checks the reading works on a live host.
-        let n = count_unhashed(Path::new("/proc"));
-        assert!(n.is_some(), "sockstat readable");
+    fn unhashed_is_alloc_minus_inuse_of_each_namespace_once() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let sockstat = |inuse: u64| {
+            format!("sockets: used 9\nTCP: inuse {inuse} orphan 0 tw 0 alloc 40 mem 1\n")
+        };
+        for (pid, inuse) in [(10, 7), (11, 7), (20, 20)] {
+            std::fs::create_dir_all(r.join(format!("{pid}/ns"))).unwrap();
+            std::fs::create_dir_all(r.join(format!("{pid}/net"))).unwrap();
+            std::fs::write(r.join(format!("{pid}/net/sockstat")), sockstat(inuse)).unwrap();
+        }
+        std::fs::write(r.join("10/ns/net"), "a").unwrap();
+        std::fs::hard_link(r.join("10/ns/net"), r.join("11/ns/net")).unwrap();
+        std::fs::write(r.join("20/ns/net"), "b").unwrap();
+        std::fs::create_dir(r.join("self")).unwrap(); // not a pid: ignored
+        assert_eq!(count_unhashed(r), Some(40 - 7 - 20));
+        // Without any readable sockstat there is no answer, not a zero.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(count_unhashed(empty.path()), None);
     }
 }

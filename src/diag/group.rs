@@ -1,8 +1,9 @@
 //! Grouping: sockets per (state, owner, direction, port, peer), the
 //! direction of a connection, and the arithmetic of TIME_WAIT and ports.
 
+use super::closes::{Closes, SampledCloses};
 use super::host::{Host, Sysctl};
-use super::types::{DEFAULT_PORT_BUDGET, Direction, Group, Owner, RecvQSplit, TIME_WAIT_LEN_S};
+use super::types::{DEFAULT_PORT_BUDGET, Direction, Group, Owner, RecvQSplit};
 use crate::model::{Attribution, Endpoint, Snapshot, Socket, TcpState};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -36,11 +37,7 @@ pub fn owner_of(s: &Socket, attr: &Attribution) -> Owner {
     }
 }
 
-/// States whose sockets `scan` maps to processes without `--sockets`:
-/// everything but ESTABLISHED, which is the bulk of a busy host.
-pub fn attributed_by_default(state: TcpState) -> bool {
-    state != TcpState::Established
-}
+pub use crate::model::attributed_by_default;
 
 type GroupKey = (
     TcpState,
@@ -52,7 +49,14 @@ type GroupKey = (
 );
 
 /// The groups of `selected`, biggest first.
-pub fn groups(snap: &Snapshot, selected: &[&Socket], listen: &FxHashSet<u16>) -> Vec<Group> {
+/// TIME_WAIT groups carry their closes: measured across samples when
+/// `sampled` is given, else read from the remaining times.
+pub fn groups(
+    snap: &Snapshot,
+    selected: &[&Socket],
+    listen: &FxHashSet<u16>,
+    sampled: Option<&SampledCloses>,
+) -> Vec<Group> {
     let mut buckets: FxHashMap<GroupKey, Vec<&Socket>> = Default::default();
     for s in selected {
         let direction = direction(s, listen);
@@ -70,7 +74,7 @@ pub fn groups(snap: &Snapshot, selected: &[&Socket], listen: &FxHashSet<u16>) ->
         .into_iter()
         .map(|((state, pid, direction, port, peer, owner), socks)| {
             let process = pid.and_then(|p| snap.processes.get(&p));
-            let mut g = build(state, owner, direction, port, peer, &socks);
+            let mut g = build(state, owner, direction, port, peer, &socks, sampled);
             g.pid = pid;
             g.comm = process.map(|p| p.comm.clone());
             g.container = process.and_then(|p| p.container.clone());
@@ -96,6 +100,7 @@ fn build(
     port: u16,
     peer: Option<Endpoint>,
     socks: &[&Socket],
+    sampled: Option<&SampledCloses>,
 ) -> Group {
     let mut recv_q = RecvQSplit::default();
     let mut ages: Vec<u32> = Vec::new();
@@ -114,7 +119,12 @@ fn build(
         }
     }
     ages.sort_unstable();
-    let tw = (state == TcpState::TimeWait).then(|| TimeWaitClock::of(socks.iter().copied()));
+    let tw = state == TcpState::TimeWait;
+    let closes = tw.then(|| {
+        sampled
+            .and_then(|m| m.closes(|k| k.0 == direction && k.2 == port && k.3 == peer))
+            .unwrap_or_else(|| Closes::from_timers(socks.iter().copied()))
+    });
     Group {
         state,
         pid: None,
@@ -132,56 +142,19 @@ fn build(
         median_age_ms: ages.get(ages.len() / 2).copied(),
         container: None,
         pod_uid: None,
-        time_wait_left_s: tw.as_ref().map(|c| c.left_s),
-        close_rate_per_s: tw.as_ref().map(|c| round3(c.rate_per_s())),
+        time_wait_left_s: tw.then(|| left_s(socks.iter().copied())),
+        closes,
     }
 }
 
-/// What the remaining times of TIME_WAIT sockets say about when they
-/// were closed: a socket with `expires` ms left was closed
-/// `TIME_WAIT_LEN - expires` ago.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TimeWaitClock {
-    pub count: usize,
-    /// Sockets by seconds left, [0,10) .. [50,60]; bucket 5 holds the
-    /// closes of the last ten seconds.
-    pub left_s: [usize; 6],
-    /// Milliseconds between the oldest and the newest close.
-    pub span_ms: u32,
-}
-
-impl TimeWaitClock {
-    pub fn of<'a>(socks: impl IntoIterator<Item = &'a Socket>) -> TimeWaitClock {
-        let full = TIME_WAIT_LEN_S * 1000;
-        let mut c = TimeWaitClock::default();
-        let (mut oldest, mut newest) = (0u32, u32::MAX);
-        for s in socks {
-            c.count += 1;
-            c.left_s[(s.expires_ms / 10_000).min(5) as usize] += 1;
-            let ago = full.saturating_sub(s.expires_ms.min(full));
-            oldest = oldest.max(ago);
-            newest = newest.min(ago);
-        }
-        // The time the closes took, not the time since the first: a burst
-        // that ended a while ago still closed at its own rate.
-        c.span_ms = oldest.saturating_sub(newest.min(oldest));
-        c
+/// TIME_WAIT sockets by seconds left, [0,10) .. [50,60]: bucket 5 holds
+/// the closes of the last ten seconds.
+pub fn left_s<'a>(socks: impl IntoIterator<Item = &'a Socket>) -> [usize; 6] {
+    let mut h = [0usize; 6];
+    for s in socks {
+        h[(s.expires_ms / 10_000).min(5) as usize] += 1;
     }
-
-    /// Closes per second over the time the closes took (at least 1 s):
-    /// count / 60 for a steady churn, count / 9 for 9 s of burst, however
-    /// long ago the burst ended.
-    pub fn rate_per_s(&self) -> f64 {
-        if self.count == 0 {
-            return 0.0;
-        }
-        self.count as f64 / (f64::from(self.span_ms.max(1000)) / 1000.0)
-    }
-
-    /// Closes per second over the last ten seconds alone.
-    pub fn last_10s_rate_per_s(&self) -> f64 {
-        self.left_s[5] as f64 / 10.0
-    }
+    h
 }
 
 /// Ports per (source IP, destination) from `ip_local_port_range` minus
@@ -251,36 +224,16 @@ mod tests {
     }
 
     #[test]
-    fn close_rate_comes_from_the_remaining_times() {
-        // 3000 closes spread over the last 9 s: ~333/s, not 3000/60 = 50/s.
-        let mut b = SnapBuilder::new();
-        for i in 0..3000u32 {
-            b = b.time_wait("10.0.0.1:40000", "10.0.0.2:80", 51_000 + i * 3);
-        }
-        let s = b.build();
-        let c = TimeWaitClock::of(&s.sockets);
-        assert!((c.rate_per_s() - 333.3).abs() < 5.0, "{}", c.rate_per_s());
-        assert_eq!(c.left_s[5], 3000);
-        // A steady churn fills all buckets: count / 60.
-        let mut b = SnapBuilder::new();
-        for i in 0..600u32 {
-            b = b.time_wait("10.0.0.1:40000", "10.0.0.2:80", i * 100);
-        }
-        let s = b.build();
-        let c = TimeWaitClock::of(&s.sockets);
-        assert!((c.rate_per_s() - 10.0).abs() < 0.5, "{}", c.rate_per_s());
-        assert!((c.last_10s_rate_per_s() - 10.0).abs() < 0.5);
-        // 3000 closes in 0.9 s, seen 14 s later: ~3000/s (the 1 s floor),
-        // not 3000 / 15 s.
-        let mut b = SnapBuilder::new();
-        for i in 0..3000u32 {
-            b = b.time_wait("10.0.0.1:40000", "10.0.0.2:80", 46_000 - i * 3 / 10);
-        }
-        let c = TimeWaitClock::of(&b.build().sockets);
-        assert!(
-            (c.rate_per_s() - 3000.0).abs() < 100.0,
-            "{}",
-            c.rate_per_s()
-        );
+    fn groups_carry_the_closes_of_their_timers() {
+        // 3000 closes spread over the last 9 s: counted within ~9 s, and
+        // all in the last ten-second bucket.
+        let s = SnapBuilder::new()
+            .time_waits("10.0.0.1", "10.0.0.2:80", 3000, 9_000)
+            .build();
+        let sel: Vec<&Socket> = s.sockets.iter().collect();
+        let g = &groups(&s, &sel, &listen_ports(&s), None)[0];
+        assert_eq!(g.time_wait_left_s, Some([0, 0, 0, 0, 0, 3000]));
+        let c = g.closes.unwrap();
+        assert_eq!((c.count, c.window_s, c.sustained_per_s), (3000, 9.0, None));
     }
 }

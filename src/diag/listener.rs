@@ -12,10 +12,9 @@
 //! and cut.
 
 use super::peer::Service;
-use crate::model::{Endpoint, Process, Snapshot, Socket, TcpState};
+use crate::model::{Endpoint, Process, Snapshot};
 use crate::procname::{basename, printable};
 use serde::Serialize;
-use std::net::IpAddr;
 
 /// Characters quoted from a command line at most.
 const QUOTE_MAX: usize = 120;
@@ -67,7 +66,7 @@ impl PeerService {
     /// The service at `peer`: the local listener's program, else the
     /// port's usual service; `None` when neither says anything.
     pub fn of(snap: &Snapshot, peer: Endpoint) -> Option<PeerService> {
-        if let Some(listeners) = local_listeners(snap, peer) {
+        if let Some(listeners) = snap.local_listeners(peer) {
             let mut holders: Vec<u32> = Vec::new();
             for l in &listeners {
                 holders.extend(l.pid);
@@ -226,68 +225,6 @@ fn seconds(t: f64) -> String {
     } else {
         format!("{t} s")
     }
-}
-
-/// The listening sockets of this namespace that serve `peer`, when the
-/// peer is a local address: one bound to exactly that address, else
-/// wildcard ones on that port. `None` when the peer is not local or
-/// nothing here listens on its port.
-pub fn local_listeners(snap: &Snapshot, peer: Endpoint) -> Option<Vec<&Socket>> {
-    listeners_for(snap, peer, |ip| is_local(snap, ip))
-}
-
-/// The listening sockets of `snap` that serve `peer`, when `ours` says
-/// the peer's address belongs to `snap`'s namespace (exact binds always
-/// do).
-pub fn listeners_for(
-    snap: &Snapshot,
-    peer: Endpoint,
-    ours: impl Fn(IpAddr) -> bool,
-) -> Option<Vec<&Socket>> {
-    let ip = canonical(peer.ip());
-    let on_port: Vec<&Socket> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::Listen && s.local.port() == peer.port())
-        .collect();
-    if on_port.is_empty() {
-        return None;
-    }
-    let exact: Vec<&Socket> = on_port
-        .iter()
-        .copied()
-        .filter(|s| canonical(s.local.ip()) == ip)
-        .collect();
-    if !exact.is_empty() {
-        return Some(exact);
-    }
-    let wildcard: Vec<&Socket> = on_port
-        .into_iter()
-        .filter(|s| {
-            s.local.ip().is_unspecified()
-                // An IPv6 wildcard takes IPv4 too unless IPV6_V6ONLY.
-                && (s.local.is_ipv6() || ip.is_ipv4())
-        })
-        .collect();
-    (!wildcard.is_empty() && ours(ip)).then_some(wildcard)
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Is `ip` an address of this namespace? Loopback always is; any other
-/// is when some socket of the snapshot is bound to it.
-fn is_local(snap: &Snapshot, ip: IpAddr) -> bool {
-    ip.is_loopback()
-        || snap
-            .sockets
-            .iter()
-            .any(|s| canonical(s.local.ip()) == ip && !s.local.ip().is_unspecified())
 }
 
 /// The names a process goes by, and for an interpreter the script it
@@ -541,16 +478,16 @@ mod tests {
             .close_wait("10.0.0.1:45001", "10.0.0.1:80", 1, Some(8), None)
             .build();
         // 10.0.0.2 is not ours: another host's port 80.
-        assert!(local_listeners(&snap, snap.sockets[1].peer).is_none());
+        assert!(snap.local_listeners(snap.sockets[1].peer).is_none());
         assert_eq!(
-            local_listeners(&snap, snap.sockets[2].peer).map(|v| v.len()),
+            snap.local_listeners(snap.sockets[2].peer).map(|v| v.len()),
             Some(1)
         );
         let mapped: Endpoint = "[::ffff:127.0.0.1]:80"
             .parse::<std::net::SocketAddr>()
             .unwrap()
             .into();
-        assert!(local_listeners(&snap, mapped).is_some());
+        assert!(snap.local_listeners(mapped).is_some());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! [`Policy`]) to a [`Report`]. No I/O here; time comes from the snapshot.
 //!
 //! Layers, each importing only those before it: `types` (thresholds,
-//! groups, severities; a leaf), `words`, `host` and `peer`; `group`
+//! groups, severities; a leaf), `words`, `host` and `peer`; `closes`
+//! (what a snapshot or samples say about closes); `group`
 //! (per-process and per-port groups); `rules` (one module per rule, and
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).
 
+pub mod closes;
 pub mod group;
 pub mod growth;
 pub mod host;
@@ -31,6 +33,18 @@ use crate::model::{Snapshot, Socket, TcpState};
 use std::collections::BTreeMap;
 
 pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
+    classify_sampled(snap, filter, policy, None)
+}
+
+/// [`classify`] with the closes measured across samples up to `snap`
+/// (`scan --samples`, `watch`): TIME_WAIT findings and groups then say
+/// whether a close rate was sustained.
+pub fn classify_sampled(
+    snap: &Snapshot,
+    filter: &Filter,
+    policy: &Policy,
+    sampled: Option<&closes::SampledCloses>,
+) -> Report {
     // Direction needs every listening port, whatever the filters say.
     let listen_ports = group::listen_ports(snap);
     let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
@@ -43,7 +57,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
     for s in &selected {
         *states.entry(s.state).or_default() += 1;
     }
-    let groups = group::groups(snap, &selected, &listen_ports);
+    let groups = group::groups(snap, &selected, &listen_ports, sampled);
     let host = host::Host::of(snap);
     let ctx = rules::Ctx {
         snap,
@@ -55,6 +69,7 @@ pub fn classify(snap: &Snapshot, filter: &Filter, policy: &Policy) -> Report {
         policy,
         budget: group::port_budget(&host),
         filter,
+        sampled,
     };
     let (attribution, owner_warning) = view_attribution(snap, &selected);
     let mut findings = rules::run(&ctx);

@@ -4,6 +4,8 @@
 //! documentation (named beside each entry); where none was certain the
 //! hint stays generic.
 
+use crate::procname::Interpreter;
+
 /// A well-known service, recognised by its port or, for a local peer,
 /// by the program holding the listener (`diag::listener`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,13 +209,19 @@ impl Runtime {
         names.into_iter().find_map(|n| {
             let base = n.rsplit('/').next().unwrap_or(n);
             let r = match base {
-                "java" | "javaw" => Runtime::Jvm,
-                "node" | "nodejs" => Runtime::Node,
+                "javaw" => Runtime::Jvm,
                 "dotnet" => Runtime::DotNet,
-                "ruby" | "puma" | "unicorn" => Runtime::Ruby,
-                b if b.starts_with("python") || b == "gunicorn" || b == "uwsgi" => Runtime::CPython,
-                b if b.starts_with("ruby") => Runtime::Ruby,
-                _ => return None,
+                "puma" | "unicorn" => Runtime::Ruby,
+                "gunicorn" | "uwsgi" => Runtime::CPython,
+                // PyPy is no CPython, whose idioms the hints name.
+                b if b.starts_with("pypy") => return None,
+                b => match crate::procname::interpreter(b)? {
+                    Interpreter::Java => Runtime::Jvm,
+                    Interpreter::Python => Runtime::CPython,
+                    Interpreter::Node => Runtime::Node,
+                    Interpreter::Ruby => Runtime::Ruby,
+                    Interpreter::Other => return None,
+                },
             };
             Some(r)
         })
@@ -319,6 +327,43 @@ pub fn client_fix(service: Option<Service>, runtime: Option<Runtime>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One recogniser: the runtime a hint names is Python exactly when
+    /// the label reader treats the name as a Python interpreter.
+    #[test]
+    fn runtime_and_label_agree_on_python_and_ruby() {
+        for name in [
+            "python",
+            "python3",
+            "python3.11",
+            "python3-dbg",
+            "pythonista",
+            "ruby",
+            "ruby3.1",
+            "rubyish",
+            "java",
+            "node",
+            "nginx",
+        ] {
+            let label = crate::procname::interpreter(name);
+            let runtime = Runtime::detect([name]);
+            assert_eq!(
+                runtime == Some(Runtime::CPython),
+                label == Some(Interpreter::Python),
+                "{name}"
+            );
+            assert_eq!(
+                runtime == Some(Runtime::Ruby),
+                label == Some(Interpreter::Ruby),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            Runtime::detect(["/usr/bin/python3.11"]),
+            Some(Runtime::CPython)
+        );
+        assert_eq!(Runtime::detect(["pythonista"]), None);
+    }
 
     #[test]
     fn services_and_runtimes_are_recognised() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 /// Version of the report documents (`scan --json`, `assert --json`,
 /// `watch --json`). 2: typed evidence per rule (see the README). The
 /// snapshot format keeps its own version (`model::SCHEMA_VERSION`).
-pub const REPORT_SCHEMA_VERSION: u32 = 2;
+pub const REPORT_SCHEMA_VERSION: u32 = 3;
 
 /// Everything `scan` reports. Serialised as-is for `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -155,9 +155,39 @@ pub struct Group {
     pub pod_uid: Option<String>,
     /// TIME_WAIT only: sockets by seconds left, [0,10) .. [50,60].
     pub time_wait_left_s: Option<[usize; 6]>,
-    /// TIME_WAIT only: closes per second over the span the remaining
-    /// times cover (the recent rate, not count / 60).
-    pub close_rate_per_s: Option<f64>,
+    /// TIME_WAIT only: the closes the group's sockets show, and over
+    /// which window (see `closes.rs`).
+    pub closes: Option<Closes>,
+}
+
+/// How a count of closes was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseSource {
+    /// The TIME_WAIT remaining times of one snapshot.
+    TimeWaitTimers,
+    /// New TIME_WAIT sockets counted between consecutive samples
+    /// (`scan --samples`, `watch`).
+    Samples,
+}
+
+/// Closes counted within a named window ending at the (last) snapshot:
+/// the one close figure every finding and group carries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Closes {
+    /// Connections that entered TIME_WAIT within the window.
+    pub count: usize,
+    /// The window, in seconds before the snapshot: from the oldest close
+    /// the timers show (rounded up to a second), or the time the samples
+    /// spanned.
+    pub window_s: f64,
+    pub measured_by: CloseSource,
+    /// Samples taken (1 for a snapshot).
+    pub samples: usize,
+    /// Closes per second over the window, only when measured across
+    /// samples with closes in every interval; null otherwise (one
+    /// snapshot, or a burst that did not last).
+    pub sustained_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

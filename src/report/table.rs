@@ -2,8 +2,8 @@
 //! TIME_WAIT by port or destination, then the findings with their hints.
 
 use super::Style;
-use super::escape::Escaped;
 use crate::diag::{Direction, Finding, Group, Owner, Report, Severity};
+use crate::escape::Escaped;
 use crate::model::{SourceKind, TcpState};
 use crate::units::age;
 use anstyle::{AnsiColor, Style as Ansi};

@@ -4,6 +4,7 @@
 //! huge or block, process names with terminal escapes, and a socket that
 //! replaces a reviewed one before `kill --yes`.
 
+use crate::netns::in_netns;
 use crate::support::*;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -390,20 +391,6 @@ fn endless_huge_and_blocking_inputs_fail_fast() {
     )
     .open(&fifo);
     holder.join().unwrap();
-}
-
-/// Runs `body` on a thread in a fresh network namespace (root only).
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
-    if !is_root() {
-        skip(&format!("{name}: needs root to create a network namespace"));
-        return;
-    }
-    std::thread::spawn(move || {
-        enter_fresh_netns().expect("a fresh network namespace as root");
-        body();
-    })
-    .join()
-    .expect("netns test thread");
 }
 
 fn socket_inode(fd: i32) -> u32 {

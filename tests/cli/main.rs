@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod fdlimit;
 mod hardening;
 mod identity;
 mod live;
@@ -17,4 +18,5 @@ mod replay;
 mod schema;
 mod serve;
 mod support;
+mod sysctls;
 mod ux;

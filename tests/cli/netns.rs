@@ -11,14 +11,22 @@ pub(crate) fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
         skip(&format!("{name}: needs root to create a network namespace"));
         return;
     }
-    std::thread::spawn(move || {
-        if let Err(e) = enter_fresh_netns() {
-            panic!("cannot enter a fresh network namespace as root: {e}");
-        }
-        body();
-    })
-    .join()
-    .expect("netns test thread");
+    // Named as the test is, so that a skip inside says which test it was.
+    let test = std::thread::current().name().map(str::to_string);
+    let mut thread = std::thread::Builder::new();
+    if let Some(t) = test {
+        thread = thread.name(t);
+    }
+    thread
+        .spawn(move || {
+            if let Err(e) = enter_fresh_netns() {
+                panic!("cannot enter a fresh network namespace as root: {e}");
+            }
+            body();
+        })
+        .expect("spawn the namespace's thread")
+        .join()
+        .expect("netns test thread");
 }
 
 const N_V4: usize = 4;
@@ -850,40 +858,61 @@ fn a_prefork_server_is_named_whole_master_and_busy_workers() {
 
 /// A cgroup v2 hierarchy this test may create cgroups in: the host's
 /// when it is cgroup2, else a private mount of one (unmounted on drop).
+/// Everything it creates sits under one cgroup of its own
+/// (`cwdiag-test-PID-N`), never beside a real `kubepods.slice`, and is
+/// removed on drop, after the processes moved in were killed: a failing
+/// assertion leaves the host's hierarchy as it was.
 struct Cgroup2 {
     root: std::path::PathBuf,
     mounted: bool,
     made: Vec<std::path::PathBuf>,
+    /// Processes moved in, killed and reaped before the cgroups go.
+    members: Vec<std::process::Child>,
 }
 
 impl Cgroup2 {
     fn new() -> Option<Cgroup2> {
         let host = std::path::Path::new("/sys/fs/cgroup");
-        if std::fs::metadata(host.join("cgroup.procs")).is_ok()
+        let (base, mounted) = if std::fs::metadata(host.join("cgroup.procs")).is_ok()
             && std::fs::metadata(host.join("cgroup.controllers")).is_ok()
         {
-            return Some(Cgroup2 {
-                root: host.into(),
-                mounted: false,
-                made: Vec::new(),
-            });
-        }
-        let dir = std::env::temp_dir().join(format!("cwdiag-cg2-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "cgroup2", "none"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Cgroup2 {
-            root: dir,
-            mounted: true,
+            (host.to_path_buf(), false)
+        } else {
+            let dir = std::env::temp_dir().join(format!("cwdiag-cg2-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            let ok = Command::new("mount")
+                .args(["-t", "cgroup2", "none"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = std::fs::remove_dir(&dir);
+                return None;
+            }
+            (dir, true)
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let own = base.join(format!("cwdiag-test-{}-{n}", std::process::id()));
+        let mut cg = Cgroup2 {
+            root: own.clone(),
+            mounted,
             made: Vec::new(),
-        })
+            members: Vec::new(),
+        };
+        if mounted {
+            cg.made.push(base.clone()); // the mount point, handled in drop
+        }
+        std::fs::create_dir(&own).ok()?;
+        cg.made.push(own);
+        Some(cg)
     }
 
-    /// Creates `rel` (and its parents) and moves `pid` into it.
-    fn enter(&mut self, rel: &str, pid: u32) {
+    /// Creates `rel` (and its parents) under this test's own cgroup and
+    /// moves `child` into it; `child` is killed when this is dropped.
+    fn enter(&mut self, rel: &str, child: std::process::Child) -> u32 {
+        let pid = child.id();
+        self.members.push(child);
         let mut path = self.root.clone();
         for part in rel.split('/') {
             path.push(part);
@@ -893,17 +922,23 @@ impl Cgroup2 {
             }
         }
         std::fs::write(path.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+        pid
     }
 }
 
 impl Drop for Cgroup2 {
     fn drop(&mut self) {
+        for c in &mut self.members {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mount_point = self.mounted.then(|| self.made.remove(0));
         for p in self.made.iter().rev() {
             let _ = std::fs::remove_dir(p);
         }
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.root).status();
-            let _ = std::fs::remove_dir(&self.root);
+        if let Some(dir) = mount_point {
+            let _ = Command::new("umount").arg(&dir).status();
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -926,20 +961,23 @@ fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
         let id = "ab".repeat(32);
+        // From here on the child is the cgroup guard's: killed and its
+        // cgroups removed whatever assertion below fails.
         cg.enter(
             &format!(
                 "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
                 uid.replace('-', "_")
             ),
-            child.id(),
+            child,
         );
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
         for _ in 0..3 {
             drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
         }
@@ -989,7 +1027,112 @@ fn a_pod_owner_is_named_by_pod_uid_and_container_everywhere() {
             ns["netns"]["container"],
             format!("containerd:{}", &id[..12])
         );
-        let _ = child.kill();
-        let _ = child.wait();
+    });
+}
+
+/// Opens `n` loopback connections to `listener` and returns both ends.
+fn connected(
+    listener: &std::net::TcpListener,
+    n: usize,
+) -> Vec<(std::net::TcpStream, std::net::TcpStream)> {
+    let addr = listener.local_addr().unwrap();
+    (0..n)
+        .map(|_| {
+            let c = std::net::TcpStream::connect(addr).expect("connect");
+            let (s, _) = listener.accept().expect("accept");
+            (c, s)
+        })
+        .collect()
+}
+
+/// Closes every pair, the client first: once the server side is all in
+/// CLOSE_WAIT (no simultaneous close, which would leave TIME_WAIT on both
+/// sides), the servers close and the clients enter TIME_WAIT. Returns the
+/// instants before the first server close and once `ss` shows all
+/// `tw_after` TIME_WAIT on `port` (a loaded host may defer the last FINs
+/// to ksoftirqd, after close() returned).
+fn close_all(
+    pairs: Vec<(std::net::TcpStream, std::net::TcpStream)>,
+    port: u16,
+    tw_after: u64,
+) -> (std::time::Instant, std::time::Instant) {
+    let n = pairs.len() as u64;
+    let servers: Vec<std::net::TcpStream> = pairs.into_iter().map(|(_, s)| s).collect();
+    wait_for_ss("CLOSE_WAIT", port, n);
+    let before = std::time::Instant::now();
+    drop(servers);
+    wait_for_ss("TIME_WAIT", port, tw_after);
+    (before, std::time::Instant::now())
+}
+
+#[test]
+fn time_wait_timers_date_each_close_and_a_burst_is_counted_not_rated() {
+    in_netns("time-wait timers", || {
+        // Every close keeps its TIME_WAIT: no reuse of client ports.
+        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").expect("set tcp_tw_reuse");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        const N: usize = 200;
+        // Two bursts of N closes at known instants, ~1.5 s apart.
+        let first = connected(&listener, N);
+        let second = connected(&listener, N);
+        let (a0, a1) = close_all(first, port, N as u64);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (b0, b1) = close_all(second, port, 2 * N as u64);
+        let scanned_from = std::time::Instant::now();
+        let r = json(&["scan", "--json", "--sockets", "--time-wait-warn", "100"]);
+        let scanned_by = std::time::Instant::now();
+        // Ages from the remaining times (60 000 ms - expires): the
+        // youngest N are the second burst, the oldest N the first.
+        let mut ages: Vec<u64> = r["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "TIME_WAIT")
+            .map(|s| 60_000 - s["expires_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ages.len(), 2 * N, "{r:#}");
+        ages.sort_unstable();
+        let (young, old) = ages.split_at(N);
+        // Each burst reads as closed within the time from its first
+        // close to all of it in TIME_WAIT (measured here, whatever the
+        // host's speed) plus two jiffies (at most 20 ms at HZ=100) of
+        // timer resolution.
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let spread = |v: &[u64]| v[v.len() - 1] - v[0];
+        assert!(spread(old) <= ms(a1 - a0) + 20, "first burst {old:?}");
+        assert!(spread(young) <= ms(b1 - b0) + 20, "second burst {young:?}");
+        // And the bursts are as far apart as they were closed.
+        let gap = old[0] as i64 - young[young.len() - 1] as i64;
+        let (lo, hi) = (ms(b0 - a1) as i64 - 20, ms(b1 - a0) as i64 + 20);
+        assert!((lo..=hi).contains(&gap), "gap {gap} ms, not in {lo}..={hi}");
+        // The finding counts all of them within a window that reaches
+        // the oldest close: a burst, however fast, is a count, not a rate.
+        let fs: Vec<&serde_json::Value> = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule_id"] == "time-wait-client-churn")
+            .collect();
+        assert_eq!(fs.len(), 1, "{r:#}");
+        assert_eq!(fs[0]["severity"], "info", "{:#}", fs[0]);
+        let c = &fs[0]["evidence"]["closes"];
+        assert_eq!(c["count"], 2 * N as u64, "{c:#}");
+        let window = c["window_s"]
+            .as_u64()
+            .unwrap_or_else(|| c["window_s"].as_f64().unwrap() as u64);
+        assert_eq!(window, old[N - 1].div_ceil(1000), "{c:#}");
+        let least = (scanned_from - a1).as_secs_f64();
+        let most = (scanned_by - a0).as_secs_f64();
+        assert!(
+            (least.floor() as u64..=most.ceil() as u64).contains(&window),
+            "window {window} s, closes {least:.2}..{most:.2} s before the scan"
+        );
+        assert!(c["sustained_per_s"].is_null(), "{c:#}");
+        let summary = fs[0]["summary"].as_str().unwrap();
+        assert!(
+            summary.ends_with(&format!("{} closes within the last ~{window} s", 2 * N)),
+            "{summary}"
+        );
     });
 }

@@ -86,7 +86,19 @@ struct Group {
     container: Option<String>,
     pod_uid: Option<String>,
     time_wait_left_s: Option<[u64; 6]>,
-    close_rate_per_s: Option<f64>,
+    closes: Option<Closes>,
+}
+
+/// The one close figure of groups and TIME_WAIT / port findings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Closes {
+    count: u64,
+    window_s: f64,
+    measured_by: String,
+    samples: u64,
+    sustained_per_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,8 +191,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "port",
             "peer",
             "time_wait_left_s",
-            "close_rate_per_s",
-            "last_10s_close_rate_per_s",
+            "closes",
             "port_budget",
             "port_ratio",
             "peer_service",
@@ -197,8 +208,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "time_wait",
             "port_budget",
             "port_ratio",
-            "close_rate_per_s",
-            "last_10s_close_rate_per_s",
+            "closes",
             "sustainable_rate_per_s",
         ],
     ),
@@ -301,7 +311,7 @@ fn check(args: &[&str]) -> Report {
     );
     let r: Report =
         serde_json::from_slice(&out.stdout).expect("output matches the documented schema");
-    assert_eq!(r.schema_version, 2);
+    assert_eq!(r.schema_version, 3);
     assert_eq!(
         r.states
             .keys()

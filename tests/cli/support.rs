@@ -43,20 +43,9 @@ fn rustix_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// Prints why a test is skipped, so the skip is visible in the output.
-/// Under `CI=true` a skip is a failure: a green CI run proves that the
-/// root-only and tool-dependent tests ran.
-pub fn skip(why: &str) {
-    if in_ci() {
-        panic!("would skip under CI=true (CI must run every test): {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-}
-
-/// True when `CI` is set to `true` or `1`, as CI systems do.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+#[path = "../../src/testutil.rs"]
+mod testutil;
+pub use testutil::{skip, skip_optional};
 
 /// Moves the calling thread into a fresh network namespace with `lo` up.
 /// Sockets this thread opens, and processes it spawns, live there.

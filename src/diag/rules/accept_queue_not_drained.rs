@@ -62,6 +62,24 @@ pub struct AcceptQueueEvidence {
     pub listen_drops: Option<u64>,
 }
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let mut listeners: BTreeMap<u16, Vec<&crate::model::Socket>> = BTreeMap::new();
     for s in ctx

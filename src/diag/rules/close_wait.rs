@@ -6,12 +6,11 @@
 //! copied_seq`, `tcp_diag.c:tcp_diag_get_info`) is 1 until the
 //! application reads the end of file.
 
-use super::Finding;
-use super::{Ctx, RuleId};
+use super::Ctx;
 use crate::diag::group::{direction, owner_of};
 use crate::diag::listener::PeerService;
 use crate::diag::peer::{Runtime, Service};
-use crate::diag::types::{Direction, Owner, Policy, RecvQSplit};
+use crate::diag::types::{Direction, Owner, Policy, RecvQSplit, Severity};
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,16 +26,6 @@ pub enum CloseWaitKind {
     NeverRead,
     /// Data the application stopped reading, then the FIN.
     UnreadData,
-}
-
-impl CloseWaitKind {
-    pub fn rule_id(self) -> RuleId {
-        match self {
-            CloseWaitKind::EofNotClosed => RuleId::CloseWaitEofNotClosed,
-            CloseWaitKind::NeverRead => RuleId::CloseWaitNeverRead,
-            CloseWaitKind::UnreadData => RuleId::CloseWaitUnreadData,
-        }
-    }
 }
 
 /// One socket's reading.
@@ -156,8 +145,19 @@ struct Acc {
 
 type Key = (Option<u32>, Direction, u16, Owner);
 
-/// Findings of one kind: one per process, direction and port.
-pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
+/// The CLOSE_WAIT sockets of one process, direction and port that show
+/// one kind, summed.
+pub struct Held {
+    pub evidence: CloseWaitEvidence,
+    /// Every CLOSE_WAIT socket of that process, direction and port,
+    /// whatever its kind.
+    pub total: usize,
+    /// The owner's runtime, for idioms in the words.
+    pub runtime: Option<Runtime>,
+}
+
+/// The sockets of one kind: one [`Held`] per process, direction and port.
+pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
     let mut agg: BTreeMap<Key, Acc> = BTreeMap::new();
     let mut totals: BTreeMap<Key, usize> = BTreeMap::new();
     // Recv-Q > 1 sockets per group, and how many of them look like a
@@ -256,22 +256,24 @@ pub fn detect(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Finding> {
                 container: process.and_then(|p| p.container.clone()),
                 label: process.map(|p| p.label()),
             };
-            let total = totals.get(&key).copied().unwrap_or(e.count);
-            let words = match kind {
-                CloseWaitKind::EofNotClosed => super::close_wait_eof_not_closed::words,
-                CloseWaitKind::NeverRead => super::close_wait_never_read::words,
-                CloseWaitKind::UnreadData => super::close_wait_unread_data::words,
-            };
-            let (severity, summary, hint) = words(&e, total, ctx.policy, runtime);
-            Finding {
-                rule_id: kind.rule_id(),
-                severity,
-                summary,
-                evidence: super::Evidence::CloseWait(e),
-                hint,
+            Held {
+                total: totals.get(&key).copied().unwrap_or(e.count),
+                evidence: e,
+                runtime,
             }
         })
         .collect()
+}
+
+/// Severity by count against the CLOSE_WAIT thresholds.
+pub fn close_wait_severity(count: usize, p: &Policy) -> Severity {
+    if count >= p.close_wait_crit {
+        Severity::Critical
+    } else if count >= p.close_wait_warn {
+        Severity::Warning
+    } else {
+        Severity::Info
+    }
 }
 
 /// `comm (pid N)` of the evidence.

@@ -2,11 +2,12 @@
 //! of file and never called close().
 
 use super::close_wait::{
-    AVOID, CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+    AVOID, CloseWaitEvidence, CloseWaitKind, NO_SYSCTL, age_words, close_wait_severity, held,
+    owner_words, place_words, unknown_owner_prefix,
 };
-use super::{Doc, close_wait_severity};
+use super::{Ctx, Doc, Evidence, Finding, RuleId};
 use crate::diag::peer::Runtime;
-use crate::diag::types::{Direction, Policy, Severity};
+use crate::diag::types::Direction;
 use crate::diag::words::plural;
 
 pub const DOC: Doc = Doc {
@@ -18,12 +19,44 @@ pub const DOC: Doc = Doc {
     avoid: AVOID,
 };
 
-pub fn words(
-    e: &CloseWaitEvidence,
-    total: usize,
-    p: &Policy,
-    runtime: Option<Runtime>,
-) -> (Severity, String, String) {
+/// One finding per process, direction and port; the severity by the
+/// CLOSE_WAIT count of that process, direction and port.
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    held(ctx, CloseWaitKind::EofNotClosed)
+        .into_iter()
+        .map(|h| {
+            let severity = close_wait_severity(h.total, ctx.policy);
+            let (summary, hint) = words(&h.evidence, h.runtime);
+            Finding {
+                rule_id: RuleId::CloseWaitEofNotClosed,
+                severity,
+                summary,
+                evidence: Evidence::CloseWait(h.evidence),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
+pub fn words(e: &CloseWaitEvidence, runtime: Option<Runtime>) -> (String, String) {
     let who = owner_words(e);
     let summary = format!(
         "{} {} held by {who}{}: read EOF, never closed",
@@ -54,12 +87,13 @@ pub fn words(
         "{}{fix} {NO_SYSCTL} Restarting the process frees them until the bug is fixed.",
         unknown_owner_prefix(e)
     );
-    (close_wait_severity(total, p), summary, hint)
+    (summary, hint)
 }
 
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::{fires, silent};
+    use crate::diag::types::Severity;
     use crate::diag::testkit::SnapBuilder;
     let mut leak = SnapBuilder::new().listen("0.0.0.0:8080", Some(10), 0, 128);
     for i in 0..12 {

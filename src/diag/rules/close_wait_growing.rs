@@ -44,6 +44,25 @@ pub struct GrowthEvidence {
     pub fd_limit_eta_s: Option<u64>,
 }
 
+/// The rule's registry entry. Growth is judged over samples
+/// ([`detect`], called by `diag::growth`), never in one snapshot.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, _: &super::Ctx) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 fn process_label(pid: Option<u32>, processes: Option<&BTreeMap<u32, Process>>) -> Option<String> {
     processes?.get(&pid?).map(|p| p.label())
 }

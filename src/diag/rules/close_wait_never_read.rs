@@ -3,9 +3,10 @@
 //! that came with the FIN after the connection had idled.
 
 use super::close_wait::{
-    AVOID, CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+    AVOID, CloseWaitEvidence, CloseWaitKind, NO_SYSCTL, age_words, close_wait_severity, held,
+    owner_words, place_words, unknown_owner_prefix,
 };
-use super::{Doc, close_wait_severity};
+use super::{Ctx, Doc, Evidence, Finding, RuleId};
 use crate::diag::peer::{Runtime, Service, client_fix};
 use crate::diag::types::{Direction, Policy, Severity};
 use crate::diag::words::plural;
@@ -20,12 +21,50 @@ pub const DOC: Doc = Doc {
     avoid: AVOID,
 };
 
-pub fn words(
-    e: &CloseWaitEvidence,
-    total: usize,
-    p: &Policy,
-    runtime: Option<Runtime>,
-) -> (Severity, String, String) {
+/// One finding per process, direction and port: info for an outbound
+/// pool's handful, else by the CLOSE_WAIT count of that process,
+/// direction and port.
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    held(ctx, CloseWaitKind::NeverRead)
+        .into_iter()
+        .map(|h| {
+            let severity = match h.evidence.direction {
+                // Up to a pool's size towards one destination is what a
+                // pool that checks connections on checkout keeps.
+                Direction::Outbound if h.evidence.count <= ctx.policy.pool_bound => Severity::Info,
+                _ => close_wait_severity(h.total, ctx.policy),
+            };
+            let (summary, hint) = words(&h.evidence, ctx.policy, h.runtime);
+            Finding {
+                rule_id: RuleId::CloseWaitNeverRead,
+                severity,
+                summary,
+                evidence: Evidence::CloseWait(h.evidence),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
+pub fn words(e: &CloseWaitEvidence, p: &Policy, runtime: Option<Runtime>) -> (String, String) {
     let who = owner_words(e);
     let idle = e
         .idle_before_close_ms
@@ -57,7 +96,7 @@ pub fn words(
                 unknown_owner_prefix(e),
                 e.port
             );
-            (close_wait_severity(total, p), summary, hint)
+            (summary, hint)
         }
         Direction::Outbound => {
             let dest = e
@@ -114,16 +153,11 @@ pub fn words(
                 Some(f) => format!("Fix: {f}{limit_here}."),
                 None => "Fix: evict idle connections sooner than the server's idle timeout (an idle timeout or maximum lifetime in the pool), and close every connection and response the code opens.".to_string(),
             };
-            let severity = if e.count <= p.pool_bound {
-                Severity::Info
-            } else {
-                close_wait_severity(total, p)
-            };
             let hint = format!(
                 "{}{closer} {verdict} {fix} {NO_SYSCTL}",
                 unknown_owner_prefix(e)
             );
-            (severity, summary, hint)
+            (summary, hint)
         }
     }
 }

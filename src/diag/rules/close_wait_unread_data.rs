@@ -2,11 +2,11 @@
 //! reading, then the peer closed.
 
 use super::close_wait::{
-    CloseWaitEvidence, NO_SYSCTL, age_words, owner_words, place_words, unknown_owner_prefix,
+    CloseWaitEvidence, CloseWaitKind, NO_SYSCTL, age_words, close_wait_severity, held,
+    owner_words, place_words, unknown_owner_prefix,
 };
-use super::{Doc, close_wait_severity};
-use crate::diag::peer::Runtime;
-use crate::diag::types::{Direction, Policy, Severity};
+use super::{Ctx, Doc, Evidence, Finding, RuleId};
+use crate::diag::types::Direction;
 use crate::diag::words::plural;
 
 pub const DOC: Doc = Doc {
@@ -18,12 +18,44 @@ pub const DOC: Doc = Doc {
     avoid: "Raising the listen backlog or somaxconn only queues more requests that clients abandon. No sysctl fixes CLOSE_WAIT.",
 };
 
-pub fn words(
-    e: &CloseWaitEvidence,
-    total: usize,
-    p: &Policy,
-    _runtime: Option<Runtime>,
-) -> (Severity, String, String) {
+/// One finding per process, direction and port; the severity by the
+/// CLOSE_WAIT count of that process, direction and port.
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    held(ctx, CloseWaitKind::UnreadData)
+        .into_iter()
+        .map(|h| {
+            let severity = close_wait_severity(h.total, ctx.policy);
+            let (summary, hint) = words(&h.evidence);
+            Finding {
+                rule_id: RuleId::CloseWaitUnreadData,
+                severity,
+                summary,
+                evidence: Evidence::CloseWait(h.evidence),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
+pub fn words(e: &CloseWaitEvidence) -> (String, String) {
     let who = owner_words(e);
     let summary = format!(
         "{} {} held by {who}{}: {} bytes unread when the peer closed",
@@ -52,12 +84,13 @@ pub fn words(
         "{}{what} Closing these sends RST, not FIN (unread data is discarded). {NO_SYSCTL}",
         unknown_owner_prefix(e)
     );
-    (close_wait_severity(total, p), summary, hint)
+    (summary, hint)
 }
 
 #[cfg(test)]
 pub fn cases() -> Vec<super::cases::Case> {
     use super::cases::{fires, silent};
+    use crate::diag::types::Severity;
     use crate::diag::testkit::SnapBuilder;
     // A pre-fork server whose workers are all busy: requests unread.
     let mut busy = SnapBuilder::new().listen("0.0.0.0:8000", Some(30), 0, 128);

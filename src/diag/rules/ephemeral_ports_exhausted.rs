@@ -5,7 +5,8 @@
 use super::Finding;
 use super::time_wait::tw_reuse_words;
 use super::{Ctx, Doc, Evidence, RuleId};
-use crate::diag::group::{TimeWaitClock, round3};
+use crate::diag::closes::Closes;
+use crate::diag::group::round3;
 use crate::diag::types::Severity;
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
@@ -15,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 pub const DOC: Doc = Doc {
     id: "ephemeral-ports-exhausted",
     title: "Ephemeral ports towards one destination running out",
-    meaning: "Local ports held (every state, TIME_WAIT included) per (source IP, destination IP, destination port) against ip_local_port_range minus ip_local_reserved_ports. At 100 % connect() fails with EADDRNOTAVAIL ('Cannot assign requested address'). The headroom is judged from the recent close rate (from TIME_WAIT's remaining times) against what the range sustains: ports / 60 s.",
+    meaning: "Local ports held (every state, TIME_WAIT included) per (source IP, destination IP, destination port) against ip_local_port_range minus ip_local_reserved_ports. At 100 % connect() fails with EADDRNOTAVAIL ('Cannot assign requested address'). Severity is the share held now. Whether the closes outrun what the range sustains (ports / 60 s, or / 1 s where tcp_tw_reuse applies) is said only for a rate sustained across samples (scan --samples, watch); one snapshot only counts the closes within a window.",
     confirm: "Application logs show EADDRNOTAVAIL; the ratio in the evidence approaches 1; sysctl net.ipv4.ip_local_port_range.",
     fix: "Reuse connections; add source IPs or destination addresses (the budget is per 4-tuple); tcp_tw_reuse=1 for outgoing connects with timestamps on; widen ip_local_port_range while reserving service ports with ip_local_reserved_ports.",
     avoid: "tcp_fin_timeout does not shorten TIME_WAIT; tcp_tw_recycle is gone; bind() before connect() takes ports exclusively unless IP_BIND_ADDRESS_NO_PORT is set.",
@@ -32,12 +33,29 @@ pub struct PortsEvidence {
     pub time_wait: usize,
     pub port_budget: u32,
     pub port_ratio: f64,
-    /// Closes per second over the span TIME_WAIT's remaining times cover.
-    pub close_rate_per_s: f64,
-    /// Closes per second over the last 10 s.
-    pub last_10s_close_rate_per_s: f64,
-    /// port_budget / 60: new connections per second the range sustains.
+    /// The closes, the window they were counted in and how.
+    pub closes: Closes,
+    /// port_budget / the port-hold time (60 s, or 1 s where tcp_tw_reuse
+    /// applies): new connections per second the range sustains.
     pub sustainable_rate_per_s: f64,
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
 }
 
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
@@ -63,7 +81,15 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             budget > 0 && *held as f64 / f64::from(budget) >= ctx.policy.port_ratio_warn
         })
         .map(|((src, dst, dport), (held, tw))| {
-            let clock = TimeWaitClock::of(tw.iter().copied());
+            let closes = super::time_wait::closes_of(
+                ctx,
+                |k| {
+                    k.0 == crate::diag::types::Direction::Outbound
+                        && k.1 == src
+                        && k.3.is_some_and(|p| p.ip() == dst && p.port() == dport)
+                },
+                tw.iter().copied(),
+            );
             let ratio = held as f64 / f64::from(budget);
             let severity = if ratio >= ctx.policy.port_ratio_crit {
                 Severity::Critical
@@ -71,7 +97,6 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 Severity::Warning
             };
             let dest = SocketAddr::new(dst, dport).to_string();
-            let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
             let sustainable = f64::from(budget)
                 / f64::from(super::time_wait::port_hold_s(ctx, dst.is_loopback()));
             let e = PortsEvidence {
@@ -80,17 +105,22 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 local_ip: src.to_string(),
                 peer: dest.clone(),
                 port: dport,
-                time_wait: clock.count,
+                time_wait: tw.len(),
                 port_budget: budget,
                 port_ratio: round3(ratio),
-                close_rate_per_s: round3(clock.rate_per_s()),
-                last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
+                closes,
                 sustainable_rate_per_s: round3(sustainable),
             };
-            let headroom = if rate >= sustainable {
-                format!("closing ~{rate:.0}/s is past the ~{sustainable:.0}/s the range sustains: connect() will fail with EADDRNOTAVAIL")
-            } else {
-                format!("closing ~{rate:.0}/s against a sustainable ~{sustainable:.0}/s")
+            let headroom = match closes.sustained_per_s {
+                Some(r) if r >= sustainable => format!(
+                    "{}, past the ~{sustainable:.0}/s the range sustains: connect() will fail with EADDRNOTAVAIL",
+                    closes.words()
+                ),
+                Some(_) => format!(
+                    "{}, within the ~{sustainable:.0}/s the range sustains",
+                    closes.words()
+                ),
+                None => closes.words(),
             };
             Finding {
                 rule_id: RuleId::EphemeralPortsExhausted,
@@ -98,7 +128,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 summary: format!(
                     "{src} -> {dest} holds {held} of {budget} ephemeral ports ({:.0} %), {} in TIME_WAIT; {headroom}",
                     ratio * 100.0,
-                    clock.count
+                    tw.len()
                 ),
                 hint: format!(
                     "Each connection to {dest} from {src} needs its own local port, and each close holds it for 60 s in TIME_WAIT; past {budget} ports connect() fails with EADDRNOTAVAIL. Fix: {}; spread over more source IPs or destination addresses; {}. Widening ip_local_port_range must not cover service ports (reserve them in ip_local_reserved_ports). tcp_fin_timeout does not shorten TIME_WAIT.",
@@ -136,13 +166,19 @@ pub fn cases() -> Vec<super::cases::Case> {
 #[cfg(test)]
 mod tests {
     use super::cases;
+    use crate::diag::Severity;
     use crate::diag::rules::{RuleId, cases::findings_of};
 
     #[test]
-    fn headroom_uses_the_recent_rate() {
+    fn headroom_is_judged_only_from_a_sustained_rate() {
+        // One snapshot: the share held and the closes within a window.
         let f = &findings_of(RuleId::EphemeralPortsExhausted, &cases()[0])[0];
-        // 850 closes in 9 s ~ 94/s, past 1000/60 ~ 17/s.
-        assert!(f.summary.contains("past the ~17/s"), "{}", f.summary);
+        assert!(
+            f.summary
+                .ends_with("(85 %), 850 in TIME_WAIT; 850 closes within the last ~9 s"),
+            "{}",
+            f.summary
+        );
         assert!(f.hint.contains("tcp_tw_reuse is 0 (off)"), "{}", f.hint);
         // Port 5432 is PostgreSQL: a pool, not HTTP keep-alive.
         assert!(
@@ -150,5 +186,24 @@ mod tests {
             "{}",
             f.hint
         );
+        // 150 closes every 2 s across 5 samples: 75/s sustained, past
+        // 1000 ports / 60 s.
+        let case = crate::diag::rules::cases::Case {
+            samples: crate::diag::rules::time_wait_client_churn::sampled(5, 4, 150, "40000 40999"),
+            ..crate::diag::rules::cases::fires("sustained", narrow_empty(), Severity::Warning)
+        };
+        let f = &findings_of(RuleId::EphemeralPortsExhausted, &case)[0];
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.summary.ends_with(
+                "~75 closes/s sustained (600 over 5 samples in 8.0 s), past the ~17/s the range sustains: connect() will fail with EADDRNOTAVAIL"
+            ),
+            "{}",
+            f.summary
+        );
+    }
+
+    fn narrow_empty() -> crate::model::Snapshot {
+        crate::diag::testkit::SnapBuilder::new().build()
     }
 }

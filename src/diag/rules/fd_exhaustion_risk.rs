@@ -33,6 +33,24 @@ pub struct FdEvidence {
     pub stale_socket_fds: usize,
 }
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let mut cw: BTreeMap<u32, usize> = BTreeMap::new();
     for g in ctx.groups.iter().filter(|g| g.owner == Owner::Process) {

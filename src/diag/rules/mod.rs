@@ -1,30 +1,12 @@
 //! The rules. Each lives in a module of its own holding what it detects,
 //! its typed evidence, its words (summary and hint), its `explain` text
-//! and its tests. [`RuleId`] and [`RuleId::doc`] are the one registry that
-//! `explain`, the JSON `rule_id`, the Prometheus `rule_id` label and the
-//! README's rule table all come from: a rule cannot exist without its
-//! documentation, and the registry test below fails for a rule that no
-//! test shows firing and staying silent.
-
-mod accept_queue_not_drained;
-mod close_wait;
-mod close_wait_eof_not_closed;
-mod close_wait_growing;
-mod close_wait_never_read;
-mod close_wait_unread_data;
-mod ephemeral_ports_exhausted;
-mod fd_exhaustion_risk;
-mod orphans_near_limit;
-mod stale_socket_fds;
-mod sysctl;
-mod sysctl_abort_on_overflow;
-mod sysctl_fin_timeout_myth;
-mod sysctl_keepalive_myth;
-mod sysctl_tcp_tw_recycle;
-mod time_wait;
-mod time_wait_buckets_full;
-mod time_wait_client_churn;
-mod time_wait_server_closes;
+//! and its tests, behind the [`Rule`] trait. The `rules!` list below is
+//! the one registry: [`RuleId`], [`RULES`], `explain`, the JSON `rule_id`,
+//! the Prometheus `rule_id` label and the README's rule table all come
+//! from it, so a new rule is its file and one line there. The registry
+//! test below fails for a rule that no test shows firing and staying
+//! silent. Family files (`close_wait`, `time_wait`, `sysctl`) are
+//! libraries their rules call; they name no rule.
 
 pub use accept_queue_not_drained::{AcceptQueueEvidence, ListenerEvidence};
 pub use close_wait::{CloseWaitEvidence, CloseWaitKind};
@@ -45,27 +27,6 @@ use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Every rule cwdiag raises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuleId {
-    CloseWaitEofNotClosed,
-    CloseWaitNeverRead,
-    CloseWaitUnreadData,
-    CloseWaitGrowing,
-    AcceptQueueNotDrained,
-    TimeWaitServerCloses,
-    TimeWaitClientChurn,
-    EphemeralPortsExhausted,
-    TimeWaitBucketsFull,
-    SysctlTcpTwRecycle,
-    SysctlFinTimeoutMyth,
-    SysctlKeepaliveMyth,
-    SysctlAbortOnOverflow,
-    OrphansNearLimit,
-    FdExhaustionRisk,
-    StaleSocketFds,
-}
-
 /// A rule's write-up, printed by `cwdiag explain RULE`.
 pub struct Doc {
     pub id: &'static str,
@@ -76,45 +37,79 @@ pub struct Doc {
     pub avoid: &'static str,
 }
 
-impl RuleId {
-    pub const ALL: [RuleId; 16] = [
-        RuleId::CloseWaitEofNotClosed,
-        RuleId::CloseWaitNeverRead,
-        RuleId::CloseWaitUnreadData,
-        RuleId::CloseWaitGrowing,
-        RuleId::AcceptQueueNotDrained,
-        RuleId::TimeWaitServerCloses,
-        RuleId::TimeWaitClientChurn,
-        RuleId::EphemeralPortsExhausted,
-        RuleId::TimeWaitBucketsFull,
-        RuleId::SysctlTcpTwRecycle,
-        RuleId::SysctlFinTimeoutMyth,
-        RuleId::SysctlKeepaliveMyth,
-        RuleId::SysctlAbortOnOverflow,
-        RuleId::OrphansNearLimit,
-        RuleId::FdExhaustionRisk,
-        RuleId::StaleSocketFds,
-    ];
+/// One rule: its write-up (whose `id` is the JSON `rule_id`), what it
+/// detects in a snapshot, and the cases that show it firing and staying
+/// silent. The rule decides each finding's severity in `detect`.
+pub trait Rule: Sync {
+    fn doc(&self) -> &'static Doc;
+    /// The rule's findings in one snapshot.
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding>;
+    /// Snapshots where it fires and healthy look-alikes where it stays
+    /// silent: the registry test runs every one.
+    #[cfg(test)]
+    fn cases(&self) -> Vec<cases::Case>;
+}
 
-    pub fn doc(self) -> &'static Doc {
-        match self {
-            RuleId::CloseWaitEofNotClosed => &close_wait_eof_not_closed::DOC,
-            RuleId::CloseWaitNeverRead => &close_wait_never_read::DOC,
-            RuleId::CloseWaitUnreadData => &close_wait_unread_data::DOC,
-            RuleId::CloseWaitGrowing => &close_wait_growing::DOC,
-            RuleId::AcceptQueueNotDrained => &accept_queue_not_drained::DOC,
-            RuleId::TimeWaitServerCloses => &time_wait_server_closes::DOC,
-            RuleId::TimeWaitClientChurn => &time_wait_client_churn::DOC,
-            RuleId::EphemeralPortsExhausted => &ephemeral_ports_exhausted::DOC,
-            RuleId::TimeWaitBucketsFull => &time_wait_buckets_full::DOC,
-            RuleId::SysctlTcpTwRecycle => &sysctl_tcp_tw_recycle::DOC,
-            RuleId::SysctlFinTimeoutMyth => &sysctl_fin_timeout_myth::DOC,
-            RuleId::SysctlKeepaliveMyth => &sysctl_keepalive_myth::DOC,
-            RuleId::SysctlAbortOnOverflow => &sysctl_abort_on_overflow::DOC,
-            RuleId::OrphansNearLimit => &orphans_near_limit::DOC,
-            RuleId::FdExhaustionRisk => &fd_exhaustion_risk::DOC,
-            RuleId::StaleSocketFds => &stale_socket_fds::DOC,
+/// The one list of rules: each line declares the rule's module, its
+/// [`RuleId`] variant and its entry in [`RULES`]. A rule module holds a
+/// `pub struct Def` implementing [`Rule`]: the compiler rejects a line
+/// without one, and the registry tests fail for a rule file without a
+/// line and for a rule whose findings carry another rule's id.
+macro_rules! rules {
+    ($($variant:ident => $module:ident,)*) => {
+        $(mod $module;)*
+
+        /// Every rule cwdiag raises, in catalogue order (the order of
+        /// [`RULES`], which is also the order findings of equal severity
+        /// and count are listed in).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RuleId {
+            $($variant,)*
         }
+
+        impl RuleId {
+            pub const ALL: [RuleId; [$(stringify!($variant),)*].len()] = [$(RuleId::$variant,)*];
+        }
+
+        /// Every rule, indexed by [`RuleId`].
+        pub static RULES: &[&dyn Rule] = &[$(&$module::Def,)*];
+    };
+}
+
+rules! {
+    CloseWaitEofNotClosed => close_wait_eof_not_closed,
+    CloseWaitNeverRead => close_wait_never_read,
+    CloseWaitUnreadData => close_wait_unread_data,
+    CloseWaitGrowing => close_wait_growing,
+    AcceptQueueNotDrained => accept_queue_not_drained,
+    TimeWaitServerCloses => time_wait_server_closes,
+    TimeWaitClientChurn => time_wait_client_churn,
+    EphemeralPortsExhausted => ephemeral_ports_exhausted,
+    TimeWaitBucketsFull => time_wait_buckets_full,
+    SysctlTcpTwRecycle => sysctl_tcp_tw_recycle,
+    SysctlFinTimeoutMyth => sysctl_fin_timeout_myth,
+    SysctlKeepaliveMyth => sysctl_keepalive_myth,
+    SysctlAbortOnOverflow => sysctl_abort_on_overflow,
+    OrphansNearLimit => orphans_near_limit,
+    FdExhaustionRisk => fd_exhaustion_risk,
+    StaleSocketFds => stale_socket_fds,
+}
+
+/// Libraries the rules of one family call (shared evidence, readings and
+/// words); they name no rule.
+mod close_wait;
+mod sysctl;
+mod time_wait;
+
+impl RuleId {
+    /// The rule's registry entry.
+    pub fn rule(self) -> &'static dyn Rule {
+        RULES[self as usize]
+    }
+
+    /// The rule's write-up.
+    pub fn doc(self) -> &'static Doc {
+        self.rule().doc()
     }
 
     /// The kebab-case id (`close-wait-never-read`).
@@ -194,6 +189,8 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     pub budget: u32,
     pub filter: &'a crate::filter::Filter,
+    /// Closes measured across samples, when there were samples.
+    pub sampled: Option<&'a crate::diag::closes::SampledCloses>,
 }
 
 impl Ctx<'_> {
@@ -224,37 +221,7 @@ impl Ctx<'_> {
 /// Every single-snapshot rule, in catalogue order. Growth is judged over
 /// samples by [`growing`].
 pub fn run(ctx: &Ctx) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for kind in [
-        CloseWaitKind::EofNotClosed,
-        CloseWaitKind::NeverRead,
-        CloseWaitKind::UnreadData,
-    ] {
-        out.extend(close_wait::detect(ctx, kind));
-    }
-    out.extend(accept_queue_not_drained::detect(ctx));
-    out.extend(time_wait::detect(ctx));
-    out.extend(ephemeral_ports_exhausted::detect(ctx));
-    out.extend(time_wait_buckets_full::detect(ctx));
-    out.extend(sysctl_tcp_tw_recycle::detect(ctx));
-    out.extend(sysctl_fin_timeout_myth::detect(ctx));
-    out.extend(sysctl_keepalive_myth::detect(ctx));
-    out.extend(sysctl_abort_on_overflow::detect(ctx));
-    out.extend(orphans_near_limit::detect(ctx));
-    out.extend(fd_exhaustion_risk::detect(ctx));
-    out.extend(stale_socket_fds::detect(ctx));
-    out
-}
-
-/// Severity by count against the CLOSE_WAIT thresholds.
-pub(crate) fn close_wait_severity(count: usize, p: &Policy) -> Severity {
-    if count >= p.close_wait_crit {
-        Severity::Critical
-    } else if count >= p.close_wait_warn {
-        Severity::Warning
-    } else {
-        Severity::Info
-    }
+    RULES.iter().flat_map(|r| r.detect(ctx)).collect()
 }
 
 /// The write-up `cwdiag explain RULE_ID` prints.
@@ -333,34 +300,24 @@ pub(crate) mod cases {
     }
 
     pub fn of(id: RuleId) -> Vec<Case> {
-        match id {
-            RuleId::CloseWaitEofNotClosed => close_wait_eof_not_closed::cases(),
-            RuleId::CloseWaitNeverRead => close_wait_never_read::cases(),
-            RuleId::CloseWaitUnreadData => close_wait_unread_data::cases(),
-            RuleId::CloseWaitGrowing => close_wait_growing::cases(),
-            RuleId::AcceptQueueNotDrained => accept_queue_not_drained::cases(),
-            RuleId::TimeWaitServerCloses => time_wait_server_closes::cases(),
-            RuleId::TimeWaitClientChurn => time_wait_client_churn::cases(),
-            RuleId::EphemeralPortsExhausted => ephemeral_ports_exhausted::cases(),
-            RuleId::TimeWaitBucketsFull => time_wait_buckets_full::cases(),
-            RuleId::SysctlTcpTwRecycle => sysctl_tcp_tw_recycle::cases(),
-            RuleId::SysctlFinTimeoutMyth => sysctl_fin_timeout_myth::cases(),
-            RuleId::SysctlKeepaliveMyth => sysctl_keepalive_myth::cases(),
-            RuleId::SysctlAbortOnOverflow => sysctl_abort_on_overflow::cases(),
-            RuleId::OrphansNearLimit => orphans_near_limit::cases(),
-            RuleId::FdExhaustionRisk => fd_exhaustion_risk::cases(),
-            RuleId::StaleSocketFds => stale_socket_fds::cases(),
-        }
+        id.rule().cases()
     }
 
     /// The findings of `id` for a case: classify every sample, and judge
     /// growth over them when there are several.
     pub fn findings_of(id: RuleId, case: &Case) -> Vec<Finding> {
         let filter = crate::filter::Filter::default();
+        // As `scan --samples` does: closes measured across the samples.
+        let mut closes = crate::diag::closes::SampledCloses::default();
         let reports: Vec<_> = case
             .samples
             .iter()
-            .map(|s| crate::diag::classify(s, &filter, &case.policy))
+            .map(|s| {
+                let listen = crate::diag::group::listen_ports(s);
+                closes.observe(s, |_| true, |x| crate::diag::group::direction(x, &listen));
+                let sampled = (case.samples.len() > 1).then_some(&closes);
+                crate::diag::classify_sampled(s, &filter, &case.policy, sampled)
+            })
             .collect();
         let mut all =
             crate::diag::growth::findings(&crate::diag::growth::series(&reports), &reports);
@@ -430,6 +387,34 @@ mod tests {
             "README rule table is out of date; it should read:\n{}",
             markdown_table()
         );
+    }
+
+    /// A rule file left out of the list is not even compiled: every file
+    /// here that holds a write-up must be in the list.
+    #[test]
+    fn every_rule_file_is_in_the_list() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/diag/rules");
+        let listed: Vec<&str> = RULES.iter().map(|r| r.doc().id).collect();
+        let mut files = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if path.ends_with("mod.rs") || !text.contains("pub const DOC: Doc = Doc {") {
+                continue;
+            }
+            files += 1;
+            let stem = path
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .replace('_', "-");
+            assert!(
+                listed.contains(&stem.as_str()),
+                "{}: a rule file with no line in `rules!`",
+                path.display()
+            );
+        }
+        assert_eq!(files, RULES.len(), "one rule file per listed rule");
     }
 
     #[test]

@@ -15,6 +15,24 @@ pub const DOC: Doc = Doc {
     avoid: "Never lower tcp_max_orphans; do not blame TIME_WAIT (a separate counter).",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let (Some(orphans), Some(max)) = (
         ctx.host.counter(Counter::SockstatOrphans),
@@ -52,5 +70,15 @@ pub fn cases() -> Vec<super::cases::Case> {
     vec![
         fires("850 of 1000", with(850), Severity::Warning),
         silent("12 of 1000", with(12)),
+        // The look-alike: a host finishing as many closes, but in TIME_WAIT
+        // (sockstat's `tw`), which are not orphans and have their own limit.
+        silent(
+            "900 TIME_WAIT and 3 orphans",
+            SnapBuilder::new()
+                .sysctl("net.ipv4.tcp_max_orphans", "1000")
+                .counter("sockstat.TCP.orphan", 3)
+                .counter("sockstat.TCP.tw", 900)
+                .build(),
+        ),
     ]
 }

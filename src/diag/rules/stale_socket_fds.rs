@@ -41,6 +41,24 @@ fn busiest_peer(ctx: &Ctx, pid: u32) -> Option<(Endpoint, usize)> {
     p.peer_connections.first().map(|c| (c.peer, c.count))
 }
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     ctx.snap
         .processes

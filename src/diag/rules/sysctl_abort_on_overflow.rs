@@ -15,6 +15,24 @@ pub const DOC: Doc = Doc {
     avoid: "ip-sysctl warns it can harm clients.",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     if ctx.host.sysctl_u64(Sysctl::TcpAbortOnOverflow) != Some(1) {
         return Vec::new();

@@ -20,6 +20,24 @@ pub const DOC: Doc = Doc {
     avoid: "Do not expect any sysctl to shorten TIME_WAIT on upstream kernels.",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let tw = ctx.state_count(TcpState::TimeWait);
     let Some(fin) = ctx.host.sysctl_u64(Sysctl::TcpFinTimeout) else {

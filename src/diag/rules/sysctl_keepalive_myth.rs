@@ -20,6 +20,24 @@ pub const DOC: Doc = Doc {
     avoid: "Do not treat keepalive as a CLOSE_WAIT fix: it hides the leak.",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let cw = ctx.state_count(TcpState::CloseWait);
     let Some(ka) = ctx.host.sysctl_u64(Sysctl::TcpKeepaliveTime) else {

@@ -1,13 +1,14 @@
 //! What the two TIME_WAIT rules share: TIME_WAIT per local listening
 //! port (this host closed first as the server) and per destination (this
-//! host closed first as the client), with close rates read from the
-//! remaining times.
+//! host closed first as the client), with the closes they show (counted
+//! within a window by the remaining times, or measured across samples:
+//! see `diag/closes.rs`).
 
-use super::Finding;
-use super::{Ctx, Evidence, RuleId};
-use crate::diag::group::{TimeWaitClock, direction, round3};
-use crate::diag::types::{Direction, Severity};
-use crate::model::{Socket, TcpState};
+use super::Ctx;
+use crate::diag::closes::{CloseKey, Closes};
+use crate::diag::group::{direction as direction_of, left_s, round3};
+use crate::diag::types::Direction;
+use crate::model::{Endpoint, Socket, TcpState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -22,10 +23,8 @@ pub struct TimeWaitEvidence {
     pub peer: Option<String>,
     /// Sockets by seconds left: [0,10) .. [50,60].
     pub time_wait_left_s: [usize; 6],
-    /// Closes per second over the span the remaining times cover.
-    pub close_rate_per_s: f64,
-    /// Closes per second over the last 10 s.
-    pub last_10s_close_rate_per_s: f64,
+    /// The closes, the window they were counted in and how.
+    pub closes: Closes,
     /// Outbound: ephemeral ports per destination, and the share in use.
     pub port_budget: Option<u32>,
     pub port_ratio: Option<f64>,
@@ -34,87 +33,88 @@ pub struct TimeWaitEvidence {
     pub peer_service: Option<crate::diag::listener::PeerService>,
 }
 
-pub fn detect(ctx: &Ctx) -> Vec<Finding> {
-    let mut agg: BTreeMap<(Direction, u16, Option<String>), Vec<&Socket>> = BTreeMap::new();
+/// The TIME_WAIT sockets of one direction, grouped per local listening
+/// port (inbound) or destination (outbound), for groups of at least the
+/// TIME_WAIT threshold.
+pub struct Churn {
+    pub evidence: TimeWaitEvidence,
+}
+
+/// The closes towards (or on) one key: measured across samples when
+/// there were samples, else counted by the remaining times of `socks`.
+pub fn closes_of<'a>(
+    ctx: &Ctx,
+    take: impl Fn(&CloseKey) -> bool,
+    socks: impl IntoIterator<Item = &'a Socket>,
+) -> Closes {
+    ctx.sampled
+        .and_then(|m| m.closes(take))
+        .unwrap_or_else(|| Closes::from_timers(socks))
+}
+
+/// Ports the closes would hold at the rate sustained across samples, as
+/// a share of `budget`; None without a sustained measurement.
+pub fn projected_ratio(c: &Closes, hold_s: u32, budget: u32) -> Option<f64> {
+    let r = c.sustained_per_s?;
+    (budget > 0).then(|| (r * f64::from(hold_s)).min(f64::from(budget)) / f64::from(budget))
+}
+
+pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
+    let mut agg: BTreeMap<(u16, Option<Endpoint>), Vec<&Socket>> = BTreeMap::new();
     for s in ctx
         .selected
         .iter()
         .filter(|s| s.state == TcpState::TimeWait)
     {
-        let d = direction(s, ctx.listen_ports);
+        let d = direction_of(s, ctx.listen_ports);
+        if d != direction {
+            continue;
+        }
         let key = match d {
-            Direction::Inbound => (d, s.local.port(), None),
-            Direction::Outbound => (d, s.peer.port(), Some(s.peer.to_string())),
+            Direction::Inbound => (s.local.port(), None),
+            Direction::Outbound => (s.peer.port(), Some(s.peer)),
         };
         agg.entry(key).or_default().push(s);
     }
     agg.into_iter()
         .filter(|(_, socks)| socks.len() >= ctx.policy.time_wait_warn)
-        .map(|((direction, port, peer), socks)| {
-            let clock = TimeWaitClock::of(socks.iter().copied());
+        .map(|((port, peer), socks)| {
+            let closes = closes_of(
+                ctx,
+                |k| k.0 == direction && k.2 == port && k.3 == peer,
+                socks.iter().copied(),
+            );
             let outbound = direction == Direction::Outbound;
             let ratio = (outbound && ctx.budget > 0)
-                .then(|| round3(clock.count as f64 / f64::from(ctx.budget)));
-            let e = TimeWaitEvidence {
-                state: TcpState::TimeWait,
-                count: clock.count,
-                direction,
-                port,
-                peer,
-                time_wait_left_s: clock.left_s,
-                close_rate_per_s: round3(clock.rate_per_s()),
-                last_10s_close_rate_per_s: round3(clock.last_10s_rate_per_s()),
-                port_budget: outbound.then_some(ctx.budget),
-                port_ratio: ratio,
-                peer_service: socks
-                    .first()
-                    .filter(|_| outbound)
-                    .and_then(|s| crate::diag::listener::PeerService::of(ctx.snap, s.peer)),
-            };
-            let (rule_id, severity, summary, hint) = if outbound {
-                // Critical when the ports held now near the budget; a
-                // warning also when the recent close rate would hold half
-                // of it after a whole TIME_WAIT length. Churn well inside
-                // the budget is worth knowing, not a page.
-                let rate = clock.rate_per_s().max(clock.last_10s_rate_per_s());
-                let loopback = e
-                    .peer
-                    .as_deref()
-                    .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
-                    .is_some_and(|a| a.ip().is_loopback());
-                let hold = port_hold_s(ctx, loopback);
-                let steady =
-                    (ctx.budget > 0).then(|| rate * f64::from(hold) / f64::from(ctx.budget));
-                let at = |r: Option<f64>, limit: f64| r.is_some_and(|r| r >= limit);
-                let severity = if at(ratio, ctx.policy.port_ratio_crit) {
-                    Severity::Critical
-                } else if at(ratio, ctx.policy.port_ratio_warn)
-                    || at(steady, ctx.policy.port_ratio_warn)
-                {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                };
-                let (s, h) = super::time_wait_client_churn::words(&e, ctx);
-                (RuleId::TimeWaitClientChurn, severity, s, h)
-            } else {
-                let (s, h) = super::time_wait_server_closes::words(&e);
-                (RuleId::TimeWaitServerCloses, Severity::Info, s, h)
-            };
-            Finding {
-                rule_id,
-                severity,
-                summary,
-                evidence: Evidence::TimeWait(e),
-                hint,
+                .then(|| round3(socks.len() as f64 / f64::from(ctx.budget)));
+            Churn {
+                evidence: TimeWaitEvidence {
+                    state: TcpState::TimeWait,
+                    count: socks.len(),
+                    direction,
+                    port,
+                    peer: peer.map(|p| p.to_string()),
+                    time_wait_left_s: left_s(socks.iter().copied()),
+                    closes,
+                    port_budget: outbound.then_some(ctx.budget),
+                    port_ratio: ratio,
+                    peer_service: peer
+                        .filter(|_| outbound)
+                        .and_then(|p| crate::diag::listener::PeerService::of(ctx.snap, p)),
+                },
             }
         })
         .collect()
 }
 
-/// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
-/// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
-/// connect(), and needs TCP timestamps.
+/// Is the destination of this evidence a loopback address?
+pub fn towards_loopback(e: &TimeWaitEvidence) -> bool {
+    e.peer
+        .as_deref()
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|a| a.ip().is_loopback())
+}
+
 /// Seconds a local port stays unusable after a close towards this
 /// destination: 1 when tcp_tw_reuse applies (1, or the default 2 towards
 /// loopback, with timestamps on), else the whole TIME_WAIT.
@@ -133,6 +133,9 @@ pub fn port_hold_s(ctx: &Ctx, loopback: bool) -> u32 {
     }
 }
 
+/// What `tcp_tw_reuse` does on this host, for 0, 1 and 2 (ip-sysctl.rst;
+/// `tcp_ipv4.c:tcp_twsk_unique`): it only ever applies to outgoing
+/// connect(), and needs TCP timestamps.
 pub fn tw_reuse_words(ctx: &Ctx, loopback: bool) -> String {
     use crate::diag::host::Sysctl;
     let reuse = ctx.host.sysctl_u64(Sysctl::TcpTwReuse);

@@ -16,6 +16,24 @@ pub const DOC: Doc = Doc {
     avoid: "ip-sysctl: 'you must not lower the limit'. Lowering it to get rid of TIME_WAIT trades a harmless state for lost protection.",
 };
 
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let tw = ctx.state_count(TcpState::TimeWait);
     let Some(max) = ctx

@@ -1,8 +1,9 @@
 //! `time-wait-server-closes`: TIME_WAIT on a local listening port: this
 //! host's server closed first.
 
-use super::Doc;
-use super::time_wait::TimeWaitEvidence;
+use super::time_wait::{TimeWaitEvidence, groups};
+use super::{Ctx, Doc, Evidence, Finding, RuleId};
+use crate::diag::types::{Direction, Severity};
 
 pub const DOC: Doc = Doc {
     id: "time-wait-server-closes",
@@ -13,11 +14,49 @@ pub const DOC: Doc = Doc {
     avoid: "Do not lower tcp_fin_timeout (it does not change TIME_WAIT) or tcp_max_tw_buckets; tcp_tw_recycle was removed in Linux 4.12; tcp_tw_reuse only applies to outgoing connects.",
 };
 
+/// One finding per local listening port, always info: TIME_WAIT on a
+/// server port costs no ephemeral ports.
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    groups(ctx, Direction::Inbound)
+        .into_iter()
+        .map(|g| {
+            let (summary, hint) = words(&g.evidence);
+            Finding {
+                rule_id: RuleId::TimeWaitServerCloses,
+                severity: Severity::Info,
+                summary,
+                evidence: Evidence::TimeWait(g.evidence),
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The rule's registry entry.
+pub struct Def;
+
+impl super::Rule for Def {
+    fn doc(&self) -> &'static Doc {
+        &DOC
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Vec<Finding> {
+        detect(ctx)
+    }
+
+    #[cfg(test)]
+    fn cases(&self) -> Vec<super::cases::Case> {
+        cases()
+    }
+}
+
 pub fn words(e: &TimeWaitEvidence) -> (String, String) {
     (
         format!(
-            "{} TIME_WAIT sockets on local port {}: this host closed them first (~{:.0} closes/s)",
-            e.count, e.port, e.close_rate_per_s
+            "{} TIME_WAIT sockets on local port {}: this host closed them first ({})",
+            e.count,
+            e.port,
+            e.closes.words()
         ),
         format!(
             "The server on port {} closes first, so it keeps TIME_WAIT for a fixed 60 s. That costs the server no ports and is usually harmless; watch tcp_max_tw_buckets. To reduce it, keep client connections alive or let clients close first. tcp_fin_timeout does not shorten TIME_WAIT, and tcp_tw_reuse only affects outgoing connects.",
