@@ -206,6 +206,12 @@ impl PeerService {
                 "{}; that is set in its configuration ({c}), not on its command line.",
                 service.idle_close_setting()
             ),
+            // redis-server replaces its argv with its address
+            // (redisSetProcTitle), so a `--timeout` given there is gone.
+            (None, None) if service == Service::Redis => format!(
+                "{}; redis-server rewrites its command line, so the value cannot be read there (`CONFIG GET timeout` shows it).",
+                service.idle_close_setting()
+            ),
             (None, None) => format!(
                 "{}; its command line does not set it, so its configuration or the default applies.",
                 service.idle_close_setting()
@@ -632,5 +638,27 @@ mod tests {
         let w = ps.closer_words();
         assert!(w.contains("in network namespace peerdb"), "{w}");
         assert!(!w.contains('\x1b'), "{w}");
+    }
+
+    #[test]
+    fn a_retitled_redis_is_not_said_to_lack_the_setting() {
+        let mut snap = SnapBuilder::new()
+            .listen("127.0.0.1:6390", Some(7), 0, 80)
+            .build();
+        snap.processes.insert(
+            7,
+            proc_with(
+                "redis-server",
+                "/usr/bin/redis-server",
+                &["redis-server *:6390"],
+            ),
+        );
+        let ps = PeerService::of(&snap, snap.sockets[0].local).unwrap();
+        assert_eq!(ps.name, "Redis");
+        let w = ps.closer_words();
+        assert!(
+            w.contains("CONFIG GET timeout") && !w.contains("does not set it"),
+            "{w}"
+        );
     }
 }

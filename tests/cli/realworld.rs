@@ -970,7 +970,9 @@ fn requests_session_behind_nginx_keepalive_timeout_is_an_idle_pool_at_info() {
         assert!(ss_close_wait_to(8080).iter().all(|s| s.recv_q == 1));
         let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
         assert_eq!(f["severity"], "info", "{f:#}");
-        assert_eq!(e["service"], "HTTP", "{f:#}");
+        // nginx is on this host: its listener names it, not the port.
+        assert_eq!(e["service"], "nginx", "{f:#}");
+        assert_eq!(e["peer_service"]["source"], "listener", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
         assert!(
             hint.contains("urllib3") && hint.contains("requests"),
@@ -1239,7 +1241,12 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
         assert!(hint.contains("1 socket fits a bounded pool"), "{hint}");
         assert!(!hint.contains("restart"), "{hint}");
         assert_eq!(f["evidence"]["runtime"], "JVM", "{f:#}");
-        assert_eq!(f["evidence"]["service"], "HTTP", "{f:#}");
+        // The IPv4-mapped peer is nginx's 127.0.0.1 listener.
+        assert_eq!(f["evidence"]["service"], "nginx", "{f:#}");
+        assert_eq!(
+            f["evidence"]["peer_service"]["listener"], "127.0.0.1:8080",
+            "{f:#}"
+        );
     });
 }
 
