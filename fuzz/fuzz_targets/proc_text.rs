@@ -1,8 +1,9 @@
 //! The text parsers of /proc files: netstat/snmp pairs, sockstat, cgroup
-//! paths and container ids, and the inode columns of /proc/net tables.
+//! paths and container ids, the inode columns of /proc/net tables, fd
+//! links, `/proc/PID/stat` parents and NUL-separated command lines.
 #![no_main]
 
-use cwdiag::collect::{counters, procinfo};
+use cwdiag::collect::{counters, holders, identity, procfs, procinfo, stale};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,4 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = procinfo::inode_column(&text, Some(9));
     let _ = procinfo::inode_column(&text, Some(6));
     let _ = procinfo::inode_column(&text, None);
+    let _ = stale::parse_sockstat_tcp(&text);
+    let _ = procfs::socket_inode(data);
+    let _ = holders::parse_ppid(data);
+    let _ = identity::split_cmdline(data);
 });

@@ -1,11 +1,13 @@
 //! `cwdiag assert`: limits for CI, exit 0 within them and 1 when one is
 //! broken.
 
-use super::{Collected, collect_selected, filter_of, json_output, per_namespace_text, sample};
+use super::pipeline::Pipeline;
+use super::{Collected, filter_of, json_output, per_namespace_text};
 use crate::cli::AssertArgs;
 use crate::collect::{self, Attribute, Plan};
+use crate::diag::Policy;
 use crate::diag::limits::{self as assertion, Limits};
-use crate::diag::{self as classify, Policy};
+use crate::model::Snapshot;
 use crate::output::emit;
 use anyhow::Result;
 use std::process::ExitCode;
@@ -58,29 +60,38 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
     } else {
         Attribute::Nothing
     };
-    let policy = Policy::default();
+    let mut pipeline = Pipeline {
+        filter,
+        plan,
+        policy: Policy::default(),
+    };
     let mut outcomes = Vec::new();
     let c = if args.sampling.samples > 1 {
-        let (reports, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let (reports, c) = pipeline.sample(&args.source, &args.sampling)?;
         let series = crate::diag::growth::series(&reports);
         if let Some(last) = reports.last() {
             outcomes.push(assertion::evaluate(last, &limits, &series));
         }
         c
     } else {
-        let c = collect_selected(&args.source, &plan, None, &filter)?;
-        plan.proc_root = args.source.proc_root.clone();
+        let c = pipeline.collect(&args.source, None)?;
+        pipeline.plan.proc_root = args.source.proc_root.clone();
         for snap in &c.snapshots {
             let mut snap = snap.clone();
-            let mut outcome =
-                assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
-            if !outcome.ok && plan.attribute == Attribute::Nothing && args.source.from.is_none() {
+            let judge = |p: &Pipeline, snap: &Snapshot| {
+                let report = &p.classify(std::slice::from_ref(snap))[0];
+                assertion::evaluate(report, &limits, &[])
+            };
+            let mut outcome = judge(&pipeline, &snap);
+            if !outcome.ok
+                && pipeline.plan.attribute == Attribute::Nothing
+                && args.source.from.is_none()
+            {
                 // Name the offenders: attribute now that we know it is worth it.
-                plan.attribute = Attribute::Default;
-                collect::attribute(&mut snap, &plan);
-                plan.attribute = Attribute::Nothing;
-                outcome =
-                    assertion::evaluate(&classify::classify(&snap, &filter, &policy), &limits, &[]);
+                pipeline.plan.attribute = Attribute::Default;
+                collect::attribute(&mut snap, &pipeline.plan);
+                pipeline.plan.attribute = Attribute::Nothing;
+                outcome = judge(&pipeline, &snap);
             }
             outcomes.push(outcome);
         }

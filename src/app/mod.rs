@@ -2,9 +2,9 @@
 //! and what the commands share: collection across namespaces, sampling,
 //! per-namespace output. Each command lives in its own module.
 
-use crate::cli::{Cli, ColorChoice, Command, SampleArgs, SelectArgs, SourceArgs};
+use crate::cli::{Cli, ColorChoice, Command, SelectArgs, SourceArgs};
 use crate::collect::{self, Plan};
-use crate::diag::{self as classify, Policy, Report};
+use crate::diag::{Policy, Report};
 use crate::filter::Filter;
 use crate::model::Snapshot;
 use crate::output::emit;
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 mod assert;
 mod kill;
+mod pipeline;
 mod scan;
 mod serve;
 mod snapshot;
@@ -365,7 +366,7 @@ fn prometheus(
     took: Option<std::time::Duration>,
     errors: u64,
 ) -> String {
-    let texts: Vec<String> = reports
+    let each: Vec<_> = reports
         .iter()
         .map(|r| {
             let opts = report::prometheus::PromOptions {
@@ -374,73 +375,8 @@ fn prometheus(
                 scan_errors: errors,
                 namespace: r.netns.as_ref().map(|n| n.name.clone()),
             };
-            report::prometheus::render(r, &opts)
+            (r, opts)
         })
         .collect();
-    if texts.len() == 1 {
-        texts.into_iter().next().unwrap_or_default()
-    } else {
-        report::prometheus::merge(&texts)
-    }
-}
-
-/// Takes `n` samples `interval` apart in one namespace (live only) and
-/// classifies each.
-/// Does the filter take this socket of `snap`?
-fn selected(snap: &crate::model::Snapshot, filter: &Filter, s: &crate::model::Socket) -> bool {
-    filter.matches(s, s.pid.and_then(|p| snap.processes.get(&p)))
-}
-
-fn listen_ports(snap: &crate::model::Snapshot) -> rustc_hash::FxHashSet<u16> {
-    classify::group::listen_ports(snap)
-}
-
-fn sample(
-    src: &SourceArgs,
-    plan: &Plan,
-    filter: &Filter,
-    policy: &Policy,
-    s: &SampleArgs,
-) -> Result<(Vec<Report>, Collected)> {
-    if src.from.is_some() || src.all_netns {
-        anyhow::bail!(
-            "--samples needs one live namespace: it cannot be used with --from or --all-netns"
-        );
-    }
-    let mut reports = Vec::new();
-    let mut warnings = Vec::new();
-    let mut selection = Vec::new();
-    let mut closes = classify::closes::SampledCloses::default();
-    for i in 0..s.samples {
-        if i > 0 {
-            std::thread::sleep(s.interval);
-        }
-        let c = collect_selected(src, plan, None, filter)?;
-        warnings.extend(c.warnings);
-        selection = c.selection;
-        for snap in &c.snapshots {
-            let listen = listen_ports(snap);
-            closes.observe(
-                snap,
-                |s| selected(snap, filter, s),
-                |s| classify::group::direction(s, &listen),
-            );
-            reports.push(classify::classify_sampled(
-                snap,
-                filter,
-                policy,
-                Some(&closes),
-            ));
-        }
-    }
-    warnings.dedup();
-    Ok((
-        reports,
-        Collected {
-            snapshots: Vec::new(),
-            warnings,
-            multi: false,
-            selection,
-        },
-    ))
+    report::prometheus::render_many(&each)
 }

@@ -1,13 +1,10 @@
 //! `cwdiag scan`: one report (or one per namespace) as a table, JSON or
 //! Prometheus text.
 
-use super::{
-    collect_selected, filter_of, json_output, per_namespace_text, policy_of, prometheus, sample,
-    style,
-};
+use super::pipeline::Pipeline;
+use super::{json_output, per_namespace_text, prometheus, style};
 use crate::cli::{ColorChoice, Format, ScanArgs};
-use crate::collect::{self, Attribute, Plan};
-use crate::diag::{self as classify, Policy};
+use crate::collect::{self, Attribute};
 use crate::output::emit;
 use crate::report;
 use anyhow::Result;
@@ -15,20 +12,16 @@ use std::process::ExitCode;
 
 pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let filter = filter_of(&args.select);
-    let mut plan = Plan::for_filter(&filter);
+    let mut pipeline = Pipeline::of(&args.select, &args.policy);
     if args.sockets {
-        plan.attribute = Attribute::All;
+        pipeline.plan.attribute = Attribute::All;
     }
-    let policy = Policy {
-        sockets: args.sockets,
-        ..policy_of(&args.policy)
-    };
+    pipeline.policy.sockets = args.sockets;
     let (reports, c) = if args.sampling.samples > 1 {
         if args.record.is_some() {
             anyhow::bail!("--record takes a single sample: drop --samples");
         }
-        let (samples, c) = sample(&args.source, &plan, &filter, &policy, &args.sampling)?;
+        let (samples, c) = pipeline.sample(&args.source, &args.sampling)?;
         let series = crate::diag::growth::series(&samples);
         let growth = crate::diag::growth::findings(&series, &samples);
         let mut last = samples
@@ -39,15 +32,7 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         last.growth = Some(series);
         (vec![last], c)
     } else {
-        let c = collect_selected(&args.source, &plan, args.record.as_deref(), &filter)?;
-        let t = std::time::Instant::now();
-        let reports = c
-            .snapshots
-            .iter()
-            .map(|s| classify::classify(s, &filter, &policy))
-            .collect();
-        collect::timing("classify", t);
-        (reports, c)
+        pipeline.reports(&args.source, args.record.as_deref())?
     };
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {

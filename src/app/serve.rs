@@ -1,9 +1,8 @@
 //! `cwdiag serve`: the Prometheus exposition over HTTP, scanned at scrape
 //! time.
 
-use super::{collect_selected, filter_of, policy_of, prometheus};
-use crate::collect::Plan;
-use crate::diag::{self as classify, Report};
+use super::pipeline::Pipeline;
+use super::prometheus;
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -12,9 +11,7 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
     if args.source.from.is_some() {
         anyhow::bail!("serve scans live at scrape time: --from is not supported");
     }
-    let filter = filter_of(&args.select);
-    let plan = Plan::for_filter(&filter);
-    let policy = policy_of(&args.policy);
+    let pipeline = Pipeline::of(&args.select, &args.policy);
     let errors = AtomicU64::new(0);
     // Selector warnings go to the log once each time they change: the
     // exposition format has no place for them.
@@ -22,7 +19,7 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
     let (source, top_k) = (args.source.clone(), args.top_k);
     let collect: crate::serve::Collect = Box::new(move || {
         let started = std::time::Instant::now();
-        let c = collect_selected(&source, &plan, None, &filter).inspect_err(|_| {
+        let c = pipeline.collect(&source, None).inspect_err(|_| {
             errors.fetch_add(1, Ordering::Relaxed);
         })?;
         if let Ok(mut said) = said.lock()
@@ -33,11 +30,7 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
             }
             *said = c.selection.clone();
         }
-        let reports: Vec<Report> = c
-            .snapshots
-            .iter()
-            .map(|s| classify::classify(s, &filter, &policy))
-            .collect();
+        let reports = pipeline.classify(&c.snapshots);
         Ok(prometheus(
             &reports,
             top_k,

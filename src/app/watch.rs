@@ -1,10 +1,10 @@
 //! `cwdiag watch`: a live view that redraws every interval and marks
 //! growing rows.
 
-use super::{collect_selected, filter_of, policy_of, style};
+use super::pipeline::Pipeline;
+use super::style;
 use crate::cli::ColorChoice;
-use crate::collect::Plan;
-use crate::diag::{self as classify, Report};
+use crate::diag::Report;
 use crate::output::emit;
 use crate::report;
 use anyhow::{Context, Result};
@@ -28,29 +28,21 @@ pub(super) fn watch(args: crate::cli::WatchArgs, color: ColorChoice) -> Result<E
     // terminal needs restoring (no raw mode, no alternate screen).
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
-    let filter = filter_of(&args.select);
-    let plan = Plan::for_filter(&filter);
-    let policy = policy_of(&args.policy);
+    let pipeline = Pipeline::of(&args.select, &args.policy);
     let st = style(color, args.top, true);
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut history: Vec<Report> = Vec::new();
     // Closes counted between consecutive samples, over the latest ones.
-    let mut closes = classify::closes::SampledCloses::keeping(WATCH_HISTORY);
+    let mut closes = crate::diag::closes::SampledCloses::keeping(WATCH_HISTORY);
     let mut n = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
-        let c = collect_selected(&args.source, &plan, None, &filter)?;
+        let c = pipeline.collect(&args.source, None)?;
         let snap = c
             .snapshots
             .first()
             .ok_or_else(|| anyhow::anyhow!("no namespace could be read"))?;
-        let listen = super::listen_ports(snap);
-        closes.observe(
-            snap,
-            |s| super::selected(snap, &filter, s),
-            |s| classify::group::direction(s, &listen),
-        );
-        let mut report = classify::classify_sampled(snap, &filter, &policy, Some(&closes));
+        let mut report = pipeline.classify_sampled(snap, &mut closes);
         report.warnings.extend(c.warnings);
         n += 1;
         if history.len() >= WATCH_HISTORY {

@@ -7,24 +7,21 @@
 //! router's full table can be large, and only the local leaves matter.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 
 /// Bytes read at most of each file.
 const CAP: usize = 4 * 1024 * 1024;
 
 /// The calling thread's namespace's addresses (under `proc_root`),
 /// sorted, without duplicates; a warning when a file was cut.
-pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> Vec<IpAddr> {
-    let net = super::net_dir(proc_root);
+pub fn read(proc: &super::procfs::ProcFs, warnings: &mut Vec<String>) -> Vec<IpAddr> {
+    let net = proc.net();
     let mut out = Vec::new();
     for (name, parse) in [
         ("fib_trie", parse_fib_trie as fn(&str) -> Vec<IpAddr>),
         ("if_inet6", parse_if_inet6),
     ] {
-        let path = net.join(name);
-        if let Ok(c) = super::fsread::read(&path, CAP) {
-            c.note(&path, CAP, warnings);
-            out.extend(parse(&c.text()));
+        if let Some(text) = proc.text(&format!("{net}/{name}"), CAP, warnings) {
+            out.extend(parse(&text));
         }
     }
     out.sort_unstable();

@@ -1,8 +1,8 @@
 //! Kernel TCP counters: `/proc/net/netstat` (TcpExt), `/proc/net/snmp`
 //! (Tcp) and `/proc/net/sockstat`. Parsing is pure and tested on samples.
 
+use super::procfs::ProcFs;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// TcpExt counters worth showing: the overflow, drop and abort counts
 /// the kernel keeps for the states cwdiag diagnoses (`net/ipv4/proc.c`,
@@ -78,10 +78,10 @@ pub fn parse_sockstat(text: &str) -> BTreeMap<String, u64> {
 
 /// Reads the counters of the network namespace of the calling thread;
 /// files cut at their size cap are named in `warnings`.
-pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {
-    let net = super::net_dir(proc_root);
+pub fn read(proc: &ProcFs, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {
+    let net = proc.net();
     let mut out = BTreeMap::new();
-    let mut text = |file: &str| super::fsread::small_text(&net.join(file), warnings);
+    let mut text = |file: &str| proc.small_text(&format!("{net}/{file}"), warnings);
     if let Some(t) = text("netstat") {
         let all = parse_header_value_pairs(&t);
         for k in TCP_EXT {

@@ -109,7 +109,8 @@ impl Destroyer {
 /// its effective set.
 pub fn has_net_admin(proc_root: &std::path::Path) -> bool {
     const CAP_NET_ADMIN: u32 = 12;
-    let Some(status) = super::fsread::small_text(&proc_root.join("self/status"), &mut Vec::new())
+    let Some(status) =
+        super::procfs::ProcFs::open(proc_root).small_text("self/status", &mut Vec::new())
     else {
         return false;
     };

@@ -76,6 +76,17 @@ pub fn read_at(dir: &rustix::fd::OwnedFd, path: &str, cap: usize) -> std::io::Re
     read_from(regular(fd, path)?, cap)
 }
 
+/// [`read_at`] of a link to follow (`PID/exe`): what it leads to must
+/// still be a regular file, opened without blocking.
+pub fn read_at_following(
+    dir: &rustix::fd::OwnedFd,
+    path: &str,
+    cap: usize,
+) -> std::io::Result<Capped> {
+    let fd = rustix::fs::openat(dir, path, FLAGS, Mode::empty())?;
+    read_from(regular(fd, path)?, cap)
+}
+
 /// Read-only, never blocking, never a controlling terminal, closed on exec.
 const FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NONBLOCK)

@@ -10,16 +10,15 @@
 //! each found by the walk on its own. The listeners that local CLOSE_WAIT
 //! sockets point at get their holders too: the server that closed them.
 
-use super::procmap::socket_inode;
+use super::procfs::ProcFs;
 use crate::model::{Snapshot, TcpState};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
 /// Processes read at most per listener port (a family larger than this
 /// is cut, and the evidence says so by what it lists).
 const MAX_FAMILY: usize = 256;
 
-pub fn find(snap: &mut Snapshot, proc_root: &Path) {
+pub fn find(snap: &mut Snapshot, proc: &ProcFs) {
     // Ports with children nobody accepted, and their listeners' owners.
     let troubled: HashSet<u16> = snap
         .sockets
@@ -57,7 +56,7 @@ pub fn find(snap: &mut Snapshot, proc_root: &Path) {
     if owners.is_empty() {
         return;
     }
-    let parents = parent_pids(proc_root);
+    let parents = parent_pids(proc);
     let mut family: HashSet<u32> = HashSet::new();
     for &o in &owners {
         family.insert(o);
@@ -92,19 +91,10 @@ pub fn find(snap: &mut Snapshot, proc_root: &Path) {
     let mut shared: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     let mut comms: Vec<u32> = Vec::new();
     for &pid in family.iter().take(MAX_FAMILY) {
-        let Ok(dir) = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
+        let Some(fds) = proc.socket_fds(pid) else {
             continue;
         };
-        for e in dir.flatten() {
-            let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Some(ino) = std::fs::read_link(e.path())
-                .ok()
-                .and_then(|l| socket_inode(l.as_os_str().as_encoded_bytes()))
-            else {
-                continue;
-            };
+        for (fd, ino) in fds {
             let Some(&i) = wanted.get(&ino) else { continue };
             let s = &mut snap.sockets[i];
             if s.state == TcpState::Listen {
@@ -128,27 +118,17 @@ pub fn find(snap: &mut Snapshot, proc_root: &Path) {
     for pid in comms {
         snap.processes
             .entry(pid)
-            .or_insert_with(|| crate::model::Process::named(read_comm(proc_root, pid)));
+            .or_insert_with(|| crate::model::Process::named(proc.comm(pid).unwrap_or_default()));
     }
     snap.listener_holders = shared;
 }
 
-/// The comm of `pid` (at most 64 bytes: the kernel's is 16).
-fn read_comm(proc_root: &Path, pid: u32) -> String {
-    super::fsread::read(&proc_root.join(format!("{pid}/comm")), 64)
-        .map(|c| c.text().trim_end().to_string())
-        .unwrap_or_default()
-}
-
 /// pid -> parent pid, from /proc/PID/stat (the field after the comm).
-fn parent_pids(proc_root: &Path) -> HashMap<u32, u32> {
-    let Ok(dir) = std::fs::read_dir(proc_root) else {
-        return HashMap::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = super::fsread::read(&e.path().join("stat"), 1024).ok()?;
+fn parent_pids(proc: &ProcFs) -> HashMap<u32, u32> {
+    proc.pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = proc.read(&format!("{pid}/stat"), 1024).ok()?;
             Some((pid, parse_ppid(&stat.bytes)?))
         })
         .collect()

@@ -7,12 +7,11 @@
 //! locked, and a user lookup may ask a directory service: the reads run on
 //! a helper thread that the collection waits for a bounded time only.
 
+use super::procfs::ProcFs;
 use crate::model::{CMDLINE_MAX, Process};
 use procfs_core::{FromBufReadSI, FromRead};
-use rustix::fd::OwnedFd;
-use rustix::fs::{CWD, Mode, OFlags, openat, readlinkat_raw};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// How long the collection waits for the owners' details.
@@ -69,15 +68,19 @@ pub fn within<T: Send + 'static>(
 /// The details of `pids` under `proc_root`, read within [`DEADLINE`];
 /// `None` when that was not enough.
 pub fn identify(proc_root: &Path, pids: Vec<u32>) -> Option<Vec<(u32, Identity)>> {
-    let root: PathBuf = proc_root.to_path_buf();
+    identify_in(ProcFs::open(proc_root), pids)
+}
+
+/// [`identify`], reading `proc`.
+pub fn identify_in(proc: ProcFs, pids: Vec<u32>) -> Option<Vec<(u32, Identity)>> {
     within(DEADLINE, move || {
-        let Ok(dir) = open_root(&root) else {
+        if !proc.is_open() {
             return Vec::new();
-        };
-        let clock = Clock::read(&dir);
+        }
+        let clock = Clock::read(&proc);
         let mut users = Users::default();
         pids.into_iter()
-            .map(|pid| (pid, read(&dir, pid, &clock, &mut users)))
+            .map(|pid| (pid, read(&proc, pid, &clock, &mut users)))
             .collect()
     })
 }
@@ -89,7 +92,7 @@ struct Clock {
 }
 
 impl Clock {
-    fn read(root: &OwnedFd) -> Clock {
+    fn read(proc: &ProcFs) -> Clock {
         let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);
         let info = procfs_core::ExplicitSystemInfo {
             boot_time_secs: 0,
@@ -97,8 +100,10 @@ impl Clock {
             page_size: 4096,
             is_little_endian: cfg!(target_endian = "little"),
         };
-        let boot_secs = read_capped(root, "stat", PROC_STAT_MAX)
-            .and_then(|(b, _)| procfs_core::KernelStats::from_buf_read(&b[..], &info).ok())
+        let boot_secs = proc
+            .read("stat", PROC_STAT_MAX)
+            .ok()
+            .and_then(|c| procfs_core::KernelStats::from_buf_read(&c.bytes[..], &info).ok())
             .map(|k| k.btime);
         Clock {
             boot_secs,
@@ -133,39 +138,31 @@ impl Users {
     }
 }
 
-fn read(root: &OwnedFd, pid: u32, clock: &Clock, users: &mut Users) -> Identity {
+fn read(proc: &ProcFs, pid: u32, clock: &Clock, users: &mut Users) -> Identity {
     let mut id = Identity::default();
-    let Ok(dir) = open_dir(root, pid.to_string()) else {
+    if proc.pid_dir(pid).is_err() {
         return id;
-    };
-    if let Some((bytes, truncated)) = read_capped(&dir, "cmdline", CMDLINE_MAX) {
-        // Kernel threads have an empty command line: leave it unknown.
-        id.cmdline = Some(split_cmdline(&bytes)).filter(|a| !a.is_empty());
-        id.cmdline_truncated = truncated && id.cmdline.is_some();
     }
-    id.exe = read_exe(&dir);
-    if let Some((b, _)) = read_capped(&dir, "status", SMALL_FILE_MAX)
-        && let Ok(st) = procfs_core::process::Status::from_read(&b[..])
+    if let Ok(c) = proc.read(&format!("{pid}/cmdline"), CMDLINE_MAX) {
+        // Kernel threads have an empty command line: leave it unknown.
+        id.cmdline = Some(split_cmdline(&c.bytes)).filter(|a| !a.is_empty());
+        id.cmdline_truncated = c.truncated && id.cmdline.is_some();
+    }
+    id.exe = proc.link(&format!("{pid}/exe"));
+    if let Ok(c) = proc.read(&format!("{pid}/status"), SMALL_FILE_MAX)
+        && let Ok(st) = procfs_core::process::Status::from_read(&c.bytes[..])
     {
         id.uid = Some(st.euid);
         id.ppid = u32::try_from(st.ppid).ok();
         id.user = users.name(st.euid);
     }
-    if let Some((b, _)) = read_capped(&dir, "stat", SMALL_FILE_MAX)
-        && let Ok(st) = procfs_core::process::Stat::from_read(&b[..])
+    if let Ok(c) = proc.read(&format!("{pid}/stat"), SMALL_FILE_MAX)
+        && let Ok(st) = procfs_core::process::Stat::from_read(&c.bytes[..])
     {
         id.started_at_ms = clock.at(st.starttime);
         id.ppid = id.ppid.or(u32::try_from(st.ppid).ok());
     }
     id
-}
-
-/// The target of `/proc/PID/exe` (at most `PATH_MAX` bytes), `None` when
-/// it cannot be read (kernel threads, another user's process).
-pub fn read_exe(dir: &OwnedFd) -> Option<String> {
-    let mut buf = [0u8; 4096];
-    let n = readlinkat_raw(dir, "exe", &mut buf[..]).ok()?;
-    (n > 0 && n < buf.len()).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// argv from the NUL-separated `cmdline`; NULs a process left after
@@ -179,54 +176,6 @@ pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
         args.pop();
     }
     args
-}
-
-/// Opens the proc root the user chose (which may be a symlink).
-pub fn open_root(root: &Path) -> rustix::io::Result<OwnedFd> {
-    openat(
-        CWD,
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// Opens a directory relative to `at`, without following a symlink.
-pub fn open_dir(
-    at: impl rustix::fd::AsFd,
-    path: impl rustix::path::Arg,
-) -> rustix::io::Result<OwnedFd> {
-    openat(
-        at,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// Reads at most `max` bytes of `name` in `dir`; true when there was more.
-pub fn read_capped(dir: &OwnedFd, name: &str, max: usize) -> Option<(Vec<u8>, bool)> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = vec![0u8; max + 1];
-    let mut n = 0;
-    while n < buf.len() {
-        match rustix::io::read(&fd, &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) if n > 0 => break,
-            Err(_) => return None,
-        }
-    }
-    let truncated = n > max;
-    buf.truncate(n.min(max));
-    Some((buf, truncated))
 }
 
 #[cfg(test)]

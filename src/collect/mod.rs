@@ -9,8 +9,10 @@ pub mod destroy;
 pub mod fsread;
 pub mod holders;
 pub mod identity;
+pub mod kernel;
 pub mod multi;
 pub mod netns;
+pub mod procfs;
 pub mod procinfo;
 pub mod procmap;
 pub mod procnet;
@@ -21,9 +23,13 @@ pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
 
+#[cfg(test)]
+mod seam_tests;
+
 use crate::model::attributed_by_default;
 use crate::model::{SCHEMA_VERSION, Snapshot, Socket, Source, SourceKind, TcpState};
 use anyhow::{Context, Result};
+use procfs::ProcFs;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -138,13 +144,23 @@ pub fn timing(step: &str, since: std::time::Instant) {
 }
 
 pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snapshot> {
-    let (mut snap, owners) = read_tables(plan, record, plan.parallel)?;
+    live_from(&kernel::Netlink, plan, record)
+}
+
+/// [`live`], asking `kernel` for the tables.
+pub fn live_from(
+    kernel: &dyn kernel::Kernel,
+    plan: &Plan,
+    record: Option<sockdiag::Recorder<'_>>,
+) -> Result<Snapshot> {
+    let proc = ProcFs::open(&plan.proc_root);
+    let (mut snap, owners) = read_tables(kernel, &proc, plan, record, plan.parallel)?;
     let t1 = std::time::Instant::now();
-    let owners =
-        owners.unwrap_or_else(|| find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere));
+    let owners = owners
+        .unwrap_or_else(|| find_owners_of(&proc, &snap.sockets, plan, procmap::Search::Everywhere));
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
-    finish(&mut snap, plan, &tables);
+    finish(kernel, &proc, &mut snap, plan, &tables);
     Ok(snap)
 }
 
@@ -152,25 +168,27 @@ pub fn live(plan: &Plan, record: Option<sockdiag::Recorder<'_>>) -> Result<Snaps
 /// of sockets without an owner, the owners' details (fds, limits, stale
 /// socket fds) and their identity.
 pub(crate) fn finish(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
 ) {
     let t1 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
-        holders::find(snap, &plan.proc_root);
+        holders::find(snap, proc);
     }
     timing("holders", t1);
     let t2 = std::time::Instant::now();
     // Files cut at their size cap, named in the snapshot's warnings.
     let mut read_warnings = Vec::new();
     if plan.attribute != Attribute::Nothing {
-        enrich_owners(snap, plan, tables, &mut read_warnings);
+        enrich_owners(kernel, proc, snap, plan, tables, &mut read_warnings);
     }
     timing("enrich", t2);
     // Last, so that holders of stale fds the enrichment added are named too.
     let t = std::time::Instant::now();
-    identify_owners(snap, &plan.proc_root);
+    identify_owners(snap, proc);
     timing("identify owners", t);
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
@@ -184,6 +202,8 @@ pub(crate) fn finish(
 /// both cores and attributes while it dumps (see [`dump_and_attribute`]):
 /// the owners it found come back too.
 pub(crate) fn read_tables(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
     plan: &Plan,
     record: Option<sockdiag::Recorder<'_>>,
     parallel: bool,
@@ -192,7 +212,7 @@ pub(crate) fn read_tables(
     let t0 = std::time::Instant::now();
     // Files cut at their size cap, named in the snapshot's warnings.
     let mut read_warnings = Vec::new();
-    let counters = counters::read(&plan.proc_root, &mut read_warnings);
+    let counters = counters::read(proc, &mut read_warnings);
     // Reserve for every socket when all states are dumped; a filtered dump
     // is usually much smaller, so let it grow.
     let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states()
@@ -218,15 +238,15 @@ pub(crate) fn read_tables(
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
         if record.is_none() && plan.attribute == Attribute::Default && parallel {
-            dump_and_attribute(plan, &req, expected)
+            dump_and_attribute(kernel, proc, plan, &req, expected)
         } else {
-            let d = sockdiag::dump(&req, expected, record)?;
+            let d = kernel.dump(&req, expected, record)?;
             Ok((d.sockets, d.warnings, None))
         }
     };
     let (sockets, mut warnings, kind, owners) = match plan.source {
         SourceChoice::Proc => (
-            procnet::read(&plan.proc_root, &mut read_warnings)?,
+            procnet::read(proc, &mut read_warnings)?,
             Vec::new(),
             SourceKind::Proc,
             None,
@@ -238,10 +258,9 @@ pub(crate) fn read_tables(
         SourceChoice::Auto => match netlink(record) {
             Ok((s, w, o)) => (s, w, SourceKind::Netlink, o),
             Err(e) => {
-                let mut socks =
-                    procnet::read(&plan.proc_root, &mut read_warnings).with_context(|| {
-                        format!("sock_diag failed ({e:#}) and so did the /proc fallback")
-                    })?;
+                let mut socks = procnet::read(proc, &mut read_warnings).with_context(|| {
+                    format!("sock_diag failed ({e:#}) and so did the /proc fallback")
+                })?;
                 // /proc/net/tcp has no kernel filter: apply the plan's here.
                 socks.retain(|s| {
                     plan.states & s.state.mask_bit() != 0
@@ -269,14 +288,14 @@ pub(crate) fn read_tables(
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
-        initial_netns: initial_netns(&plan.proc_root),
+        initial_netns: initial_netns(proc),
         source: Source { kind, path: None },
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: Default::default(),
         peer_listeners: Vec::new(),
-        sysctls: sysctl::read(&plan.proc_root, &mut read_warnings),
+        sysctls: sysctl::read(proc, &mut read_warnings),
         counters,
         warnings,
     };
@@ -296,19 +315,19 @@ pub(crate) fn read_tables(
 /// include/uapi/linux/nsfs.h). In a container with its own pid namespace
 /// pid 1 is the container's init, whose namespace is then called
 /// initial: the one case this gets wrong.
-fn initial_netns(proc_root: &std::path::Path) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
+fn initial_netns(proc: &ProcFs) -> Option<bool> {
     const NET_NS_INIT_INO: u64 = 0xEFFF_FFF9;
     const MNT_NS_INIT_INO: u64 = 0xEFFF_FFF8;
-    let ours = stale::current_netns(proc_root)?;
-    if let Ok(init) = std::fs::metadata(proc_root.join("1/ns/net")) {
-        return Some(ours == init.ino());
+    let ours = proc
+        .netns_inode("thread-self/ns/net")
+        .or_else(|| proc.netns_inode("self/ns/net"))?;
+    if let Some(init) = proc.netns_inode("1/ns/net") {
+        return Some(ours == init);
     }
     if ours == NET_NS_INIT_INO {
         return Some(true);
     }
-    let fixed_inodes = std::fs::metadata(proc_root.join("thread-self/ns/mnt"))
-        .is_ok_and(|m| m.ino() == MNT_NS_INIT_INO);
+    let fixed_inodes = proc.netns_inode("thread-self/ns/mnt") == Some(MNT_NS_INIT_INO);
     fixed_inodes.then_some(false)
 }
 
@@ -326,6 +345,8 @@ pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
 /// Fd counts, limits, cgroups and stale socket fds of the processes that
 /// own CLOSE_WAIT sockets (the ones findings will name).
 fn enrich_owners(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
     snap: &mut Snapshot,
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
@@ -346,14 +367,13 @@ fn enrich_owners(
     let sweep = complete_dump
         && snap.source.kind == SourceKind::Netlink
         && (plan.sweep_stale
-            || stale::unhashed_tcp_sockets(&plan.proc_root)
-                .is_some_and(|n| n >= stale::SWEEP_TRIGGER));
+            || stale::unhashed_tcp_sockets(proc).is_some_and(|n| n >= stale::SWEEP_TRIGGER));
     timing("stale-fd trigger", t);
     if pids.is_empty() && !sweep {
         return;
     }
     let known: Option<rustc_hash::FxHashSet<u64>> = if complete_dump {
-        procinfo::other_table_inodes(&net_dir(&plan.proc_root), warnings)
+        procinfo::other_table_inodes(proc, warnings)
     } else {
         None
     }
@@ -369,15 +389,8 @@ fn enrich_owners(
     let mut candidates = Vec::new();
     for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
-            let c = procinfo::enrich(
-                &plan.proc_root,
-                pid,
-                p,
-                tables.get(&pid),
-                known.as_ref(),
-                warnings,
-            );
-            if runtime::is_go(&plan.proc_root, pid) {
+            let c = procinfo::enrich(proc, pid, p, tables.get(&pid), known.as_ref(), warnings);
+            if runtime::is_go(proc, pid) {
                 p.runtime = Some("Go".to_string());
             }
             candidates.push((pid, c));
@@ -389,8 +402,8 @@ fn enrich_owners(
     let mut added = Vec::new();
     if sweep {
         let t = std::time::Instant::now();
-        if let Some(ns) = stale::current_netns(&plan.proc_root) {
-            for c in stale::sweep(&plan.proc_root, ns, known_set, &pids) {
+        if let Some(ns) = stale::current_netns(proc) {
+            for c in stale::sweep(proc, ns, known_set, &pids) {
                 snap.processes
                     .entry(c.pid)
                     .or_insert_with(|| crate::model::Process::named(c.comm));
@@ -408,14 +421,14 @@ fn enrich_owners(
         Default::default()
     } else {
         let t = std::time::Instant::now();
-        let live = recheck_inodes(snap.source.kind.clone(), plan);
+        let live = recheck_inodes(kernel, proc, snap.source.kind.clone());
         timing("stale-fd recheck", t);
         live
     };
     for (pid, c) in candidates {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let stale = match &live {
-                Some(live) => procinfo::confirm_stale(&plan.proc_root, pid, &c, live),
+                Some(live) => procinfo::confirm_stale(proc, pid, &c, live),
                 // No second look possible: report what the first showed.
                 None => c.iter().map(|&(_, ino)| u64::from(ino)).collect(),
             };
@@ -432,7 +445,7 @@ fn enrich_owners(
         .map(|(pid, _)| *pid)
         .collect();
     for pid in holders {
-        attribute_connections_of(snap, &plan.proc_root, pid);
+        attribute_connections_of(snap, proc, pid);
     }
     // Processes read only for the sweep stay in the snapshot only when
     // they hold stale fds.
@@ -447,25 +460,14 @@ fn enrich_owners(
     }
 }
 
-/// Fd entries read at most per process when attributing its connections.
-const CONNECTION_FDS_MAX: usize = 65_536;
-
 /// Records on `pid` its outbound connections in the snapshot, by peer
 /// (ESTABLISHED ones are not attributed by default, and are not made to
 /// be here: the groups stay as the plan asked).
-fn attribute_connections_of(snap: &mut Snapshot, proc_root: &std::path::Path, pid: u32) {
-    let Ok(dir) = std::fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
+fn attribute_connections_of(snap: &mut Snapshot, proc: &ProcFs, pid: u32) {
+    let Some(fds) = proc.socket_fds(pid) else {
         return;
     };
-    let mut held: HashSet<u32> = HashSet::new();
-    for e in dir.flatten().take(CONNECTION_FDS_MAX) {
-        if let Some(ino) = std::fs::read_link(e.path())
-            .ok()
-            .and_then(|l| procmap::socket_inode(l.as_os_str().as_encoded_bytes()))
-        {
-            held.insert(ino);
-        }
-    }
+    let held: HashSet<u32> = fds.into_iter().map(|(_, ino)| ino).collect();
     let listening: HashSet<u16> = snap
         .sockets
         .iter()
@@ -494,15 +496,20 @@ fn attribute_connections_of(snap: &mut Snapshot, proc_root: &std::path::Path, pi
 
 /// The socket inodes of the TCP table as it is now, from the same source
 /// as the snapshot; None when it cannot be read.
-fn recheck_inodes(kind: SourceKind, plan: &Plan) -> Option<rustc_hash::FxHashSet<u32>> {
+fn recheck_inodes(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
+    kind: SourceKind,
+) -> Option<rustc_hash::FxHashSet<u32>> {
     match kind {
-        SourceKind::Netlink => sockdiag::socket_inodes(&sockdiag::DumpRequest {
-            states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
-            tcp_info: false,
-            ports: Vec::new(),
-        })
-        .ok(),
-        _ => procnet::read(&plan.proc_root, &mut Vec::new())
+        SourceKind::Netlink => kernel
+            .socket_inodes(&sockdiag::DumpRequest {
+                states: sockdiag::all_states() & !TcpState::TimeWait.mask_bit(),
+                tcp_info: false,
+                ports: Vec::new(),
+            })
+            .ok(),
+        _ => procnet::read(proc, &mut Vec::new())
             .ok()
             .map(|v| v.iter().map(|s| s.inode).filter(|&i| i != 0).collect()),
     }
@@ -514,20 +521,25 @@ pub fn attribute(
     snap: &mut Snapshot,
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
-    let owners = find_owners_of(&snap.sockets, plan, procmap::Search::Everywhere);
+    let proc = ProcFs::open(&plan.proc_root);
+    let owners = find_owners_of(&proc, &snap.sockets, plan, procmap::Search::Everywhere);
     let tables = apply_owners(snap, owners);
-    identify_owners(snap, &plan.proc_root);
+    identify_owners(snap, &proc);
     tables
 }
 
 /// Command line, executable, user, parent and start time of every owner
 /// in the snapshot (a warning when they could not be read in time).
-fn identify_owners(snap: &mut Snapshot, proc_root: &std::path::Path) {
+fn identify_owners(snap: &mut Snapshot, proc: &ProcFs) {
     if snap.processes.is_empty() {
         return;
     }
     let pids: Vec<u32> = snap.processes.keys().copied().collect();
-    match identity::identify(proc_root, pids) {
+    let found = proc
+        .try_clone()
+        .ok()
+        .and_then(|p| identity::identify_in(p, pids));
+    match found {
         Some(found) => {
             for (pid, id) in found {
                 if let Some(p) = snap.processes.get_mut(&pid) {
@@ -544,7 +556,12 @@ fn identify_owners(snap: &mut Snapshot, proc_root: &std::path::Path) {
 }
 
 /// Looks up the owners of the sockets the plan wants attributed.
-fn find_owners_of(sockets: &[Socket], plan: &Plan, search: procmap::Search) -> procmap::Owners {
+fn find_owners_of(
+    proc: &ProcFs,
+    sockets: &[Socket],
+    plan: &Plan,
+    search: procmap::Search,
+) -> procmap::Owners {
     let wants = |s: &Socket| {
         s.inode != 0
             && match plan.attribute {
@@ -559,7 +576,7 @@ fn find_owners_of(sockets: &[Socket], plan: &Plan, search: procmap::Search) -> p
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }
-    procmap::find_owners_in(&plan.proc_root, &wanted, &uids, search)
+    procmap::find_owners_with(proc, &wanted, &uids, search)
 }
 
 /// Writes what [`find_owners_of`] found into the snapshot.
@@ -609,6 +626,8 @@ fn bulk_states() -> u32 {
 /// by cookie) or in neither; one the bulk dump reports in an attributed
 /// state is looked up afterwards.
 fn dump_and_attribute(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
     plan: &Plan,
     req: &sockdiag::DumpRequest,
     expected: usize,
@@ -622,19 +641,19 @@ fn dump_and_attribute(
         let bulk_job = (bulk.states != 0).then(|| {
             scope.spawn(|| {
                 let t = std::time::Instant::now();
-                let d = sockdiag::dump(&bulk, expected, None);
+                let d = kernel.dump(&bulk, expected, None);
                 timing("dump: established and time-wait", t);
                 d
             })
         });
         let t = std::time::Instant::now();
-        let mine = sockdiag::dump(&first, 0, None);
+        let mine = kernel.dump(&first, 0, None);
         timing("dump: attributed states", t);
         let t = std::time::Instant::now();
         let owners = mine
             .as_ref()
             .ok()
-            .map(|d| find_owners_of(&d.sockets, plan, procmap::Search::Everywhere));
+            .map(|d| find_owners_of(proc, &d.sockets, plan, procmap::Search::Everywhere));
         timing("attribute (in parallel)", t);
         // Join before any early return, so an error of either side is seen.
         let bulk = bulk_job.map(|job| {
@@ -668,7 +687,12 @@ fn dump_and_attribute(
         // CLOSE_WAIT, say): look those few up too, in the processes the
         // probe finds them in (they may be gone already: not worth reading
         // every fd table on the host for).
-        let late = find_owners_of(&all.sockets[..from_bulk], plan, procmap::Search::ProbeHits);
+        let late = find_owners_of(
+            proc,
+            &all.sockets[..from_bulk],
+            plan,
+            procmap::Search::ProbeHits,
+        );
         let owners = owners.map(|mut o| {
             o.absorb(late);
             o

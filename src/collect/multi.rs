@@ -13,13 +13,13 @@
 //! delete`, its last process exiting) is a warning, never an error: the
 //! others are still reported.
 
+use super::kernel::Kernel;
 use super::netns::Target;
+use super::procfs::ProcFs;
 use super::{Plan, procmap, timing};
 use crate::model::{Attribution, Snapshot};
-use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -36,10 +36,18 @@ pub struct Collected {
 /// the owners' details (holders, stale fds, identities), again in
 /// parallel, each inside its namespace.
 pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
+    live_from(&super::kernel::Netlink, plan, targets)
+}
+
+/// [`live`], asking `kernel` for the tables and to enter the namespaces.
+pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collected {
     let t0 = Instant::now();
+    // One root for every namespace: `thread-self` below it resolves to
+    // whichever thread reads, inside the namespace it entered.
+    let proc = &ProcFs::open(&plan.proc_root);
     let dumped = on_workers(targets.iter().collect(), |t: &Target| {
-        enter(t)?;
-        let (mut snap, _) = super::read_tables(plan, None, false).map_err(|e| {
+        kernel.enter(t)?;
+        let (mut snap, _) = super::read_tables(kernel, proc, plan, None, false).map_err(|e| {
             format!(
                 "network namespace {}: cannot read its tables: {e:#}",
                 t.info.name
@@ -71,8 +79,7 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
             uids.insert(s.uid);
         }
     }
-    let owners =
-        procmap::find_owners_in(&plan.proc_root, &wanted, &uids, procmap::Search::Everywhere);
+    let owners = procmap::find_owners_with(proc, &wanted, &uids, procmap::Search::Everywhere);
     drop(wanted);
     for (snap, _) in &mut read {
         assign(snap, plan, &owners);
@@ -85,10 +92,10 @@ pub fn live(plan: &Plan, targets: &[Target]) -> Collected {
     // each snapshot is finished inside its namespace.
     let finished = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
         let mut addrs = Vec::new();
-        match enter(t) {
+        match kernel.enter(t) {
             Ok(()) => {
-                super::finish(&mut snap, plan, tables);
-                addrs = super::addrs::read(&plan.proc_root, &mut snap.warnings);
+                super::finish(kernel, proc, &mut snap, plan, tables);
+                addrs = super::addrs::read(proc, &mut snap.warnings);
             }
             Err(w) => snap
                 .warnings
@@ -207,45 +214,6 @@ fn assign(snap: &mut Snapshot, plan: &Plan, owners: &procmap::Owners) {
         unreadable_pids: walk.unreadable_pids.clone(),
         as_root: rustix::process::geteuid().is_root(),
     };
-}
-
-/// Moves the calling thread into `target`'s network namespace. The
-/// message says whether the namespace is gone or could not be entered.
-fn enter(target: &Target) -> Result<(), String> {
-    let name = &target.info.name;
-    let gone = || {
-        format!(
-            "network namespace {name} vanished during the scan ({} no longer names it): not reported",
-            target.path.display()
-        )
-    };
-    let file = match std::fs::File::open(&target.path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
-        // The process whose /proc/PID/ns/net it was has exited.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
-            return Err(gone());
-        }
-        Err(e) => {
-            return Err(format!(
-                "cannot open network namespace {name} ({}): {e}",
-                target.path.display()
-            ));
-        }
-    };
-    // The path may name something else now: an unmounted handle file, or
-    // a reused pid in another namespace.
-    match rustix::fs::fstat(&file) {
-        Ok(st) if st.st_ino == target.info.inode => {}
-        _ => return Err(gone()),
-    }
-    move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|e| match e {
-        rustix::io::Errno::INVAL => gone(),
-        rustix::io::Errno::PERM => {
-            format!("cannot enter network namespace {name}: {e} (needs root or CAP_SYS_ADMIN)")
-        }
-        _ => format!("cannot enter network namespace {name}: {e}"),
-    })
 }
 
 /// Runs `f` on every item, on at most one worker thread per core, and

@@ -5,6 +5,7 @@
 //! `setns(CLONE_NEWNET)`. Every namespace's dump walks the host's whole
 //! socket hash table: `--all-netns` costs about (namespaces x host sockets).
 
+use super::procfs::ProcFs;
 use crate::model::NetnsInfo;
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
@@ -68,6 +69,7 @@ pub fn of_pid(proc_root: &Path, pid: u32) -> Result<Target> {
 /// namespace of pid 1 (or, when that is hidden, our own) is `host`.
 /// Also returns how many processes' namespaces could not be read.
 pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
+    let proc = ProcFs::open(proc_root);
     let mut by_ino: BTreeMap<u64, Target> = BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir("/run/netns") {
         for e in dir.flatten() {
@@ -87,60 +89,50 @@ pub fn all(proc_root: &Path) -> (Vec<Target>, usize) {
             }
         }
     }
-    let host = std::fs::metadata(proc_root.join("1/ns/net"))
-        .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")))
-        .map(|m| m.ino())
-        .ok();
+    let host = proc
+        .netns_inode("1/ns/net")
+        .or_else(|| proc.netns_inode("self/ns/net"));
     let mut unreadable = 0;
-    let mut pids: Vec<u32> = std::fs::read_dir(proc_root)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut pids: Vec<u32> = proc.pids();
     pids.sort_unstable();
     for pid in pids {
-        let path = proc_root.join(pid.to_string()).join("ns/net");
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let rel = format!("{pid}/ns/net");
+        let ino = match proc.netns(&rel) {
+            Ok(ino) => ino,
+            Err(rustix::io::Errno::NOENT) => continue,
             Err(_) => {
                 unreadable += 1;
                 continue;
             }
         };
-        by_ino.entry(meta.ino()).or_insert_with(|| {
+        let path = proc_root.join(&rel);
+        by_ino.entry(ino).or_insert_with(|| {
             // The pod and container this namespace belongs to, from the
             // cgroup of the process it was found through.
-            let (pod_uid, container) = if Some(meta.ino()) == host {
+            let (pod_uid, container) = if Some(ino) == host {
                 (None, None)
             } else {
-                let cg = super::fsread::small_text(
-                    &proc_root.join(pid.to_string()).join("cgroup"),
-                    &mut Vec::new(),
-                )
-                .and_then(|t| super::procinfo::cgroup_path(&t));
+                let cg = proc
+                    .small_text(&format!("{pid}/cgroup"), &mut Vec::new())
+                    .and_then(|t| super::procinfo::cgroup_path(&t));
                 (
                     cg.as_deref().and_then(super::procinfo::pod_uid),
                     cg.as_deref().and_then(super::procinfo::container_id),
                 )
             };
-            let name = if Some(meta.ino()) == host {
+            let name = if Some(ino) == host {
                 "host".to_string()
             } else {
-                let comm = super::fsread::small_text(
-                    &proc_root.join(pid.to_string()).join("comm"),
-                    &mut Vec::new(),
-                )
-                .unwrap_or_default();
+                let comm = proc
+                    .small_text(&format!("{pid}/comm"), &mut Vec::new())
+                    .unwrap_or_default();
                 format!("pid:{pid}({})", comm.trim())
             };
             Target {
                 path,
                 info: NetnsInfo {
                     name,
-                    inode: meta.ino(),
+                    inode: ino,
                     pod_uid,
                     container,
                 },

@@ -3,11 +3,11 @@
 //! table knows (closed by the kernel, never `close()`d by the app).
 
 pub use super::cgroup::{cgroup_path, container_id, pod_uid};
-use super::procmap::{FdTable, socket_inode};
+use super::procfs::ProcFs;
+use super::procmap::FdTable;
 use crate::model::Process;
 use procfs_core::FromRead;
 use rustc_hash::FxHashSet;
-use std::path::Path;
 
 /// Socket inodes listed per process, at most.
 pub const LISTED_INODES: usize = 5;
@@ -18,15 +18,15 @@ pub const LISTED_INODES: usize = 5;
 /// complete; the socket fds (fd, inode) in none of them are returned, for
 /// [`confirm_stale`].
 pub fn enrich(
-    proc_root: &Path,
+    proc: &ProcFs,
     pid: u32,
     p: &mut Process,
     table: Option<&FdTable>,
     known: Option<&FxHashSet<u64>>,
     warnings: &mut Vec<String>,
 ) -> Vec<(u32, u32)> {
-    let dir = proc_root.join(pid.to_string());
-    if let Some(limits) = super::fsread::small_text(&dir.join("limits"), warnings)
+    if let Some(limits) = proc
+        .small_text(&format!("{pid}/limits"), warnings)
         .and_then(|t| procfs_core::process::Limits::from_read(t.as_bytes()).ok())
     {
         p.nofile_soft = limit_value(&limits.max_open_files.soft_limit);
@@ -39,13 +39,7 @@ pub fn enrich(
         (table.sockets.clone(), table.unread.clone())
     } else {
         // Only probed: list the table now.
-        let all: Vec<u32> = std::fs::read_dir(dir.join("fd"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let all: Vec<u32> = proc.fds(pid).unwrap_or_default();
         (Vec::new(), all)
     };
     p.fd_count = Some(if table.complete {
@@ -56,11 +50,14 @@ pub fn enrich(
     let Some(known) = known else {
         return Vec::new();
     };
-    for &fd in &unread {
-        if let Ok(link) = std::fs::read_link(dir.join("fd").join(fd.to_string()))
-            && let Some(ino) = socket_inode(link.to_string_lossy().as_bytes())
-        {
-            sockets.push((fd, ino));
+    if !unread.is_empty()
+        && let Ok(dir) = proc.fd_dir(pid)
+    {
+        let mut name = String::new();
+        for &fd in &unread {
+            if let super::procfs::Link::Socket(ino) = ProcFs::fd_link(&dir, fd, &mut name) {
+                sockets.push((fd, ino));
+            }
         }
     }
     sockets
@@ -78,19 +75,15 @@ pub fn enrich(
 /// the process yet in no table (or in another network namespace's).
 /// Nothing here touches the process or its sockets: links are only read.
 pub fn confirm_stale(
-    proc_root: &Path,
+    proc: &ProcFs,
     pid: u32,
     candidates: &[(u32, u32)],
     live: &FxHashSet<u32>,
 ) -> Vec<u64> {
-    let fd_dir = proc_root.join(pid.to_string()).join("fd");
     candidates
         .iter()
         .filter(|(_, ino)| !live.contains(ino))
-        .filter(|(fd, ino)| {
-            std::fs::read_link(fd_dir.join(fd.to_string()))
-                .is_ok_and(|l| socket_inode(l.to_string_lossy().as_bytes()) == Some(*ino))
-        })
+        .filter(|&&(fd, ino)| proc.socket_at(pid, fd) == Some(ino))
         .map(|&(_, ino)| u64::from(ino))
         .collect()
 }
@@ -106,8 +99,9 @@ fn limit_value(v: &procfs_core::process::LimitValue) -> Option<u64> {
 /// thread's namespace (UDP, raw, UNIX, netlink, packet). `None` when a
 /// table was cut at its size cap (named in `warnings`): the set would then
 /// miss sockets, and every fd of theirs would look stale.
-pub fn other_table_inodes(net: &Path, warnings: &mut Vec<String>) -> Option<FxHashSet<u64>> {
+pub fn other_table_inodes(proc: &ProcFs, warnings: &mut Vec<String>) -> Option<FxHashSet<u64>> {
     use super::fsread;
+    let net = proc.net();
     let mut out = FxHashSet::default();
     for (file, col) in [
         ("udp", Some(9)),
@@ -122,12 +116,12 @@ pub fn other_table_inodes(net: &Path, warnings: &mut Vec<String>) -> Option<FxHa
         ("netlink", None),
         ("packet", None),
     ] {
-        let path = net.join(file);
-        let Ok(c) = fsread::read(&path, fsread::TABLE) else {
+        let rel = format!("{net}/{file}");
+        let Ok(c) = proc.read(&rel, fsread::TABLE) else {
             continue;
         };
         if c.truncated {
-            c.note(&path, fsread::TABLE, warnings);
+            c.note(&proc.path().join(&rel), fsread::TABLE, warnings);
             return None;
         }
         out.extend(inode_column(&c.text(), col));

@@ -2,11 +2,11 @@
 //! sandboxes without sock_diag. Slower and poorer than netlink: no timer
 //! expiry, no cookie, no tcp_info.
 
+use super::procfs::ProcFs;
 use crate::model::{Socket, TcpState, Timer};
 use anyhow::{Context, Result};
 use procfs_core::net::TcpNetEntries;
 use procfs_core::{ExplicitSystemInfo, FromReadSI};
-use std::path::Path;
 
 /// Parses one `/proc/net/tcp{,6}` file's text.
 pub fn parse(text: &[u8], name: &str) -> Result<Vec<Socket>> {
@@ -47,13 +47,14 @@ pub fn parse(text: &[u8], name: &str) -> Result<Vec<Socket>> {
 
 /// Reads both tables of the calling thread's namespace under `proc_root`;
 /// a table cut at its size cap is named in `warnings`.
-pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> Result<Vec<Socket>> {
+pub fn read(proc: &ProcFs, warnings: &mut Vec<String>) -> Result<Vec<Socket>> {
     use super::fsread;
-    let net = super::net_dir(proc_root);
+    let net = proc.net();
     let mut out = Vec::new();
     for file in ["tcp", "tcp6"] {
-        let path = net.join(file);
-        match fsread::read(&path, fsread::TABLE) {
+        let rel = format!("{net}/{file}");
+        let path = proc.path().join(&rel);
+        match proc.read(&rel, fsread::TABLE) {
             Ok(mut c) => {
                 if c.truncated {
                     // Keep whole lines only: the cut one would not parse.
@@ -161,7 +162,11 @@ mod tests {
     fn live_tables_match_the_listener_we_open() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let socks = read(Path::new("/proc"), &mut Vec::new()).unwrap();
+        let socks = read(
+            &ProcFs::open(std::path::Path::new("/proc")),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert!(
             socks
                 .iter()

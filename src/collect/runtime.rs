@@ -3,14 +3,17 @@
 //! page of every executable it links, so the runtime of a process whose
 //! name says nothing (`billing-sync`) can still be told.
 
+use super::procfs::ProcFs;
 use std::path::Path;
 
 /// Bytes of the executable read: the note sits right after the headers.
 const HEAD: u64 = 16 * 1024;
 
 /// True when `/proc/PID/exe` carries the Go build-ID note.
-pub fn is_go(proc_root: &Path, pid: u32) -> bool {
-    is_go_file(&proc_root.join(format!("{pid}/exe")))
+pub fn is_go(proc: &ProcFs, pid: u32) -> bool {
+    // A link to follow; what it leads to must still be a regular file.
+    proc.read_linked(&format!("{pid}/exe"), HEAD as usize)
+        .is_ok_and(|c| has_go_note(&c.bytes))
 }
 
 /// True when the executable at `path` carries the Go build-ID note.
@@ -49,7 +52,10 @@ mod tests {
         assert!(has_go_note(&elf));
         assert!(!has_go_note(b"Go\0\0 not an ELF file"));
         // This test binary is not Go; promtool (Debian's prometheus) is.
-        assert!(!is_go(Path::new("/proc"), std::process::id()));
+        assert!(!is_go(
+            &ProcFs::open(Path::new("/proc")),
+            std::process::id()
+        ));
         match which("promtool") {
             Some(p) => assert!(is_go_file(&p), "{}", p.display()),
             None => crate::testutil::skip("promtool (a Go binary) is not installed"),

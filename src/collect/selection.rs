@@ -3,10 +3,10 @@
 //! a process that exists but holds no socket stays silent while a typo or
 //! an exited pid is reported.
 
-use super::identity::{self, open_dir, open_root, read_capped, read_exe, split_cmdline};
+use super::identity::{self, split_cmdline};
+use super::procfs::ProcFs;
 use crate::filter::{Filter, Selection};
 use crate::model::{CMDLINE_MAX, Process};
-use rustix::fs::Dir;
 use std::path::Path;
 
 /// The selection `filter` makes among the processes under `proc_root`;
@@ -17,12 +17,15 @@ pub fn check(proc_root: &Path, filter: &Filter) -> Option<Selection> {
     }
     let (root, filter) = (proc_root.to_path_buf(), filter.clone());
     identity::within(identity::DEADLINE, move || {
-        let dir = open_root(&root).ok()?;
+        let proc = ProcFs::open(&root);
+        if !proc.is_open() {
+            return None;
+        }
         let names = !filter.comms.is_empty();
-        let pids = list_pids(&dir);
+        let pids = proc.pids();
         Some(filter.selection(pids.into_iter().map(|pid| {
             let p = if names {
-                names_of(&dir, pid)
+                names_of(&proc, pid)
             } else {
                 Process::named("")
             };
@@ -32,38 +35,21 @@ pub fn check(proc_root: &Path, filter: &Filter) -> Option<Selection> {
     .flatten()
 }
 
-/// Process ids listed in `/proc` (thread ids are not listed).
-fn list_pids(root: &rustix::fd::OwnedFd) -> Vec<u32> {
-    let Ok(dup) = rustix::io::dup(root) else {
-        return Vec::new();
-    };
-    let Ok(mut dir) = Dir::new(dup) else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    while let Some(Ok(e)) = dir.read() {
-        if let Some(pid) = e.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// The names `--comm` matches: comm, executable and argv[0].
-fn names_of(root: &rustix::fd::OwnedFd, pid: u32) -> Process {
-    let Ok(dir) = open_dir(root, pid.to_string()) else {
+fn names_of(proc: &ProcFs, pid: u32) -> Process {
+    if proc.pid_dir(pid).is_err() {
         return Process::named("");
-    };
-    let comm = read_capped(&dir, "comm", 64)
-        .map(|(b, _)| {
-            String::from_utf8_lossy(&b)
-                .trim_end_matches('\n')
-                .to_string()
-        })
+    }
+    let comm = proc
+        .read(&format!("{pid}/comm"), 64)
+        .map(|c| c.text().trim_end_matches('\n').to_string())
         .unwrap_or_default();
     let mut p = Process::named(comm);
-    p.exe = read_exe(&dir);
-    p.cmdline = read_capped(&dir, "cmdline", CMDLINE_MAX).map(|(b, _)| split_cmdline(&b));
+    p.exe = proc.link(&format!("{pid}/exe"));
+    p.cmdline = proc
+        .read(&format!("{pid}/cmdline"), CMDLINE_MAX)
+        .ok()
+        .map(|c| split_cmdline(&c.bytes));
     p
 }
 

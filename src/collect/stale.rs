@@ -12,11 +12,9 @@
 //! fd tables of every process read (the cost of `ss -p`); a quiet host
 //! pays a few small reads.
 
-use super::procmap::socket_inode;
+use super::procfs::ProcFs;
 use rustc_hash::FxHashSet;
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,32 +29,32 @@ static LAST: Mutex<Option<(Instant, Option<u64>)>> = Mutex::new(None);
 
 /// TCP sockets allocated on the host but hashed in no namespace's table;
 /// `None` when the counters cannot be read (not Linux /proc, no access).
-pub fn unhashed_tcp_sockets(proc_root: &Path) -> Option<u64> {
+pub fn unhashed_tcp_sockets(proc: &ProcFs) -> Option<u64> {
     if let Ok(guard) = LAST.lock()
         && let Some((at, v)) = *guard
         && at.elapsed() < REUSE
     {
         return v;
     }
-    let v = count_unhashed(proc_root);
+    let v = count_unhashed(proc);
     if let Ok(mut guard) = LAST.lock() {
         *guard = Some((Instant::now(), v));
     }
     v
 }
 
-fn count_unhashed(proc_root: &Path) -> Option<u64> {
+fn count_unhashed(proc: &ProcFs) -> Option<u64> {
     // One process per network namespace.
     let mut per_ns: BTreeMap<u64, u32> = BTreeMap::new();
-    for pid in pids(proc_root) {
-        if let Ok(m) = std::fs::metadata(proc_root.join(format!("{pid}/ns/net"))) {
-            per_ns.entry(m.ino()).or_insert(pid);
+    for pid in proc.pids() {
+        if let Some(ino) = proc.netns_inode(&format!("{pid}/ns/net")) {
+            per_ns.entry(ino).or_insert(pid);
         }
     }
     let mut alloc = None;
     let mut inuse = 0u64;
     for pid in per_ns.values() {
-        let Some((a, u)) = sockstat_tcp(&proc_root.join(format!("{pid}/net/sockstat"))) else {
+        let Some((a, u)) = sockstat_tcp(proc, *pid) else {
             continue;
         };
         alloc = Some(a);
@@ -65,35 +63,20 @@ fn count_unhashed(proc_root: &Path) -> Option<u64> {
     Some(alloc?.saturating_sub(inuse))
 }
 
-/// `alloc` and `inuse` of the `TCP:` line of a sockstat file.
-pub fn sockstat_tcp(path: &Path) -> Option<(u64, u64)> {
-    let text = read_capped(path, 4096)?;
-    parse_sockstat_tcp(&text)
+/// `alloc` and `inuse` of the `TCP:` line of `/proc/PID/net/sockstat`.
+pub fn sockstat_tcp(proc: &ProcFs, pid: u32) -> Option<(u64, u64)> {
+    let c = proc.read(&format!("{pid}/net/sockstat"), 4096).ok()?;
+    parse_sockstat_tcp(&c.text())
 }
 
+/// `alloc` and `inuse` of the `TCP:` line of a sockstat text (parsed by
+/// the one sockstat parser, [`super::counters::parse_sockstat`]).
 pub fn parse_sockstat_tcp(text: &str) -> Option<(u64, u64)> {
-    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut it = line.split_whitespace().skip(1);
-    let (mut alloc, mut inuse) = (None, None);
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        match k {
-            "alloc" => alloc = v.parse().ok(),
-            "inuse" => inuse = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some((alloc?, inuse?))
-}
-
-/// The pids under the proc root.
-fn pids(proc_root: &Path) -> Vec<u32> {
-    std::fs::read_dir(proc_root)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    let all = super::counters::parse_sockstat(text);
+    Some((
+        *all.get("sockstat.TCP.alloc")?,
+        *all.get("sockstat.TCP.inuse")?,
+    ))
 }
 
 /// A process with socket fds that no table of the namespace knows.
@@ -107,56 +90,36 @@ pub struct Candidate {
 /// Every process in the network namespace `netns` (its nsfs inode) but
 /// those in `skip`: its socket fds whose inode is not in `known`.
 pub fn sweep(
-    proc_root: &Path,
+    proc: &ProcFs,
     netns: u64,
     known: &FxHashSet<u64>,
     skip: &HashSet<u32>,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
-    for pid in pids(proc_root) {
+    for pid in proc.pids() {
         if skip.contains(&pid) {
             continue;
         }
-        let dir = proc_root.join(pid.to_string());
-        if std::fs::metadata(dir.join("ns/net")).map(|m| m.ino()).ok() != Some(netns) {
+        if proc.netns_inode(&format!("{pid}/ns/net")) != Some(netns) {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
+        let Some(mut fds) = proc.socket_fds(pid) else {
             continue;
         };
-        let fds: Vec<(u32, u32)> = entries
-            .flatten()
-            .filter_map(|e| {
-                let fd: u32 = e.file_name().to_str()?.parse().ok()?;
-                let link = std::fs::read_link(e.path()).ok()?;
-                let ino = socket_inode(link.as_os_str().as_encoded_bytes())?;
-                (!known.contains(&u64::from(ino))).then_some((fd, ino))
-            })
-            .collect();
+        fds.retain(|(_, ino)| !known.contains(&u64::from(*ino)));
         if fds.is_empty() {
             continue;
         }
-        let comm = read_capped(&dir.join("comm"), 64)
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default();
+        let comm = proc.comm(pid).unwrap_or_default();
         out.push(Candidate { pid, comm, fds });
     }
     out
 }
 
 /// The nsfs inode of the calling thread's network namespace.
-pub fn current_netns(proc_root: &Path) -> Option<u64> {
-    std::fs::metadata(proc_root.join("thread-self/ns/net"))
-        .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// Up to `max` bytes of a small regular file, without following a final
-/// symlink or blocking (a FIFO planted under --proc-root is refused): see
-/// [`super::fsread`].
-fn read_capped(path: &Path, max: usize) -> Option<String> {
-    super::fsread::read(path, max).ok().map(|c| c.text())
+pub fn current_netns(proc: &ProcFs) -> Option<u64> {
+    proc.netns_inode("thread-self/ns/net")
+        .or_else(|| proc.netns_inode("self/ns/net"))
 }
 
 #[cfg(test)]
@@ -191,9 +154,9 @@ mod tests {
         std::fs::hard_link(r.join("10/ns/net"), r.join("11/ns/net")).unwrap();
         std::fs::write(r.join("20/ns/net"), "b").unwrap();
         std::fs::create_dir(r.join("self")).unwrap(); // not a pid: ignored
-        assert_eq!(count_unhashed(r), Some(40 - 7 - 20));
+        assert_eq!(count_unhashed(&ProcFs::open(r)), Some(40 - 7 - 20));
         // Without any readable sockstat there is no answer, not a zero.
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(count_unhashed(empty.path()), None);
+        assert_eq!(count_unhashed(&ProcFs::open(empty.path())), None);
     }
 }

@@ -1,8 +1,8 @@
 //! Reads the TCP sysctls that explain the findings, from the current
 //! network namespace's `/proc/sys/net`.
 
+use super::procfs::ProcFs;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Sysctls recorded in every snapshot (dotted names, as `sysctl` prints).
 pub const NAMES: &[&str] = &[
@@ -32,11 +32,11 @@ pub const NAMES: &[&str] = &[
 
 /// Missing files (e.g. `tcp_tw_recycle` on kernels >= 4.12) are skipped;
 /// files cut at their size cap are named in `warnings`.
-pub fn read(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, String> {
+pub fn read(proc: &ProcFs, warnings: &mut Vec<String>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for name in NAMES {
-        let path = proc_root.join("sys").join(name.replace('.', "/"));
-        if let Some(v) = super::fsread::small_text(&path, warnings) {
+        let rel = format!("sys/{}", name.replace('.', "/"));
+        if let Some(v) = proc.small_text(&rel, warnings) {
             out.insert(
                 (*name).to_string(),
                 v.split_whitespace().collect::<Vec<_>>().join(" "),

@@ -1,18 +1,17 @@
 //! The list `cwdiag kill` prints before acting (or instead, in a dry run).
 
 use crate::model::{Process, Socket};
-use comfy_table::{Cell, ContentArrangement, Table, presets};
+use comfy_table::Cell;
 use std::collections::BTreeMap;
 
 pub fn list(socks: &[&Socket], procs: &BTreeMap<u32, Process>) -> String {
     if socks.is_empty() {
         return "no socket matches the selection.\n".to_string();
     }
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(100)
-        .set_header(["STATE", "LOCAL", "PEER", "PID", "PROCESS", "COOKIE"]);
+    let mut t = super::table::table(
+        100,
+        Some(&["STATE", "LOCAL", "PEER", "PID", "PROCESS", "COOKIE"]),
+    );
     for s in socks {
         let comm = super::table::process_cell(s.pid, None, procs, 30);
         t.add_row(vec![

@@ -70,6 +70,47 @@ fn per_group(state: TcpState) -> bool {
 
 /// The exposition text of a report.
 pub fn render(report: &Report, opts: &PromOptions) -> String {
+    write(families(report, opts))
+}
+
+/// The exposition of several reports (one per namespace, each with its
+/// own options and so its own `netns` label): every family's HELP and TYPE
+/// once, with every report's samples under it, families in the order they
+/// first appear.
+pub fn render_many(reports: &[(&Report, PromOptions)]) -> String {
+    let mut merged: Vec<Family> = Vec::new();
+    for (report, opts) in reports {
+        for f in families(report, opts) {
+            match merged.iter_mut().find(|m| m.name == f.name) {
+                Some(m) => m.samples.extend(f.samples),
+                None => merged.push(f),
+            }
+        }
+    }
+    write(merged)
+}
+
+/// One metric family: its name, HELP and TYPE lines, and sample lines.
+struct Family {
+    name: String,
+    head: String,
+    samples: Vec<String>,
+}
+
+fn write(families: Vec<Family>) -> String {
+    let mut out = String::new();
+    for f in families {
+        out.push_str(&f.head);
+        for l in f.samples {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The families of a report.
+fn families(report: &Report, opts: &PromOptions) -> Vec<Family> {
     let mut out = Exposition::new(opts.namespace.as_deref());
 
     out.family(
@@ -197,7 +238,7 @@ pub fn render(report: &Report, opts: &PromOptions) -> String {
         &[],
         opts.scan_errors.to_string(),
     );
-    out.text
+    out.families
 }
 
 /// Labels of one `cwdiag_group_sockets` series besides `state`.
@@ -317,86 +358,50 @@ fn escape_help(v: &str) -> String {
 }
 
 struct Exposition<'a> {
-    text: String,
+    families: Vec<Family>,
     netns: Option<&'a str>,
 }
 
 impl<'a> Exposition<'a> {
     fn new(netns: Option<&'a str>) -> Self {
         Exposition {
-            text: String::new(),
+            families: Vec::new(),
             netns,
         }
     }
 
     fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        let mut head = String::new();
+        let _ = writeln!(head, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(head, "# TYPE {name} {kind}");
+        self.families.push(Family {
+            name: name.to_string(),
+            head,
+            samples: Vec::new(),
+        });
     }
 
+    /// Adds a sample to the family opened last (its own).
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: String) {
-        self.text.push_str(name);
+        let mut line = String::from(name);
         let netns = self.netns.map(|ns| ("netns", ns));
         let mut all = netns.iter().chain(labels.iter()).peekable();
         if all.peek().is_some() {
-            self.text.push('{');
+            line.push('{');
             for (i, (k, v)) in all.enumerate() {
                 if i > 0 {
-                    self.text.push(',');
+                    line.push(',');
                 }
-                let _ = write!(self.text, "{k}=\"{}\"", escape_label_value(v));
+                let _ = write!(line, "{k}=\"{}\"", escape_label_value(v));
             }
-            self.text.push('}');
+            line.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
-    }
-}
-
-/// Merges expositions of several namespaces (each rendered with its own
-/// `netns` label) so that every family's HELP and TYPE appear once, with
-/// all namespaces' samples under it.
-pub fn merge(texts: &[String]) -> String {
-    let mut order: Vec<String> = Vec::new();
-    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for text in texts {
-        let mut current = String::new();
-        for line in text.lines() {
-            if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or_else(|| line.strip_prefix("# TYPE "))
-            {
-                let name = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if !families.contains_key(&name) {
-                    order.push(name.clone());
-                }
-                let fam = families.entry(name.clone()).or_default();
-                if !fam.0.iter().any(|h| h == line) {
-                    fam.0.push(line.to_string());
-                }
-                current = name;
-            } else if !line.is_empty() {
-                families
-                    .entry(current.clone())
-                    .or_default()
-                    .1
-                    .push(line.to_string());
-            }
+        let _ = write!(line, " {value}");
+        debug_assert!(self.families.last().is_some_and(|f| f.name == name));
+        if let Some(f) = self.families.last_mut() {
+            f.samples.push(line);
         }
     }
-    let mut out = String::new();
-    for name in order {
-        if let Some((head, samples)) = families.get(&name) {
-            for l in head.iter().chain(samples) {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -406,6 +411,76 @@ mod tests {
     use crate::filter::Filter;
     use crate::model::Snapshot;
     use std::collections::HashMap;
+
+    /// The text merge [`render_many`] replaced (texts parsed back): the
+    /// oracle it must agree with.
+    fn text_merge(texts: &[String]) -> String {
+        let mut order: Vec<String> = Vec::new();
+        let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        for text in texts {
+            let mut current = String::new();
+            for line in text.lines() {
+                if let Some(rest) = line
+                    .strip_prefix("# HELP ")
+                    .or_else(|| line.strip_prefix("# TYPE "))
+                {
+                    let name = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if !families.contains_key(&name) {
+                        order.push(name.clone());
+                    }
+                    let fam = families.entry(name.clone()).or_default();
+                    if !fam.0.iter().any(|h| h == line) {
+                        fam.0.push(line.to_string());
+                    }
+                    current = name;
+                } else if !line.is_empty() {
+                    families
+                        .entry(current.clone())
+                        .or_default()
+                        .1
+                        .push(line.to_string());
+                }
+            }
+        }
+        let mut out = String::new();
+        for name in order {
+            if let Some((head, samples)) = families.get(&name) {
+                for l in head.iter().chain(samples) {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn namespaces_merge_on_values_as_the_text_merge_did() {
+        let (a, b) = (report(), report());
+        let opts = |ns: &str| PromOptions {
+            namespace: Some(ns.to_string()),
+            scan_duration_ms: Some(12.5),
+            ..PromOptions::default()
+        };
+        let both = render_many(&[(&a, opts("app")), (&b, opts("side\"car"))]);
+        let texts = [render(&a, &opts("app")), render(&b, &opts("side\"car"))];
+        assert_eq!(both, text_merge(&texts));
+        assert_eq!(both.matches("# HELP cwdiag_sockets ").count(), 1);
+        let per_ns = |ns: &str| {
+            samples(&both)
+                .iter()
+                .filter(|(n, l, _)| n == "cwdiag_sockets" && l["netns"] == ns)
+                .count()
+        };
+        assert_eq!(per_ns("app"), TcpState::ALL.len());
+        assert_eq!(per_ns("side\"car"), TcpState::ALL.len());
+        assert_eq!(render_many(&[(&a, opts("app"))]), texts[0]);
+        assert_eq!(render_many(&[]), "");
+    }
 
     fn report() -> Report {
         let snap: Snapshot =

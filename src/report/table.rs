@@ -68,15 +68,21 @@ fn headline(r: &Report) -> String {
     format!("{} TCP sockets ({source}); {attribution}", r.total)
 }
 
-fn new_table(st: &Style, header: &[&str]) -> Table {
+/// The one table set-up of every text output: condensed UTF-8 borders,
+/// columns fitted to `width`, and `header` when there is one.
+pub(super) fn table(width: u16, header: Option<&[&str]>) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(st.width);
-    if st.header {
+        .set_width(width);
+    if let Some(header) = header {
         t.set_header(header.iter().map(Cell::new));
     }
     t
+}
+
+fn new_table(st: &Style, header: &[&str]) -> Table {
+    table(st.width, st.header.then_some(header))
 }
 
 fn states_table(r: &Report, st: &Style) -> String {

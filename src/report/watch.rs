@@ -7,7 +7,7 @@ use crate::diag::{Direction, Finding, Report};
 use crate::model::TcpState;
 use crate::units::{age, duration};
 use anstyle::{AnsiColor, Style as Ansi};
-use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{Cell, CellAlignment};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -45,13 +45,12 @@ pub fn render(
             )
         );
     }
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(st.width)
-        .set_header([
+    let mut t = super::table::table(
+        st.width,
+        Some(&[
             "STATE", "PID", "NAME", "WHERE", "NOW", "DELTA", "/MIN", "TREND", "OLDEST",
-        ]);
+        ]),
+    );
     let shown = if st.top == 0 {
         series.len()
     } else {
