@@ -53,6 +53,14 @@ pub enum Command {
     /// its hard limit at start. SIGTERM or Ctrl-C: finish the scrapes in
     /// progress, exit 0.
     Serve(ServeArgs),
+    /// Stream TCP state changes and resets as the kernel makes them, with
+    /// the process that caused each where the kernel knows it (the one
+    /// that called connect(), close() or shutdown(), or reset). Reads the
+    /// tracepoints sock:inet_sock_set_state, tcp:tcp_receive_reset,
+    /// tcp:tcp_send_reset and tcp:tcp_destroy_sock through a private
+    /// tracefs instance. Needs root. Ctrl-C or SIGTERM stops; lost and
+    /// unattributed events are counted on stderr at the end.
+    Trace(TraceArgs),
     /// Emergency first aid: destroy selected sockets with SOCK_DESTROY
     /// (as `ss -K`). Dry run unless --yes. A state is mandatory; LISTEN is
     /// refused. The application's fd stays leaked until it calls close().
@@ -142,6 +150,34 @@ pub struct WatchArgs {
     /// Show at most N rows (0 = all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Only events of these states (left or entered; repeatable or
+    /// comma-separated), whose local or peer port is PORT, caused by
+    /// process PID or NAME, towards a peer, of a family.
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Only events of sockets in the network namespace NAME (a /run/netns
+    /// handle). Events are attributed to a namespace only on evidence (the
+    /// process that acted on the socket, or the same socket seen earlier);
+    /// the rest never match.
+    #[arg(long, value_name = "NAME", conflicts_with = "netns_pid")]
+    pub netns: Option<String>,
+
+    /// Only events of sockets in the network namespace of process PID.
+    #[arg(long, value_name = "PID")]
+    pub netns_pid: Option<u32>,
+
+    /// Stop after DURATION (2s, 500ms, 1m; bare numbers are seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// One JSON object per event per line (NDJSON).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -362,6 +398,17 @@ pub struct ScanArgs {
 
     #[command(flatten)]
     pub sampling: SampleArgs,
+
+    /// Record the kernel's TCP tracepoints for DURATION (10s, 1m), then
+    /// scan: TIME_WAIT findings name the processes that closed
+    /// (evidence.closers) and the close rate measured over the window;
+    /// the report's `window` lists CLOSE_WAIT sockets that began in it
+    /// (with the time of the peer's FIN) and connections the peer reset
+    /// whose fd is still open. Needs root; without the tracepoints, a
+    /// warning and the snapshot alone. Not with --from, --record or
+    /// --samples; Prometheus output leaves it out.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with_all = ["from", "record"], help_heading = "Sampling")]
+    pub window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -404,6 +451,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_positive)]
     pub max_connections: usize,
+
+    /// Also keep the kernel's TCP tracepoints running between scrapes and
+    /// export counters: cwdiag_tcp_transitions_total (by local port),
+    /// cwdiag_tcp_active_closes_total (by process name),
+    /// cwdiag_tcp_resets_total (by direction and local port),
+    /// cwdiag_tcp_events_lost_total. Host-wide: the tracepoints name no
+    /// namespace. Label values past --top-k distinct ones are counted as
+    /// "other". Needs root; without, a warning and no counters.
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]

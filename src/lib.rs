@@ -8,6 +8,7 @@ pub mod cli;
 pub mod collect;
 pub mod diag;
 pub mod escape;
+pub mod events;
 pub mod filter;
 pub mod killplan;
 pub mod model;

@@ -7,7 +7,8 @@
 //!    `model` (the snapshot and the facts about it), `serve` (the HTTP
 //!    exporter, sealed behind one closure)
 //! 2. `procname`, then `filter`, then `killplan`: values over the model
-//! 3. `collect`: reads the kernel and /proc into a snapshot
+//! 3. `collect`: reads the kernel and /proc into a snapshot, then
+//!    `events`: the kernel's TCP tracepoints, read and attributed
 //! 4. `diag`: the rules, pure functions over a snapshot
 //! 5. `report`: renders what `diag` found
 //! 6. `cli`: the flags
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// itself: each module has its own rank).
 const LAYERS: &[&str] = &[
     "units", "escape", "output", "outfile", "model", "serve", "testutil", "procname", "filter",
-    "killplan", "collect", "diag", "report", "cli", "app",
+    "killplan", "collect", "events", "diag", "report", "cli", "app",
 ];
 
 fn rank(module: &str) -> Option<usize> {

@@ -20,7 +20,9 @@ mod pipeline;
 mod scan;
 mod serve;
 mod snapshot;
+mod trace;
 mod watch;
+mod window;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let color = cli.color;
@@ -29,6 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Assert(args) => assert::assert(args),
         Command::Watch(args) => watch::watch(args, color),
         Command::Kill(args) => kill::kill(args),
+        Command::Trace(args) => trace::trace(args),
         Command::Serve(args) => serve::serve(args),
         Command::Snapshot(args) => snapshot::snapshot(args),
         Command::Explain { rule_id } => explain(rule_id.as_deref()),

@@ -12,6 +12,15 @@ use std::process::ExitCode;
 
 pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     let started = std::time::Instant::now();
+    if args.window.is_some() && args.sampling.samples > 1 {
+        anyhow::bail!("--window takes a single sample: drop --samples");
+    }
+    // First, while single-threaded: the event source may need a mount
+    // namespace of its own.
+    let window = match args.window {
+        Some(w) => super::window::record(&args.source, w)?,
+        None => None,
+    };
     let mut pipeline = Pipeline::of(&args.select, &args.policy);
     if args.sockets {
         pipeline.plan.attribute = Attribute::All;
@@ -36,7 +45,10 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
     };
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
-        Format::Json => json_output(&reports, &c.warnings, c.multi)?,
+        Format::Json => match &window {
+            Some(w) => json_output(&w.annotate(&reports, &c.snapshots)?, &c.warnings, c.multi)?,
+            None => json_output(&reports, &c.warnings, c.multi)?,
+        },
         Format::Prometheus => {
             // The exposition has no place for warnings: say it on stderr.
             for line in &c.selection {
@@ -46,11 +58,23 @@ pub(super) fn scan(args: ScanArgs, color: ColorChoice) -> Result<ExitCode> {
         }
         Format::Table => {
             let st = style(color, args.top, !args.no_header);
+            let extra = match &window {
+                Some(w) => w
+                    .annotate(&reports, &c.snapshots)?
+                    .iter()
+                    .map(crate::events::window::text)
+                    .collect(),
+                None => vec![String::new(); reports.len()],
+            };
             per_namespace_text(
                 &c.warnings,
                 &reports,
                 |r| r.netns.as_ref(),
-                |r| report::table::render(r, &st) + "\n",
+                |r| {
+                    let i = reports.iter().position(|x| std::ptr::eq(x, r));
+                    let w = i.and_then(|i| extra.get(i)).map_or("", String::as_str);
+                    report::table::render(r, &st) + w + "\n"
+                },
             )
         }
     };

@@ -3,6 +3,8 @@
 
 use super::pipeline::Pipeline;
 use super::prometheus;
+use crate::events::counters::Counters;
+use crate::events::session::Session;
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -17,6 +19,9 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
     // exposition format has no place for them.
     let said = std::sync::Mutex::new(Vec::<String>::new());
     let (source, top_k) = (args.source.clone(), args.top_k);
+    // Before the server's threads: the source may need a mount namespace.
+    let events = args.events.then(|| EventCounting::start(top_k)).flatten();
+    let counters = events.as_ref().map(|e| e.shared.clone());
     let collect: crate::serve::Collect = Box::new(move || {
         let started = std::time::Instant::now();
         let c = pipeline.collect(&source, None).inspect_err(|_| {
@@ -31,14 +36,20 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
             *said = c.selection.clone();
         }
         let reports = pipeline.classify(&c.snapshots);
-        Ok(prometheus(
+        let mut text = prometheus(
             &reports,
             top_k,
             Some(started.elapsed()),
             errors.load(Ordering::Relaxed),
-        ))
+        );
+        if let Some(shared) = &counters
+            && let Ok(c) = shared.lock()
+        {
+            text += &crate::report::events::render(&c.0, c.1);
+        }
+        Ok(text)
     });
-    crate::serve::serve(
+    let served = crate::serve::serve(
         crate::serve::ServeConfig {
             listen: args.listen,
             min_interval: args.min_interval,
@@ -46,6 +57,85 @@ pub(super) fn serve(args: crate::cli::ServeArgs) -> Result<ExitCode> {
             web_config: args.web_config,
         },
         collect,
-    )?;
+    );
+    // The source's instance is removed when its thread ends.
+    drop(events);
+    served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// net.ipv4.ip_local_port_range of this namespace (the kernel's default
+/// when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Counters and lost events, shared with the scrape.
+type Shared = std::sync::Arc<std::sync::Mutex<(Counters, u64)>>;
+
+/// The event source on a thread of its own, counting.
+struct EventCounting {
+    shared: Shared,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventCounting {
+    fn start(top_k: usize) -> Option<EventCounting> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut s = match Session::open(std::path::Path::new("/proc")) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cwdiag serve: warning: {e}; no event counters");
+                return None;
+            }
+        };
+        let shared: Shared = Default::default();
+        if let Ok(mut c) = shared.lock() {
+            c.0 = Counters::new(top_k, ephemeral_range());
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (sh, st) = (shared.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last_lost = std::time::Instant::now();
+            while !st.load(Ordering::SeqCst) {
+                let mut batch = Vec::new();
+                s.pump(std::time::Duration::from_millis(200), &mut |_, a| {
+                    batch.push(a)
+                });
+                let lost = (last_lost.elapsed() >= std::time::Duration::from_secs(1)).then(|| {
+                    last_lost = std::time::Instant::now();
+                    s.tracer.lost()
+                });
+                if let Ok(mut c) = sh.lock() {
+                    for a in &batch {
+                        c.0.add(a);
+                    }
+                    if let Some(l) = lost {
+                        c.1 = l;
+                    }
+                }
+            }
+        });
+        Some(EventCounting {
+            shared,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EventCounting {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

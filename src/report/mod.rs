@@ -2,6 +2,7 @@
 
 /// Text escaping is a leaf module of its own; renderers reach it here too.
 pub use crate::escape;
+pub mod events;
 #[cfg(test)]
 mod fuzz_regressions;
 pub mod json;

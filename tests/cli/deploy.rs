@@ -76,6 +76,19 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// SIGTERM, as a service manager stops it, and its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("serve exits")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -157,6 +170,24 @@ fn dashboard_and_rules_use_only_metrics_cwdiag_exports() {
     let (_, body) = http_get(serve.port, "/metrics").expect("serve answers");
     exported.extend(exported_names(&body));
     assert!(exported.contains("cwdiag_sockets"), "{exported:?}");
+    // The event counters of `serve --events` (root: the tracepoints).
+    if crate::support::is_root() {
+        let ev = Serve::start(&["--events"]);
+        let (_, body) = http_get(ev.port, "/metrics").expect("serve --events answers");
+        assert!(ev.stop().success());
+        let names = exported_names(&body);
+        assert!(names.contains("cwdiag_tcp_transitions_total"), "{names:?}");
+        exported.extend(names);
+    } else {
+        crate::support::skip("serve --events metrics: needs root");
+        exported.extend(
+            used_names(
+                &std::fs::read_to_string(repo("deploy/prometheus/cwdiag.rules.yml")).unwrap(),
+            )
+            .into_iter()
+            .filter(|n| n.starts_with("cwdiag_tcp_")),
+        );
+    }
 
     let text = std::fs::read_to_string(repo("deploy/grafana/cwdiag-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");

@@ -19,4 +19,5 @@ mod schema;
 mod serve;
 mod support;
 mod sysctls;
+mod trace;
 mod ux;
