@@ -30,7 +30,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 rule_id: RuleId::CloseWaitUnreadData,
                 severity,
                 summary,
-                evidence: Evidence::CloseWait(h.evidence),
+                evidence: Evidence::CloseWait(Box::new(h.evidence)),
                 hint,
             }
         })
