@@ -1,6 +1,7 @@
 //! Collectors: the only code that reads the kernel. Each one returns a
 //! [`Snapshot`]; nothing after this module touches the OS.
 
+pub mod addrs;
 pub mod cgroup;
 pub mod counters;
 pub mod decode;
@@ -294,11 +295,13 @@ pub(crate) fn read_tables(
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
+        initial_netns: initial_netns(proc),
         source: Source { kind, path: None },
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: Default::default(),
+        peer_listeners: Vec::new(),
         sysctls: sysctl::read(proc, &mut read_warnings),
         counters,
         warnings,
@@ -310,6 +313,29 @@ pub(crate) fn read_tables(
         }
     }
     Ok((snap, owners))
+}
+
+/// Is the calling thread's network namespace the host's (the initial
+/// one)? Compared with pid 1's (`ns/net` inodes, namespaces(7)); when
+/// pid 1's cannot be read, kernels 6.18 and later give the initial
+/// namespaces fixed inodes (`NET_NS_INIT_INO`, `MNT_NS_INIT_INO` in
+/// include/uapi/linux/nsfs.h). In a container with its own pid namespace
+/// pid 1 is the container's init, whose namespace is then called
+/// initial: the one case this gets wrong.
+fn initial_netns(proc: &ProcFs) -> Option<bool> {
+    const NET_NS_INIT_INO: u64 = 0xEFFF_FFF9;
+    const MNT_NS_INIT_INO: u64 = 0xEFFF_FFF8;
+    let ours = proc
+        .netns_inode("thread-self/ns/net")
+        .or_else(|| proc.netns_inode("self/ns/net"))?;
+    if let Some(init) = proc.netns_inode("1/ns/net") {
+        return Some(ours == init);
+    }
+    if ours == NET_NS_INIT_INO {
+        return Some(true);
+    }
+    let fixed_inodes = proc.netns_inode("thread-self/ns/mnt") == Some(MNT_NS_INIT_INO);
+    fixed_inodes.then_some(false)
 }
 
 /// `/proc/thread-self/net`: the tables of the calling thread's network
@@ -416,6 +442,17 @@ fn enrich_owners(
             p.stale_socket_fds = Some(stale.len());
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
         }
+    }
+    // The other connections of processes holding stale fds: whether they
+    // keep several to one server (a pool) says who reset the stale ones.
+    let holders: Vec<u32> = snap
+        .processes
+        .iter()
+        .filter(|(_, p)| p.stale_socket_fds.is_some_and(|n| n > 0))
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in holders {
+        attribute_connections_of(snap, proc, pid);
     }
     // Processes read only for the sweep stay in the snapshot only when
     // they hold stale fds.
@@ -527,6 +564,40 @@ fn inspect_clients(snap: &mut Snapshot, proc: &ProcFs, warnings: &mut Vec<String
         if let Some(p) = snap.processes.get_mut(&pid) {
             p.threads = Some(t);
         }
+    }
+}
+
+/// Records on `pid` its outbound connections in the snapshot, by peer
+/// (ESTABLISHED ones are not attributed by default, and are not made to
+/// be here: the groups stay as the plan asked).
+fn attribute_connections_of(snap: &mut Snapshot, proc: &ProcFs, pid: u32) {
+    let Some(fds) = proc.socket_fds(pid) else {
+        return;
+    };
+    let held: HashSet<u32> = fds.into_iter().map(|(_, ino)| ino).collect();
+    let listening: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let mut by_peer: BTreeMap<crate::model::Endpoint, usize> = BTreeMap::new();
+    for s in snap.sockets.iter().filter(|s| {
+        s.inode != 0
+            && s.state != TcpState::Listen
+            && !listening.contains(&s.local.port())
+            && held.contains(&s.inode)
+    }) {
+        *by_peer.entry(s.peer).or_default() += 1;
+    }
+    let mut v: Vec<crate::model::PeerCount> = by_peer
+        .into_iter()
+        .map(|(peer, count)| crate::model::PeerCount { peer, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
+    v.truncate(5);
+    if let Some(p) = snap.processes.get_mut(&pid) {
+        p.peer_connections = v;
     }
 }
 

@@ -169,6 +169,8 @@ enum Talks {
 /// The libraries of `libs` that may hold connections to `service`,
 /// most specific first (a pool before its driver), each once.
 pub fn relevant(libs: &[Library], service: Option<Service>) -> Vec<ClientLib> {
+    // A server named by its program (MariaDB, nginx) speaks its protocol's.
+    let service = service.map(Service::protocol);
     let mut out: Vec<ClientLib> = libs
         .iter()
         .filter_map(|l| ClientLib::parse(&l.name))
@@ -217,7 +219,7 @@ pub fn fix(libs: &[Library], service: Option<Service>, runtime: Option<Runtime>)
 fn by_runtime(service: Option<Service>, runtime: Option<Runtime>) -> Option<&'static str> {
     use Runtime::*;
     use Service::*;
-    Some(match (service?, runtime?) {
+    Some(match (service?.protocol(), runtime?) {
         (Redis, CPython) => RedisPy.advice()?,
         (Redis, Jvm) => Jedis.advice()?,
         (Redis, Go) => GoRedis.advice()?,

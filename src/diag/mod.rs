@@ -14,6 +14,7 @@ pub mod group;
 pub mod growth;
 pub mod host;
 pub mod limits;
+pub mod listener;
 pub mod peer;
 pub mod report;
 pub mod rules;
@@ -117,6 +118,7 @@ fn classify_measured(
         taken_at_ms: snap.taken_at_ms,
         source: snap.source.clone(),
         netns: snap.netns.clone(),
+        initial_netns: snap.initial_netns,
         total: selected.len(),
         states,
         groups,

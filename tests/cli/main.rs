@@ -10,6 +10,7 @@ mod identity;
 mod live;
 mod namespaces;
 mod netns;
+mod peers;
 mod prometheus;
 mod promserver;
 mod readme;

@@ -182,12 +182,12 @@ impl Drop for Proc {
 
 /// One socket of `ss -tanpH`: state, Recv-Q, local, peer, pids.
 #[derive(Debug)]
-struct SsLine {
-    state: String,
-    recv_q: u64,
-    local_port: u16,
-    peer_port: u16,
-    pids: Vec<u32>,
+pub(crate) struct SsLine {
+    pub(crate) state: String,
+    pub(crate) recv_q: u64,
+    pub(crate) local_port: u16,
+    pub(crate) peer_port: u16,
+    pub(crate) pids: Vec<u32>,
 }
 
 /// The port of `ip:port` (0 for a listener's `*`).
@@ -201,7 +201,7 @@ fn port_of(addr: &str) -> u16 {
 /// `ss -tanpH` in the current namespace, sockets in `state` (as ss
 /// names it: `LISTEN`, `TIME-WAIT`...). Filtered here: with a state
 /// filter ss leaves out its State column.
-fn ss_tanp(state: &str) -> Vec<SsLine> {
+pub(crate) fn ss_tanp(state: &str) -> Vec<SsLine> {
     ss_lines(state, true)
 }
 
@@ -241,7 +241,7 @@ fn ss_lines(state: &str, owners: bool) -> Vec<SsLine> {
 }
 
 /// Client sockets in CLOSE_WAIT towards `port`, per `ss -tanp`.
-fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
+pub(crate) fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
     ss_tanp("CLOSE-WAIT")
         .into_iter()
         .filter(|s| s.peer_port == port)
@@ -704,7 +704,7 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
     };
     in_netns("postgres pool", move || {
         let dir = tempfile::tempdir().unwrap();
-        let _server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
+        let server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
         let mut client = Proc::spawn(
             "psycopg2 pool",
             Command::new("python3").args([
@@ -745,7 +745,20 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
         assert!((1_500..10_000).contains(&idle), "idle ~2 s: {f:#}");
         assert_eq!(e["service"], "PostgreSQL", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
-        assert!(hint.contains("idle_session_timeout"), "{hint}");
+        // The server is on this host: named by its listener, with the
+        // setting its command line states.
+        let ps = &e["peer_service"];
+        assert_eq!(ps["source"], "listener", "{f:#}");
+        assert_eq!(ps["setting"], "-c idle_session_timeout=2s", "{f:#}");
+        let postmaster = ps["pid"].as_u64().expect("listener pid") as u32;
+        assert!(
+            postmaster == server.pid() || children_of(server.pid()).contains(&postmaster),
+            "the postmaster (setpriv execs it): {f:#}"
+        );
+        assert!(
+            hint.contains("`-c idle_session_timeout=2s`") && hint.contains("idle for 2 s"),
+            "{hint}"
+        );
         assert!(hint.contains("psycopg2"), "{hint}");
         for not in ["thread dump", "keep-alive", "restart", "HttpClient"] {
             assert!(!hint.contains(not), "{not} in {hint}");
@@ -830,6 +843,9 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         let e = &fs[0]["evidence"];
         assert_eq!(e["peer"], "127.0.0.1:5432", "{e:#}");
         assert_eq!(e["count"], client_side as u64, "{e:#}");
+        // The server is on this host: its listener names it.
+        assert_eq!(e["peer_service"]["source"], "listener", "{e:#}");
+        assert_eq!(e["peer_service"]["name"], "PostgreSQL", "{e:#}");
         let c = &e["closes"];
         assert_eq!(c["count"], client_side as u64, "{c:#}");
         assert_eq!(c["measured_by"], "time-wait-timers", "{c:#}");
@@ -854,7 +870,7 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
 
 // ---------------------------------------------------------------- nginx
 
-fn nginx_prereq() -> Option<PathBuf> {
+pub(crate) fn nginx_prereq() -> Option<PathBuf> {
     let p = program("nginx", &["/usr/sbin"]);
     if p.is_none() {
         skip("nginx is not installed (Debian package nginx)");
@@ -863,7 +879,7 @@ fn nginx_prereq() -> Option<PathBuf> {
 }
 
 /// nginx on 127.0.0.1:8080 with everything in `dir`, one worker.
-fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
+pub(crate) fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\n\
@@ -954,7 +970,9 @@ fn requests_session_behind_nginx_keepalive_timeout_is_an_idle_pool_at_info() {
         assert!(ss_close_wait_to(8080).iter().all(|s| s.recv_q == 1));
         let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
         assert_eq!(f["severity"], "info", "{f:#}");
-        assert_eq!(e["service"], "HTTP", "{f:#}");
+        // nginx is on this host: its listener names it, not the port.
+        assert_eq!(e["service"], "nginx", "{f:#}");
+        assert_eq!(e["peer_service"]["source"], "listener", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
         assert!(
             hint.contains("urllib3") && hint.contains("requests"),
@@ -1223,7 +1241,12 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
         assert!(hint.contains("1 socket fits a bounded pool"), "{hint}");
         assert!(!hint.contains("restart"), "{hint}");
         assert_eq!(f["evidence"]["runtime"], "JVM", "{f:#}");
-        assert_eq!(f["evidence"]["service"], "HTTP", "{f:#}");
+        // The IPv4-mapped peer is nginx's 127.0.0.1 listener.
+        assert_eq!(f["evidence"]["service"], "nginx", "{f:#}");
+        assert_eq!(
+            f["evidence"]["peer_service"]["listener"], "127.0.0.1:8080",
+            "{f:#}"
+        );
     });
 }
 
@@ -1351,6 +1374,13 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
             let hint = f["hint"].as_str().unwrap();
             assert!(hint.contains("saturated"), "{hint}");
             assert!(!hint.contains("Nothing is accepting"), "{hint}");
+            // The namespace is minutes old: its counters are too.
+            assert_eq!(report["initial_netns"], false, "{report:#}");
+            assert!(
+                hint.contains("since the network namespace was created")
+                    && !hint.contains("since boot"),
+                "{hint}"
+            );
             eprintln!(
                 "gunicorn {args:?}: ss -tlnp holders {ss_holders:?}; cwdiag listener holders {named:?}, connection holders {busy:?}"
             );

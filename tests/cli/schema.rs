@@ -14,6 +14,8 @@ struct Report {
     schema_version: u32,
     taken_at_ms: u64,
     source: Source,
+    #[serde(default)]
+    initial_netns: Option<bool>,
     states: BTreeMap<String, u64>,
     total: u64,
     groups: Vec<Group>,
@@ -50,6 +52,8 @@ struct Process {
     stale_socket_fds: Option<u64>,
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
+    #[serde(default)]
+    peer_connections: Vec<serde_json::Value>,
     runtime: Option<String>,
     #[serde(default)]
     libraries: Vec<Library>,
@@ -188,6 +192,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "oldest_age_ms",
             "idle_before_close_ms",
             "service",
+            "peer_service",
             "runtime",
             "container",
             "libraries",
@@ -240,6 +245,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "closers",
             "port_budget",
             "port_ratio",
+            "peer_service",
         ],
     ),
     (
@@ -288,7 +294,18 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "stale_socket_fds",
         ],
     ),
-    (&["stale-socket-fds"], &["count", "pid", "comm", "inodes"]),
+    (
+        &["stale-socket-fds"],
+        &[
+            "count",
+            "pid",
+            "comm",
+            "inodes",
+            "pool_peer",
+            "pool_connections",
+            "peer_service",
+        ],
+    ),
 ];
 
 /// Checks a finding's evidence has exactly its rule's fields; returns them.

@@ -56,7 +56,8 @@ pub struct AcceptQueueEvidence {
     pub listeners: Vec<ListenerEvidence>,
     /// Processes holding accepted connections on the port.
     pub connection_holders: Vec<HolderEvidence>,
-    /// TcpExt ListenOverflows / ListenDrops since boot.
+    /// TcpExt ListenOverflows / ListenDrops since boot (or since the
+    /// namespace was created).
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
     /// The threads of the listener's holders and of the processes holding
@@ -201,7 +202,10 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
             let counters = match (overflows, drops) {
-                (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
+                (Some(o), Some(d)) => format!(
+                    " ListenOverflows {o}, ListenDrops {d} {}.",
+                    ctx.host.counters_since()
+                ),
                 _ => String::new(),
             };
             // The processes holding accepted connections are the busy

@@ -12,7 +12,7 @@ use crate::diag::words::plural;
 pub const DOC: Doc = Doc {
     id: "close-wait-unread-data",
     title: "CLOSE_WAIT with data the application stopped reading (Recv-Q > 1)",
-    meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). Unread bytes that came with the FIN after the connection had idled are a goodbye message, not this rule (see close-wait-never-read).",
+    meaning: "Data arrived while the connection was in use, the application stopped reading it, and then the peer gave up and closed. Inbound, clients sent requests that no worker read: every worker busy (a saturated worker pool) or handlers blocked. Outbound, responses were never read. When the application finally closes such a socket the kernel sends an RST instead of a FIN, because unread data is discarded (tcp.c:__tcp_close, TCPAbortOnClose). A few bytes (at most 4 KiB) that came with the FIN after the connection had idled are the server's goodbye message, not this rule (see close-wait-never-read); more is never a goodbye. The sockets of one process and port get one verdict.",
     confirm: "Recv-Q > 1 on CLOSE_WAIT sockets (ss -tanp state close-wait); cwdiag samples the owner's threads (evidence.threads: blocked in recvfrom() on a named downstream, on CPU, idle in epoll_wait); a thread dump (jstack, py-spy dump, gdb) or strace shows the code.",
     fix: "Find and unblock what the workers wait on: timeouts on every downstream call, a worker pool sized to the load, handlers that read to EOF or close on timeout.",
     avoid: "Raising the listen backlog or somaxconn only queues more requests that clients abandon. No sysctl fixes CLOSE_WAIT.",
@@ -30,7 +30,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 rule_id: RuleId::CloseWaitUnreadData,
                 severity,
                 summary,
-                evidence: Evidence::CloseWait(h.evidence),
+                evidence: Evidence::CloseWait(Box::new(h.evidence)),
                 hint,
             }
         })
@@ -97,19 +97,24 @@ pub fn words(e: &CloseWaitEvidence) -> (String, String) {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| format!("port {}", e.port));
+            let abandoned = format!(
+                "{who} left {} bytes from {from} unread and the server then closed: the code stopped reading those responses (abandoned before their end: a body never read or released, a stream never closed).",
+                e.unread_bytes
+            );
+            let fix = "Read every response to its end or close it (a with-block or try-with-resources; aiohttp resp.release(), Go resp.Body.Close()).";
             match threads {
-                Some(t) if t.pattern == "waiting-for-events" => format!(
-                    "{who} stopped reading responses from {from} before the server closed.{seen} No reader is blocked: the code abandoned these responses without reading them to the end or closing them (release or close every response)."
-                ),
+                // Only sampled threads can show a reader blocked; without
+                // them, or when they show none, the data is unread.
+                Some(t) if t.pattern == "waiting-for-events" => {
+                    format!("{abandoned}{seen} No reader is blocked. {fix}")
+                }
                 Some(_) => format!(
                     "{who} stopped reading responses from {from} before the server closed.{seen} {}",
                     then.unwrap_or_else(
                         || "Close every response the code opens, read or not.".to_string()
                     )
                 ),
-                None => format!(
-                    "{who} stopped reading responses from {from} before the server closed: a blocked reader, or a response abandoned without close(). Take a thread dump to see where the reader waits."
-                ),
+                None => format!("{abandoned} {fix}"),
             }
         }
     };
@@ -145,7 +150,24 @@ pub fn cases() -> Vec<super::cases::Case> {
         Some(21),
         Some((15_000, 3_000, 3_000)),
     );
+    // An aiohttp client that abandoned 348 KB bodies; the server closed
+    // its idle connections later, goodbye-like timing and all.
+    let mut body = SnapBuilder::new().process(33, "python3", Some(30), Some(1024));
+    for i in 0..3 {
+        body = body.close_wait(
+            &format!("10.0.0.1:{}", 44_100 + i),
+            "10.0.0.7:8080",
+            348_001,
+            Some(33),
+            Some((12_000, 2_000, 2_000)),
+        );
+    }
     vec![
+        fires(
+            "348 KB bodies abandoned unread",
+            body.build(),
+            Severity::Info,
+        ),
         fires(
             "requests unread by busy workers",
             busy.build(),
@@ -157,6 +179,7 @@ pub fn cases() -> Vec<super::cases::Case> {
 
 #[cfg(test)]
 mod tests {
+    use super::cases;
     use crate::diag::rules::{RuleId, cases::findings_of, cases::fires};
     use crate::diag::testkit::SnapBuilder;
     use crate::diag::threads::fixture::{obs, samples};
@@ -210,5 +233,19 @@ mod tests {
             v["threads"]["processes"][0]["threads"][0]["seen"][0]["peer"],
             "127.0.0.1:5432"
         );
+    }
+
+    #[test]
+    fn an_abandoned_response_is_unread_not_a_blocked_reader() {
+        let f = &findings_of(RuleId::CloseWaitUnreadData, &cases()[0])[0];
+        assert!(
+            f.hint.contains("1044000 bytes") && f.hint.contains("stopped reading"),
+            "{}",
+            f.hint
+        );
+        for not in ["thread dump", "blocked reader", "waits"] {
+            assert!(!f.hint.contains(not), "{not}: {}", f.hint);
+        }
+        assert!(findings_of(RuleId::CloseWaitNeverRead, &cases()[0]).is_empty());
     }
 }
