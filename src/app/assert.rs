@@ -113,7 +113,7 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
             &c.warnings,
             &outcomes,
             |o| o.netns.as_ref(),
-            assertion::render_text,
+            crate::report::limits::render_text,
         )
     };
     emit(&text)?;
