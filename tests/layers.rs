@@ -141,6 +141,28 @@ fn no_module_names_a_higher_layer() {
     );
 }
 
+/// Only `report` lays out text: tables (`comfy_table`) and wrapped
+/// paragraphs (`textwrap`) are built nowhere else, so `diag` stays data.
+#[test]
+fn only_report_lays_out_tables_and_text() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut bad = Vec::new();
+    for f in &files {
+        if top_module(&src, f) == "report" {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(f).expect("read"));
+        for lib in ["comfy_table", "textwrap"] {
+            if text.contains(&format!("{lib}::")) {
+                bad.push(format!("{}: uses `{lib}`", f.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "layout outside report:\n{}", bad.join("\n"));
+}
+
 /// Edges between the files of one folder: `super::x` from a child file, or
 /// `crate::folder::x` from anywhere in the folder (`mod.rs` aside: it
 /// declares the folder's files).

@@ -135,7 +135,7 @@ pub(super) fn assert(args: AssertArgs) -> Result<ExitCode> {
                     .and_then(|i| annotated.get(i))
                     .map(crate::events::window::text)
                     .unwrap_or_default();
-                assertion::render_text(o) + &w
+                crate::report::limits::render_text(o) + &w
             },
         )
     };

@@ -14,9 +14,6 @@ use std::process::ExitCode;
 /// Printed with every `kill`, dry run or not.
 const KILL_WARNING: &str = "note: destroying a socket resets the connection (RST) and returns ECONNABORTED to the application, but its file descriptor stays leaked until the application calls close(): this is first aid, not a fix.";
 
-/// Changed sockets listed by cookie, at most.
-const LISTED_CHANGED: usize = 10;
-
 fn read_plan(path: &std::path::Path) -> Result<KillPlan> {
     let name = path.display().to_string();
     let c = crate::collect::fsread::read_named(path, killplan::MAX_PLAN)
@@ -97,22 +94,7 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
             None => args.cookies.iter().map(|&c| (c, None)).collect(),
         };
         let m = killplan::matches(&wanted, &snap.sockets);
-        out.push_str(&format!(
-            "reviewed {}: {} still present, {} gone (closed since the review), {} changed (left alone)\n",
-            m.present.len() + m.gone.len() + m.changed.len(),
-            m.present.len(),
-            m.gone.len(),
-            m.changed.len()
-        ));
-        for (cookie, why) in m.changed.iter().take(LISTED_CHANGED) {
-            out.push_str(&format!("  changed {cookie:#x}: {why}\n"));
-        }
-        if m.changed.len() > LISTED_CHANGED {
-            out.push_str(&format!(
-                "  ... and {} more changed\n",
-                m.changed.len() - LISTED_CHANGED
-            ));
-        }
+        out.push_str(&report::kill::reviewed(&m));
         m.present
     } else {
         snap.sockets
@@ -131,10 +113,7 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
     out.push_str(&report::kill::list(&chosen, &snap.processes));
     let mut code = ExitCode::SUCCESS;
     if !args.yes {
-        out.push_str(&format!(
-            "dry run: {} sockets would be destroyed; add --yes to destroy them.\n",
-            chosen.len()
-        ));
+        out.push_str(&report::kill::dry_run(chosen.len()));
     } else {
         let mut d = Destroyer::new()?;
         let (mut destroyed, mut gone, mut failed) = (0, 0, Vec::new());
@@ -158,10 +137,7 @@ pub(super) fn kill(args: crate::cli::KillArgs) -> Result<ExitCode> {
                 "kill: this kernel does not support SOCK_DESTROY (EOPNOTSUPP): it was built without CONFIG_INET_DIAG_DESTROY; restart the owning process instead"
             );
         }
-        out.push_str(&format!(
-            "destroyed {destroyed}, gone {gone} (closed or reused meanwhile), failed {}\n",
-            failed.len()
-        ));
+        out.push_str(&report::kill::destroyed(destroyed, gone, failed.len()));
         if let Some(e) = failed.first() {
             out.push_str(&format!(
                 "first failure: {}\n",

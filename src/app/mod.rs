@@ -69,12 +69,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn explain(rule_id: Option<&str>) -> Result<ExitCode> {
     let text = match rule_id {
-        None => crate::diag::rules::list(),
+        None => crate::report::explain::list(),
         Some(id) => {
             let rule = crate::diag::RuleId::parse(id).ok_or_else(|| {
                 anyhow::anyhow!("unknown rule '{id}' (run `cwdiag explain` to list the rules)")
             })?;
-            crate::diag::rules::render(rule.doc(), 78)
+            crate::report::explain::render(rule.doc(), 78)
         }
     };
     emit(&text)?;

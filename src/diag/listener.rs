@@ -166,6 +166,16 @@ impl PeerService {
         }
     }
 
+    /// The protocol to advise the client about: the recognised service,
+    /// else, for a listener whose program names none (a script, a custom
+    /// server), the port's usual service: its clients still speak it.
+    pub fn protocol(&self) -> Option<Service> {
+        self.service.or_else(|| {
+            let port = self.listener.as_deref()?.rsplit(':').next()?.parse().ok()?;
+            Service::by_port(port)
+        })
+    }
+
     /// The sentence that names who closed the connections and what
     /// setting made it, ending with a full stop.
     pub fn closer_words(&self) -> String {
@@ -474,6 +484,29 @@ mod tests {
         let ps = PeerService::of(&snap, remote).unwrap();
         assert_eq!((ps.source, ps.pid), (ServiceSource::Port, None));
         assert_eq!(ps.name, "MySQL/MariaDB");
+    }
+
+    /// A script holding the listener names no service: it is named as
+    /// itself, and its clients are advised for the protocol of the port.
+    #[test]
+    fn an_unrecognised_listener_keeps_the_ports_protocol_for_advice() {
+        let mut snap = SnapBuilder::new()
+            .listen("127.0.0.1:3306", Some(7), 0, 80)
+            .close_wait("127.0.0.1:45000", "127.0.0.1:3306", 1, Some(8), None)
+            .build();
+        snap.processes.insert(
+            7,
+            proc_with(
+                "python3",
+                "/usr/bin/python3.11",
+                &["python3", "fake_mysql.py"],
+            ),
+        );
+        let ps = PeerService::of(&snap, snap.sockets[1].peer).unwrap();
+        assert_eq!((ps.source, ps.service), (ServiceSource::Listener, None));
+        assert_eq!(ps.name, "python3");
+        assert_eq!(ps.protocol(), Some(Service::MySql));
+        assert!(ps.closer_words().contains("python3 does not state one"));
     }
 
     #[test]

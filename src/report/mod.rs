@@ -3,10 +3,12 @@
 /// Text escaping is a leaf module of its own; renderers reach it here too.
 pub use crate::escape;
 pub mod events;
+pub mod explain;
 #[cfg(test)]
 mod fuzz_regressions;
 pub mod json;
 pub mod kill;
+pub mod limits;
 pub mod prometheus;
 #[cfg(test)]
 mod snapshot_tests;

@@ -81,7 +81,7 @@ pub fn words(e: &CloseWaitEvidence, p: &Policy, runtime: Option<Runtime>) -> (St
         String::new()
     };
     let service = match e.direction {
-        Direction::Outbound => e.peer_service.as_ref().and_then(|p| p.service),
+        Direction::Outbound => e.peer_service.as_ref().and_then(|p| p.protocol()),
         Direction::Inbound => Service::by_port(e.port),
     };
     match e.direction {

@@ -227,47 +227,6 @@ pub fn run(ctx: &Ctx) -> Vec<Finding> {
     RULES.iter().flat_map(|r| r.detect(ctx)).collect()
 }
 
-/// The write-up `cwdiag explain RULE_ID` prints.
-pub fn render(r: &Doc, width: usize) -> String {
-    let opts = |indent: &'static str| {
-        textwrap::Options::new(width)
-            .initial_indent(indent)
-            .subsequent_indent(indent)
-    };
-    let mut out = format!("{}: {}\n", r.id, r.title);
-    for (head, body) in [
-        ("What it means", r.meaning),
-        ("How to confirm", r.confirm),
-        ("Fix", r.fix),
-        ("What not to do", r.avoid),
-    ] {
-        out.push_str(&format!("\n{head}\n{}\n", textwrap::fill(body, opts("  "))));
-    }
-    out
-}
-
-/// One line per rule, for `cwdiag explain` without an argument.
-pub fn list() -> String {
-    let w = RuleId::ALL
-        .iter()
-        .map(|r| r.as_str().len())
-        .max()
-        .unwrap_or(0);
-    RuleId::ALL
-        .iter()
-        .map(|r| format!("{:w$}  {}\n", r.as_str(), r.doc().title))
-        .collect()
-}
-
-/// The README's rule table, generated from the registry.
-pub fn markdown_table() -> String {
-    let mut out = String::from("| rule | what it means |\n|---|---|\n");
-    for r in RuleId::ALL {
-        out.push_str(&format!("| `{}` | {} |\n", r.as_str(), r.doc().title));
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod cases {
     //! Each rule's table of cases: snapshots where it fires and healthy
@@ -374,22 +333,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The README's rule table is the registry's: a rule cannot be added,
-    /// renamed or dropped without the README following.
-    #[test]
-    fn readme_rule_table_is_the_registry() {
-        let readme = include_str!("../../../README.md");
-        let begin = "<!-- rules:begin -->\n";
-        let start = readme.find(begin).expect("rules:begin marker") + begin.len();
-        let end = readme.find("<!-- rules:end -->").expect("rules:end marker");
-        assert_eq!(
-            &readme[start..end],
-            markdown_table(),
-            "README rule table is out of date; it should read:\n{}",
-            markdown_table()
-        );
     }
 
     /// A rule file left out of the list is not even compiled: every file

@@ -76,7 +76,7 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
         .port_ratio
         .map(|r| format!(" ({:.0} % of {budget} ephemeral ports)", r * 100.0))
         .unwrap_or_default();
-    let service = e.peer_service.as_ref().and_then(|p| p.service);
+    let service = e.peer_service.as_ref().and_then(|p| p.protocol());
     let svc = match &e.peer_service {
         Some(ps) => match ps.pid {
             Some(pid) => format!(" ({}, pid {pid}, on this host)", ps.name),
