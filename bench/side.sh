@@ -14,7 +14,7 @@
 #   HOG_SIZES [20000 100000]     sizes also run with FD_HOG fds held outside the namespace
 #   FD_HOG [38000]               non-socket fds held by two other processes (half each)
 #   RUNS [10] WARMUP [2] NICE [-15] TW_WARM [62] (seconds of TIME_WAIT churn before timing)
-#   OUT [BENCHMARKS.md]  KEEP [0]
+#   OUT [BENCHMARKS.md]  KEEP [0]  NS_PREFIX [cwside] (namespaces are PREFIX-N)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
@@ -109,7 +109,7 @@ one_case() {  # size, case name (quiet | hog); the namespace and workload are up
 }
 
 for n in $SIZES; do
-    NS=cwside-$n
+    NS=${NS_PREFIX:-cwside}-$n
     if ip netns list | grep -qw "^$NS"; then ip netns del "$NS"; fi
     ip netns add "$NS"
     ip -n "$NS" link set lo up
