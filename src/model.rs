@@ -353,10 +353,201 @@ pub struct Process {
     pub stale_socket_fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_socket_inodes: Vec<u64>,
+    /// For holders of stale socket fds: the outbound connections of the
+    /// tables it holds, counted by peer, busiest first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_connections: Vec<PeerCount>,
     /// Runtime recognised from the executable itself (`Go`, from its
     /// build-ID note), for owners of CLOSE_WAIT sockets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Client libraries the process shows (mapped shared objects, open or
+    /// class-path jars, a Go binary's module list, its command line), for
+    /// owners of CLOSE_WAIT sockets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries: Vec<Library>,
+    /// What its threads were doing, sampled a few times, for processes a
+    /// finding may call stuck (not reading, not accepting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadSamples>,
+}
+
+/// A client library seen in a process, and where it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Library {
+    /// The library's own name: `aiohttp`, `HikariCP`, `pgx`, `undici`...
+    pub name: String,
+    /// Its version, when the file or module list states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Where: `maps` (a mapped shared object), `fd` (an open file),
+    /// `classpath`, `cmdline` or `go-buildinfo`.
+    pub seen_in: String,
+    /// The path (or module path) it was recognised in.
+    pub path: String,
+}
+
+/// A client library cwdiag has advice for (or recognises as a driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientLib {
+    // Python
+    Requests,
+    Aiohttp,
+    Httpx,
+    SqlAlchemy,
+    Psycopg2,
+    Psycopg3,
+    PyMySql,
+    MysqlClient,
+    RedisPy,
+    Hiredis,
+    Asyncpg,
+    // C client libraries any runtime may map
+    Libpq,
+    LibMysql,
+    // JVM
+    HikariCp,
+    ApacheHttpClient4,
+    ApacheHttpClient5,
+    OkHttp,
+    Jedis,
+    Lettuce,
+    // Go modules
+    Pgx,
+    LibPq,
+    GoMysql,
+    GoRedis,
+    /// The Go toolchain the binary was built with: its standard library's
+    /// net/http (database/sql advice goes with the driver seen).
+    GoStd,
+    // Node.js packages
+    Undici,
+    NodePg,
+    Ioredis,
+    NodeRedis,
+    Axios,
+}
+
+impl ClientLib {
+    pub const ALL: [ClientLib; 29] = {
+        use ClientLib::*;
+        [
+            Requests,
+            Aiohttp,
+            Httpx,
+            SqlAlchemy,
+            Psycopg2,
+            Psycopg3,
+            PyMySql,
+            MysqlClient,
+            RedisPy,
+            Hiredis,
+            Asyncpg,
+            Libpq,
+            LibMysql,
+            HikariCp,
+            ApacheHttpClient4,
+            ApacheHttpClient5,
+            OkHttp,
+            Jedis,
+            Lettuce,
+            Pgx,
+            LibPq,
+            GoMysql,
+            GoRedis,
+            GoStd,
+            Undici,
+            NodePg,
+            Ioredis,
+            NodeRedis,
+            Axios,
+        ]
+    };
+
+    /// The name the evidence carries.
+    pub fn name(self) -> &'static str {
+        use ClientLib::*;
+        match self {
+            Requests => "requests/urllib3",
+            Aiohttp => "aiohttp",
+            Httpx => "httpx",
+            SqlAlchemy => "SQLAlchemy",
+            Psycopg2 => "psycopg2",
+            Psycopg3 => "psycopg",
+            PyMySql => "PyMySQL",
+            MysqlClient => "mysqlclient",
+            RedisPy => "redis-py",
+            Hiredis => "hiredis",
+            Asyncpg => "asyncpg",
+            Libpq => "libpq",
+            LibMysql => "libmysqlclient",
+            HikariCp => "HikariCP",
+            ApacheHttpClient4 => "Apache HttpClient 4",
+            ApacheHttpClient5 => "Apache HttpClient 5",
+            OkHttp => "OkHttp",
+            Jedis => "Jedis",
+            Lettuce => "Lettuce",
+            Pgx => "pgx",
+            LibPq => "lib/pq",
+            GoMysql => "go-sql-driver/mysql",
+            GoRedis => "go-redis",
+            GoStd => "Go",
+            Undici => "undici",
+            NodePg => "pg",
+            Ioredis => "ioredis",
+            NodeRedis => "node-redis",
+            Axios => "axios",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ClientLib> {
+        ClientLib::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// Threads of one process, sampled `samples` times `interval_ms` apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSamples {
+    pub samples: u32,
+    pub interval_ms: u32,
+    /// Threads the process had; only the first `threads.len()` were read.
+    pub threads_total: usize,
+    pub threads: Vec<ThreadSample>,
+}
+
+/// One thread: what it was seen doing, each distinct observation once
+/// with the number of samples that showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSample {
+    pub tid: u32,
+    pub comm: String,
+    pub seen: Vec<ThreadObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadObservation {
+    /// Samples that showed this.
+    pub count: u32,
+    /// Scheduler state (`/proc/PID/task/TID/stat` field 3): `R`, `S`, `D`...
+    pub state: String,
+    /// Kernel function a sleeping thread waits in (`wchan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// The system call it is in (`recvfrom`, `epoll_wait`, `futex`...),
+    /// `running` when on CPU in user space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The fd that system call works on (its first argument), when it
+    /// takes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
+    /// That fd's socket inode, when it is a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_inode: Option<u32>,
 }
 
 impl Process {
@@ -379,8 +570,19 @@ impl Process {
             stale_socket_inodes: Vec::new(),
             runtime: None,
             pod_uid: None,
+            libraries: Vec::new(),
+            threads: None,
+            peer_connections: Vec::new(),
         }
     }
+}
+
+/// Connections to one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCount {
+    pub peer: Endpoint,
+    pub count: usize,
 }
 
 /// How complete the socket -> process mapping is.
@@ -459,15 +661,28 @@ pub struct Snapshot {
     /// Set when collected with --netns, --netns-pid or --all-netns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsInfo>,
+    /// True when the scanned network namespace is pid 1's (the host's),
+    /// false when it is another one: the kernel's TcpExt counters count
+    /// from boot in the first and from the namespace's creation in the
+    /// others (`struct net` holds them, net/ipv4/proc.c). `None` when
+    /// unknown (replayed dumps, /proc/1 unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_netns: Option<bool>,
     pub sockets: Vec<Socket>,
     /// Owners of attributed sockets, by pid.
     pub processes: BTreeMap<u32, Process>,
     pub attribution: Attribution,
     /// Listener inode -> the other processes holding that listening
     /// socket (a pre-fork server's workers), for listeners with children
-    /// nobody accepted. The socket's own `pid` is the first holder found.
+    /// nobody accepted and listeners that CLOSE_WAIT sockets point at.
+    /// The socket's own `pid` is the first holder found.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub listener_holders: BTreeMap<u32, Vec<u32>>,
+    /// `--all-netns`: listeners of the host's other network namespaces
+    /// that serve peers of this namespace's CLOSE_WAIT and TIME_WAIT
+    /// sockets (the peer's address is one of that namespace's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_listeners: Vec<PeerListener>,
     /// TCP sysctls of the scanned namespace, dotted names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
@@ -478,6 +693,85 @@ pub struct Snapshot {
     /// Things the collector could not do, in one line each.
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// A listener in another network namespace of the host, serving `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerListener {
+    /// The peer address of this namespace's sockets it serves.
+    pub peer: Endpoint,
+    /// Its namespace's name (as in `netns.name`).
+    pub netns: String,
+    /// The listening socket's address.
+    pub listener: Endpoint,
+    /// Every process holding it, first the owner found.
+    pub holders: Vec<u32>,
+    /// Those processes.
+    pub processes: BTreeMap<u32, Process>,
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Snapshot {
+    /// The listening sockets of this namespace that serve `peer`, when
+    /// the peer is a local address: one bound to exactly that address,
+    /// else wildcard ones on that port. `None` when the peer is not
+    /// local or nothing here listens on its port.
+    pub fn local_listeners(&self, peer: Endpoint) -> Option<Vec<&Socket>> {
+        self.listeners_for(peer, |ip| self.is_local(ip))
+    }
+
+    /// The listening sockets that serve `peer`, when `ours` says the
+    /// peer's address belongs to this namespace (exact binds always do).
+    pub fn listeners_for(
+        &self,
+        peer: Endpoint,
+        ours: impl Fn(std::net::IpAddr) -> bool,
+    ) -> Option<Vec<&Socket>> {
+        let ip = canonical_ip(peer.ip());
+        let on_port: Vec<&Socket> = self
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::Listen && s.local.port() == peer.port())
+            .collect();
+        if on_port.is_empty() {
+            return None;
+        }
+        let exact: Vec<&Socket> = on_port
+            .iter()
+            .copied()
+            .filter(|s| canonical_ip(s.local.ip()) == ip)
+            .collect();
+        if !exact.is_empty() {
+            return Some(exact);
+        }
+        let wildcard: Vec<&Socket> = on_port
+            .into_iter()
+            .filter(|s| {
+                s.local.ip().is_unspecified()
+                    // An IPv6 wildcard takes IPv4 too unless IPV6_V6ONLY.
+                    && (s.local.is_ipv6() || ip.is_ipv4())
+            })
+            .collect();
+        (!wildcard.is_empty() && ours(ip)).then_some(wildcard)
+    }
+
+    /// Is `ip` an address of this namespace? Loopback always is; any
+    /// other is when some socket of the snapshot is bound to it.
+    fn is_local(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .sockets
+                .iter()
+                .any(|s| canonical_ip(s.local.ip()) == ip && !s.local.ip().is_unspecified())
+    }
 }
 
 /// States whose sockets `scan` maps to processes without `--sockets`:

@@ -70,6 +70,14 @@ pub fn read_named(path: &Path, cap: usize) -> std::io::Result<Capped> {
     read_from(regular(fd, &path.display().to_string())?, cap)
 }
 
+/// Opens a file a link leads to (`/proc/PID/exe`) without blocking, and
+/// returns it only when it is a regular file: for readers that seek in
+/// it, each read capped by the caller.
+pub fn open_named(path: &Path) -> std::io::Result<std::fs::File> {
+    let fd = rustix::fs::open(path, FLAGS, Mode::empty())?;
+    regular(fd, &path.display().to_string())
+}
+
 /// [`read`] of `path` relative to the directory `dir` (as `openat`).
 pub fn read_at(dir: &rustix::fd::OwnedFd, path: &str, cap: usize) -> std::io::Result<Capped> {
     let fd = rustix::fs::openat(dir, path, FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
@@ -85,6 +93,14 @@ pub fn read_at_following(
 ) -> std::io::Result<Capped> {
     let fd = rustix::fs::openat(dir, path, FLAGS, Mode::empty())?;
     read_from(regular(fd, path)?, cap)
+}
+
+/// The regular file the link `path` below `dir` leads to, opened without
+/// blocking: for readers that seek in it (an ELF reader), each read
+/// capped by the caller.
+pub fn open_at_following(dir: &rustix::fd::OwnedFd, path: &str) -> std::io::Result<std::fs::File> {
+    let fd = rustix::fs::openat(dir, path, FLAGS, Mode::empty())?;
+    regular(fd, path)
 }
 
 /// Read-only, never blocking, never a controlling terminal, closed on exec.

@@ -7,7 +7,8 @@
 //! the accepted connections on its port (ESTABLISHED ones are not
 //! attributed by default), so the report can tell a hung master from a
 //! saturated worker pool. SO_REUSEPORT listeners are separate sockets,
-//! each found by the walk on its own.
+//! each found by the walk on its own. The listeners that local CLOSE_WAIT
+//! sockets point at get their holders too: the server that closed them.
 
 use super::procfs::ProcFs;
 use crate::model::{Snapshot, TcpState};
@@ -25,13 +26,31 @@ pub fn find(snap: &mut Snapshot, proc: &ProcFs) {
         .filter(|s| s.inode == 0 && matches!(s.state, TcpState::Established | TcpState::CloseWait))
         .map(|s| s.local.port())
         .collect();
-    if troubled.is_empty() {
+    // Listening ports that CLOSE_WAIT sockets point at: the server that
+    // closed them may be on this host, and the report names every
+    // process holding its listener (only the listeners are looked for).
+    let listening: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let peer_ports: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait && listening.contains(&s.peer.port()))
+        .map(|s| s.peer.port())
+        .collect();
+    if troubled.is_empty() && peer_ports.is_empty() {
         return;
     }
     let owners: HashSet<u32> = snap
         .sockets
         .iter()
-        .filter(|s| s.state == TcpState::Listen && troubled.contains(&s.local.port()))
+        .filter(|s| {
+            s.state == TcpState::Listen
+                && (troubled.contains(&s.local.port()) || peer_ports.contains(&s.local.port()))
+        })
         .filter_map(|s| s.pid)
         .collect();
     if owners.is_empty() {
@@ -61,9 +80,10 @@ pub fn find(snap: &mut Snapshot, proc: &ProcFs) {
     // on those ports nobody is known to hold.
     let mut wanted: HashMap<u32, usize> = HashMap::new();
     for (i, s) in snap.sockets.iter().enumerate() {
+        let port = s.local.port();
         if s.inode != 0
-            && troubled.contains(&s.local.port())
-            && (s.state == TcpState::Listen || s.pid.is_none())
+            && ((troubled.contains(&port) && (s.state == TcpState::Listen || s.pid.is_none()))
+                || (peer_ports.contains(&port) && s.state == TcpState::Listen))
         {
             wanted.insert(s.inode, i);
         }

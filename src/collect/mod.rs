@@ -1,6 +1,7 @@
 //! Collectors: the only code that reads the kernel. Each one returns a
 //! [`Snapshot`]; nothing after this module touches the OS.
 
+pub mod addrs;
 pub mod cgroup;
 pub mod counters;
 pub mod decode;
@@ -9,6 +10,7 @@ pub mod fsread;
 pub mod holders;
 pub mod identity;
 pub mod kernel;
+pub mod libraries;
 pub mod multi;
 pub mod netns;
 pub mod procfs;
@@ -21,6 +23,7 @@ pub mod selection;
 pub mod sockdiag;
 pub mod stale;
 pub mod sysctl;
+pub mod threads;
 
 #[cfg(test)]
 mod seam_tests;
@@ -189,6 +192,11 @@ pub(crate) fn finish(
     let t = std::time::Instant::now();
     identify_owners(snap, proc);
     timing("identify owners", t);
+    if plan.attribute != Attribute::Nothing {
+        let t = std::time::Instant::now();
+        inspect_clients(snap, proc, &mut read_warnings);
+        timing("libraries and threads", t);
+    }
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
             snap.warnings.push(w);
@@ -287,11 +295,13 @@ pub(crate) fn read_tables(
         schema_version: SCHEMA_VERSION,
         taken_at_ms,
         netns: None,
+        initial_netns: initial_netns(proc),
         source: Source { kind, path: None },
         sockets,
         processes: BTreeMap::new(),
         attribution: Default::default(),
         listener_holders: Default::default(),
+        peer_listeners: Vec::new(),
         sysctls: sysctl::read(proc, &mut read_warnings),
         counters,
         warnings,
@@ -303,6 +313,29 @@ pub(crate) fn read_tables(
         }
     }
     Ok((snap, owners))
+}
+
+/// Is the calling thread's network namespace the host's (the initial
+/// one)? Compared with pid 1's (`ns/net` inodes, namespaces(7)); when
+/// pid 1's cannot be read, kernels 6.18 and later give the initial
+/// namespaces fixed inodes (`NET_NS_INIT_INO`, `MNT_NS_INIT_INO` in
+/// include/uapi/linux/nsfs.h). In a container with its own pid namespace
+/// pid 1 is the container's init, whose namespace is then called
+/// initial: the one case this gets wrong.
+fn initial_netns(proc: &ProcFs) -> Option<bool> {
+    const NET_NS_INIT_INO: u64 = 0xEFFF_FFF9;
+    const MNT_NS_INIT_INO: u64 = 0xEFFF_FFF8;
+    let ours = proc
+        .netns_inode("thread-self/ns/net")
+        .or_else(|| proc.netns_inode("self/ns/net"))?;
+    if let Some(init) = proc.netns_inode("1/ns/net") {
+        return Some(ours == init);
+    }
+    if ours == NET_NS_INIT_INO {
+        return Some(true);
+    }
+    let fixed_inodes = proc.netns_inode("thread-self/ns/mnt") == Some(MNT_NS_INIT_INO);
+    fixed_inodes.then_some(false)
 }
 
 /// `/proc/thread-self/net`: the tables of the calling thread's network
@@ -410,6 +443,17 @@ fn enrich_owners(
             p.stale_socket_inodes = stale.into_iter().take(procinfo::LISTED_INODES).collect();
         }
     }
+    // The other connections of processes holding stale fds: whether they
+    // keep several to one server (a pool) says who reset the stale ones.
+    let holders: Vec<u32> = snap
+        .processes
+        .iter()
+        .filter(|(_, p)| p.stale_socket_fds.is_some_and(|n| n > 0))
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in holders {
+        attribute_connections_of(snap, proc, pid);
+    }
     // Processes read only for the sweep stay in the snapshot only when
     // they hold stale fds.
     for pid in added {
@@ -420,6 +464,140 @@ fn enrich_owners(
         {
             snap.processes.remove(&pid);
         }
+    }
+}
+
+/// Processes whose client libraries are read (those with the most
+/// CLOSE_WAIT sockets first).
+const LIBRARY_PROCESSES: usize = 32;
+
+/// The libraries of the owners of CLOSE_WAIT sockets, and the threads of
+/// the processes a finding may call stuck: owners of CLOSE_WAIT sockets
+/// with unread bytes (or inbound ones never read) and the
+/// holders of listeners with children nobody accepted, with the
+/// processes holding accepted connections on those ports.
+fn inspect_clients(snap: &mut Snapshot, proc: &ProcFs, warnings: &mut Vec<String>) {
+    // A finding may call the owner stuck when bytes wait unread (Recv-Q
+    // beyond the FIN), or when clients of its own listener hung up
+    // unread; an outbound bare FIN is an idle pool's and claims nothing.
+    let listen_ports: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let mut close_wait: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    for s in snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait)
+    {
+        if let Some(pid) = s.pid {
+            let e = close_wait.entry(pid).or_default();
+            e.0 += 1;
+            let inbound = listen_ports.contains(&s.local.port());
+            e.1 += usize::from(s.recv_q > 1 || (s.recv_q == 1 && inbound));
+        }
+    }
+    let mut by_count: Vec<(u32, usize)> = close_wait.iter().map(|(&p, c)| (p, c.0)).collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for &(pid, _) in by_count.iter().take(LIBRARY_PROCESSES) {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            let go = p.runtime.as_deref() == Some("Go");
+            p.libraries = libraries::collect(proc, pid, p.cmdline.as_deref(), go, warnings);
+        }
+    }
+    // Listeners with children waiting for accept(): their holders, and
+    // who holds accepted connections on the port.
+    let mut queued_ports = HashSet::new();
+    let listeners: Vec<&Socket> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .collect();
+    for s in &snap.sockets {
+        if s.inode == 0
+            && matches!(s.state, TcpState::Established | TcpState::CloseWait)
+            && listeners.iter().any(|l| l.local.port() == s.local.port())
+        {
+            queued_ports.insert(s.local.port());
+        }
+    }
+    let mut suspects: Vec<u32> = Vec::new();
+    let push = |pid: u32, v: &mut Vec<u32>| {
+        if !v.contains(&pid) {
+            v.push(pid);
+        }
+    };
+    for l in listeners
+        .iter()
+        .filter(|l| queued_ports.contains(&l.local.port()))
+    {
+        for pid in l.pid.into_iter().chain(
+            snap.listener_holders
+                .get(&l.inode)
+                .into_iter()
+                .flatten()
+                .copied(),
+        ) {
+            push(pid, &mut suspects);
+        }
+    }
+    for s in &snap.sockets {
+        if s.state != TcpState::Listen
+            && queued_ports.contains(&s.local.port())
+            && let Some(pid) = s.pid
+        {
+            push(pid, &mut suspects);
+        }
+    }
+    for &(pid, _) in &by_count {
+        if close_wait.get(&pid).is_some_and(|c| c.1 > 0) {
+            push(pid, &mut suspects);
+        }
+    }
+    suspects.retain(|p| snap.processes.contains_key(p));
+    if suspects.is_empty() {
+        return;
+    }
+    for (pid, t) in threads::sample(proc, &suspects) {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            p.threads = Some(t);
+        }
+    }
+}
+
+/// Records on `pid` its outbound connections in the snapshot, by peer
+/// (ESTABLISHED ones are not attributed by default, and are not made to
+/// be here: the groups stay as the plan asked).
+fn attribute_connections_of(snap: &mut Snapshot, proc: &ProcFs, pid: u32) {
+    let Some(fds) = proc.socket_fds(pid) else {
+        return;
+    };
+    let held: HashSet<u32> = fds.into_iter().map(|(_, ino)| ino).collect();
+    let listening: HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
+    let mut by_peer: BTreeMap<crate::model::Endpoint, usize> = BTreeMap::new();
+    for s in snap.sockets.iter().filter(|s| {
+        s.inode != 0
+            && s.state != TcpState::Listen
+            && !listening.contains(&s.local.port())
+            && held.contains(&s.inode)
+    }) {
+        *by_peer.entry(s.peer).or_default() += 1;
+    }
+    let mut v: Vec<crate::model::PeerCount> = by_peer
+        .into_iter()
+        .map(|(peer, count)| crate::model::PeerCount { peer, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
+    v.truncate(5);
+    if let Some(p) = snap.processes.get_mut(&pid) {
+        p.peer_connections = v;
     }
 }
 

@@ -19,6 +19,7 @@ use super::procfs::ProcFs;
 use super::{Plan, procmap, timing};
 use crate::model::{Attribution, Snapshot};
 use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -89,18 +90,96 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
     let tables = &owners.tables;
     // Holders, stale fds and identities read the namespace's own tables:
     // each snapshot is finished inside its namespace.
-    let snapshots = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
+    let finished = on_workers(read, |(mut snap, t): (Snapshot, &Target)| {
+        let mut addrs = Vec::new();
         match kernel.enter(t) {
-            Ok(()) => super::finish(kernel, proc, &mut snap, plan, tables),
+            Ok(()) => {
+                super::finish(kernel, proc, &mut snap, plan, tables);
+                addrs = super::addrs::read(proc, &mut snap.warnings);
+            }
             Err(w) => snap
                 .warnings
                 .push(format!("{w} (its owners' details are missing)")),
         }
-        snap
+        (snap, addrs)
     });
     timing("all namespaces: enrich", t2);
+    let (mut snapshots, addrs): (Vec<Snapshot>, Vec<Vec<IpAddr>>) = finished.into_iter().unzip();
+    link_peers(&mut snapshots, &addrs);
     out.snapshots = snapshots;
     out
+}
+
+/// Gives each snapshot the listeners of the other namespaces that serve
+/// the peers of its CLOSE_WAIT and TIME_WAIT sockets: a peer address one
+/// of those namespaces owns (`addrs`, in the snapshots' order), with a
+/// listener there on its port. Loopback peers are always the
+/// namespace's own.
+pub fn link_peers(snaps: &mut [Snapshot], addrs: &[Vec<IpAddr>]) {
+    use crate::model::{PeerListener, TcpState, canonical_ip as canonical};
+    let mut found: Vec<Vec<PeerListener>> = vec![Vec::new(); snaps.len()];
+    // Each namespace's listening ports: a peer is looked up only where
+    // its address is owned and its port listened on (TIME_WAIT peers
+    // with ephemeral ports, the bulk, are passed over cheaply).
+    let listening: Vec<HashSet<u16>> = snaps
+        .iter()
+        .map(|s| {
+            s.sockets
+                .iter()
+                .filter(|s| s.state == TcpState::Listen)
+                .map(|s| s.local.port())
+                .collect()
+        })
+        .collect();
+    for (i, snap) in snaps.iter().enumerate() {
+        let peers: BTreeSet<crate::model::Endpoint> = snap
+            .sockets
+            .iter()
+            .filter(|s| matches!(s.state, TcpState::CloseWait | TcpState::TimeWait))
+            .map(|s| s.peer)
+            .filter(|p| !canonical(p.ip()).is_loopback())
+            .collect();
+        for peer in peers {
+            let ip = canonical(peer.ip());
+            let Some(j) = (0..snaps.len()).find(|&j| {
+                j != i
+                    && listening[j].contains(&peer.port())
+                    && addrs.get(j).is_some_and(|a| a.contains(&ip))
+            }) else {
+                continue;
+            };
+            if snap.local_listeners(peer).is_some() {
+                continue;
+            }
+            let other = &snaps[j];
+            let Some(ls) = other.listeners_for(peer, |_| true) else {
+                continue;
+            };
+            let mut holders: Vec<u32> = Vec::new();
+            for l in &ls {
+                holders.extend(l.pid);
+                holders.extend(other.listener_holders.get(&l.inode).into_iter().flatten());
+            }
+            holders.dedup();
+            found[i].push(PeerListener {
+                peer,
+                netns: other
+                    .netns
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default(),
+                listener: ls[0].local,
+                processes: holders
+                    .iter()
+                    .filter_map(|p| Some((*p, other.processes.get(p)?.clone())))
+                    .collect(),
+                holders,
+            });
+        }
+    }
+    for (snap, f) in snaps.iter_mut().zip(found) {
+        snap.peer_listeners = f;
+    }
 }
 
 /// Writes the walk's findings into one namespace's snapshot: the owners
@@ -191,5 +270,53 @@ mod tests {
         });
         assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
         assert!(on_workers(Vec::<u32>::new(), |i| i).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::link_peers;
+    use crate::model::Snapshot;
+
+    /// A snapshot of `(state, local, peer, pid)` sockets.
+    fn snap(sockets: &[(&str, &str, &str, Option<u32>)]) -> Snapshot {
+        let sockets: Vec<serde_json::Value> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, (state, local, peer, pid))| {
+                serde_json::json!({
+                    "state": state, "local": local, "peer": peer, "timer": "off",
+                    "expires_ms": 0, "retrans": 0, "recv_q": 1, "send_q": 0, "uid": 0,
+                    "inode": 100 + i, "cookie": i, "pid": pid,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "schema_version": crate::model::SCHEMA_VERSION, "taken_at_ms": 0,
+            "source": {"kind": "netlink"}, "sockets": sockets, "processes": {},
+            "attribution": {"complete": true, "wanted_sockets": 0, "found_sockets": 0,
+                "scanned_processes": 0, "unreadable_processes": 0, "vanished_processes": 0},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_peer_is_linked_to_the_namespace_that_owns_its_address() {
+        let client = snap(&[
+            ("CLOSE_WAIT", "10.1.0.1:45000", "10.1.0.2:3307", Some(8)),
+            ("CLOSE_WAIT", "10.1.0.1:45001", "10.9.9.9:3307", Some(8)),
+        ]);
+        let server = snap(&[("LISTEN", "0.0.0.0:3307", "0.0.0.0:0", Some(70))]);
+        let mut snaps = vec![client, server];
+        let addrs = vec![
+            vec!["10.1.0.1".parse().unwrap()],
+            vec!["10.1.0.2".parse().unwrap()],
+        ];
+        link_peers(&mut snaps, &addrs);
+        let found = &snaps[0].peer_listeners;
+        assert_eq!(found.len(), 1, "only the owned address: {found:?}");
+        assert_eq!(found[0].peer.to_string(), "10.1.0.2:3307");
+        assert_eq!(found[0].holders, vec![70]);
+        assert!(snaps[1].peer_listeners.is_empty());
     }
 }

@@ -80,4 +80,34 @@ impl<'a> Host<'a> {
     pub fn counter(&self, c: Counter) -> Option<u64> {
         self.snap.counters.get(c.key()).copied()
     }
+
+    /// Since when the kernel's counters count: each network namespace
+    /// has its own (`struct net`), zero at its creation; only the host's
+    /// namespace is as old as the boot.
+    pub fn counters_since(&self) -> &'static str {
+        match self.snap.initial_netns {
+            Some(true) => "since boot",
+            Some(false) => "since the network namespace was created",
+            None => {
+                "since boot (or since the network namespace was created, if it is not the host's)"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_count_from_the_namespace_not_the_boot() {
+        let mut snap = crate::diag::testkit::SnapBuilder::new().build();
+        snap.initial_netns = Some(false);
+        assert_eq!(
+            Host::of(&snap).counters_since(),
+            "since the network namespace was created"
+        );
+        snap.initial_netns = Some(true);
+        assert_eq!(Host::of(&snap).counters_since(), "since boot");
+    }
 }

@@ -8,16 +8,19 @@
 //! `Finding`); `report` (what `scan` prints); `growth` (groups across
 //! samples); `limits` (`cwdiag assert`).
 
+pub mod clientlib;
 pub mod closes;
 pub mod group;
 pub mod growth;
 pub mod host;
 pub mod limits;
+pub mod listener;
 pub mod peer;
 pub mod report;
 pub mod rules;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod threads;
 pub mod types;
 pub mod words;
 
@@ -92,6 +95,7 @@ pub fn classify_sampled(
         taken_at_ms: snap.taken_at_ms,
         source: snap.source.clone(),
         netns: snap.netns.clone(),
+        initial_netns: snap.initial_netns,
         total: selected.len(),
         states,
         groups,

@@ -6,7 +6,8 @@
 
 use crate::procname::Interpreter;
 
-/// A well-known service, recognised by its port.
+/// A well-known service, recognised by its port or, for a local peer,
+/// by the program holding the listener (`diag::listener`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Redis,
@@ -20,6 +21,15 @@ pub enum Service {
     Elasticsearch,
     Http,
     Https,
+    // Recognised by program only.
+    MariaDb,
+    Nginx,
+    Apache,
+    HaProxy,
+    Envoy,
+    NodeHttp,
+    Gunicorn,
+    JvmServer,
 }
 
 impl Service {
@@ -54,7 +64,35 @@ impl Service {
             Service::Elasticsearch => "Elasticsearch",
             Service::Http => "HTTP",
             Service::Https => "HTTPS",
+            Service::MariaDb => "MariaDB",
+            Service::Nginx => "nginx",
+            Service::Apache => "Apache httpd",
+            Service::HaProxy => "HAProxy",
+            Service::Envoy => "Envoy",
+            Service::NodeHttp => "a Node.js server",
+            Service::Gunicorn => "gunicorn",
+            Service::JvmServer => "a JVM server",
         }
+    }
+
+    /// The protocol family the client advice is keyed on: a MariaDB
+    /// server speaks MySQL's protocol, nginx or HAProxy HTTP.
+    pub fn protocol(self) -> Service {
+        match self {
+            Service::MariaDb => Service::MySql,
+            Service::Nginx
+            | Service::Apache
+            | Service::HaProxy
+            | Service::Envoy
+            | Service::NodeHttp
+            | Service::Gunicorn => Service::Http,
+            other => other,
+        }
+    }
+
+    /// A proxy: the connections it closes are its own client side.
+    pub fn is_proxy(self) -> bool {
+        matches!(self, Service::HaProxy | Service::Envoy)
     }
 
     /// The server's setting that closes idle client connections, with its
@@ -94,6 +132,37 @@ impl Service {
             Service::Http | Service::Https => {
                 "HTTP servers close idle keep-alive connections after their keep-alive timeout (nginx keepalive_timeout 75 s, Apache KeepAliveTimeout 5 s, Node.js server.keepAliveTimeout 5 s)"
             }
+            // mariadb.com wait_timeout: 28800 s.
+            Service::MariaDb => {
+                "MariaDB closes idle connections after wait_timeout (interactive_timeout for interactive clients; default 28800 s)"
+            }
+            // ngx_http_core_module: keepalive_timeout 75 s; keepalive_requests 1000.
+            Service::Nginx => {
+                "nginx closes idle keep-alive connections after keepalive_timeout (default 75 s) and after keepalive_requests requests (default 1000)"
+            }
+            // httpd.h: DEFAULT_KEEPALIVE_TIMEOUT 5, DEFAULT_KEEPALIVE 100.
+            Service::Apache => {
+                "Apache httpd closes idle keep-alive connections after KeepAliveTimeout (default 5 s) and after MaxKeepAliveRequests requests (default 100)"
+            }
+            // haproxy configuration.txt: no built-in default.
+            Service::HaProxy => {
+                "HAProxy closes idle client connections after `timeout http-keep-alive` (if unset, `timeout http-request`, then `timeout client`; none is built in)"
+            }
+            // envoy protocol.proto: HttpProtocolOptions.idle_timeout, 1 h.
+            Service::Envoy => {
+                "Envoy closes idle connections after common_http_protocol_options.idle_timeout (default 1 h)"
+            }
+            // nodejs.org/api/http.html#serverkeepalivetimeout.
+            Service::NodeHttp => {
+                "a Node.js http.Server closes idle keep-alive connections after server.keepAliveTimeout (default 5 s)"
+            }
+            // docs.gunicorn.org settings: keepalive, default 2 s.
+            Service::Gunicorn => {
+                "gunicorn closes idle keep-alive connections after --keep-alive seconds (default 2; its sync workers close after every response)"
+            }
+            Service::JvmServer => {
+                "a JVM server closes idle connections after an idle timeout set in its own configuration or code"
+            }
         }
     }
 }
@@ -101,7 +170,7 @@ impl Service {
 /// How to reuse connections to this kind of server instead of opening
 /// one per request (TIME_WAIT churn on the client).
 pub fn reuse_advice(service: Option<Service>) -> &'static str {
-    match service {
+    match service.map(Service::protocol) {
         Some(Service::Http | Service::Https | Service::Elasticsearch) => {
             "reuse connections with HTTP keep-alive (one client or Session per destination, idle connections per host sized to the real concurrency; Go's MaxIdleConnsPerHost defaults to 2)"
         }
@@ -117,7 +186,8 @@ pub fn reuse_advice(service: Option<Service>) -> &'static str {
         Some(Service::Kafka | Service::MongoDb | Service::Amqp) => {
             "keep one long-lived client per process (its driver multiplexes requests) instead of one per operation"
         }
-        None => "reuse connections (keep-alive, a pool sized to the real concurrency)",
+        // protocol() leaves only the JVM server among the rest.
+        _ => "reuse connections (keep-alive, a pool sized to the real concurrency)",
     }
 }
 
@@ -198,7 +268,7 @@ impl Runtime {
 pub fn client_fix(service: Option<Service>, runtime: Option<Runtime>) -> Option<&'static str> {
     use Runtime::*;
     use Service::*;
-    Some(match (service?, runtime?) {
+    Some(match (service?.protocol(), runtime?) {
         // redis-py: health_check_interval checks only when a connection
         // is handed out; the pool has no background eviction.
         (Redis, CPython) => {

@@ -21,6 +21,11 @@ pub struct Report {
     /// The network namespace, when one was chosen (--netns, --all-netns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsInfo>,
+    /// Whether the scanned namespace is the host's (see the snapshot's
+    /// field): the counters below count since boot when true, since the
+    /// namespace was created when false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_netns: Option<bool>,
     /// Socket count per state, all eleven states present.
     pub states: BTreeMap<TcpState, usize>,
     pub total: usize,

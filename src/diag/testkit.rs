@@ -20,6 +20,7 @@ impl SnapBuilder {
                     path: None,
                 },
                 netns: None,
+                initial_netns: None,
                 sockets: Vec::new(),
                 processes: Default::default(),
                 attribution: Attribution {
@@ -27,6 +28,7 @@ impl SnapBuilder {
                     ..Default::default()
                 },
                 listener_holders: Default::default(),
+                peer_listeners: Vec::new(),
                 sysctls: Default::default(),
                 counters: Default::default(),
                 warnings: Vec::new(),

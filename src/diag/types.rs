@@ -29,9 +29,21 @@ pub struct Policy {
     /// A CLOSE_WAIT socket whose connection carried no data for at least
     /// this long before the peer's FIN was idle when it was closed.
     pub idle_before_close_ms: u32,
-    /// Data that arrived at most this long before the FIN came with it:
-    /// the peer's goodbye message (e.g. an error sent before closing).
-    pub goodbye_window_ms: u32,
+    /// The largest unread message (the FIN's byte excluded) that may be
+    /// a server's goodbye: the last message a server sends before its
+    /// FIN is short (PostgreSQL's ErrorResponse 57P05 and MySQL's ERR
+    /// 4031 are about a hundred bytes, PgBouncer's 41, a TLS close_notify
+    /// alert a few dozen, an HTTP/2 GOAWAY a frame): 4 KiB holds any of
+    /// them with room to spare, and anything larger is a response or
+    /// request somebody stopped reading, not a goodbye.
+    pub goodbye_max_bytes: u32,
+    /// A goodbye ends an idle connection: the unread data came at least
+    /// this long after the connection's last request, and nearer to the
+    /// FIN than to that request. A response comes within milliseconds of
+    /// its request; idle timeouts are a second or more. The comparison,
+    /// not a fixed window before the FIN, decides, so that the timing of
+    /// one FIN does not change the verdict.
+    pub goodbye_min_idle_ms: u32,
     /// TIME_WAIT sockets per port or destination for a finding.
     pub time_wait_warn: usize,
     /// Share of the ephemeral port range held towards one destination
@@ -60,7 +72,8 @@ impl Default for Policy {
             close_wait_crit: 100,
             pool_bound: 100,
             idle_before_close_ms: 1000,
-            goodbye_window_ms: 1000,
+            goodbye_max_bytes: 4096,
+            goodbye_min_idle_ms: 500,
             time_wait_warn: 1000,
             port_ratio_warn: 0.5,
             port_ratio_crit: 0.8,

@@ -2,6 +2,7 @@
 //! the JSON contract. One integration binary, as ripgrep and bottom do.
 
 mod bad_input;
+mod clients;
 mod deploy;
 mod fdlimit;
 mod hardening;
@@ -9,6 +10,7 @@ mod identity;
 mod live;
 mod namespaces;
 mod netns;
+mod peers;
 mod prometheus;
 mod promserver;
 mod readme;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// A program found on PATH or in one of `also` (Debian keeps nginx in
 /// /usr/sbin and PostgreSQL's server binaries in /usr/lib/postgresql).
-fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
+pub(crate) fn program(name: &str, also: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(also.iter().map(PathBuf::from))
@@ -45,7 +45,7 @@ fn postgres_bindir() -> Option<PathBuf> {
 }
 
 /// True when `python3` can import every module of `modules`.
-fn python_has(modules: &str) -> bool {
+pub(crate) fn python_has(modules: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .stdout(Stdio::null())
@@ -56,7 +56,7 @@ fn python_has(modules: &str) -> bool {
 
 /// A child in its own process group, stopped with `stop` (then SIGKILL
 /// for the whole group) when dropped, so forked workers go too.
-struct Proc {
+pub(crate) struct Proc {
     what: String,
     child: Child,
     stop: i32,
@@ -65,7 +65,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
+    pub(crate) fn spawn(what: &str, cmd: &mut Command, stop: i32) -> Proc {
         use std::os::unix::process::CommandExt;
         let mut child = cmd
             .process_group(0)
@@ -108,12 +108,12 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for a line on stdout starting with `prefix`; returns it.
-    fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
             let left = limit.saturating_sub(start.elapsed());
@@ -147,7 +147,7 @@ impl Proc {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -182,12 +182,12 @@ impl Drop for Proc {
 
 /// One socket of `ss -tanpH`: state, Recv-Q, local, peer, pids.
 #[derive(Debug)]
-struct SsLine {
-    state: String,
-    recv_q: u64,
-    local_port: u16,
-    peer_port: u16,
-    pids: Vec<u32>,
+pub(crate) struct SsLine {
+    pub(crate) state: String,
+    pub(crate) recv_q: u64,
+    pub(crate) local_port: u16,
+    pub(crate) peer_port: u16,
+    pub(crate) pids: Vec<u32>,
 }
 
 /// The port of `ip:port` (0 for a listener's `*`).
@@ -201,7 +201,7 @@ fn port_of(addr: &str) -> u16 {
 /// `ss -tanpH` in the current namespace, sockets in `state` (as ss
 /// names it: `LISTEN`, `TIME-WAIT`...). Filtered here: with a state
 /// filter ss leaves out its State column.
-fn ss_tanp(state: &str) -> Vec<SsLine> {
+pub(crate) fn ss_tanp(state: &str) -> Vec<SsLine> {
     ss_lines(state, true)
 }
 
@@ -241,14 +241,14 @@ fn ss_lines(state: &str, owners: bool) -> Vec<SsLine> {
 }
 
 /// Client sockets in CLOSE_WAIT towards `port`, per `ss -tanp`.
-fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
+pub(crate) fn ss_close_wait_to(port: u16) -> Vec<SsLine> {
     ss_tanp("CLOSE-WAIT")
         .into_iter()
         .filter(|s| s.peer_port == port)
         .collect()
 }
 
-fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
+pub(crate) fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
     report["findings"]
         .as_array()
         .unwrap()
@@ -258,7 +258,7 @@ fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
 }
 
 /// Prints every finding (seen with `--nocapture`): what a user reads.
-fn show(test: &str, report: &Value) {
+pub(crate) fn show(test: &str, report: &Value) {
     for f in report["findings"].as_array().unwrap() {
         eprintln!(
             "{test}: {} [{}] {}\n  hint: {}\n  evidence: {}",
@@ -268,7 +268,7 @@ fn show(test: &str, report: &Value) {
 }
 
 /// Nothing at warning or critical: the workload is healthy.
-fn assert_no_alarm(report: &Value) {
+pub(crate) fn assert_no_alarm(report: &Value) {
     let loud: Vec<&Value> = report["findings"]
         .as_array()
         .unwrap()
@@ -295,7 +295,7 @@ fn scan_settled(what: &str, min: u64, count: impl Fn() -> u64) -> (Value, u64) {
 }
 
 /// Polls until something listens on 127.0.0.1:`port`.
-fn wait_listening(what: &str, port: u16, server: &mut Proc) {
+pub(crate) fn wait_listening(what: &str, port: u16, server: &mut Proc) {
     poll(
         &format!("{what} listening on {port}"),
         Duration::from_secs(20),
@@ -314,7 +314,7 @@ fn wait_listening(what: &str, port: u16, server: &mut Proc) {
 /// `scan ARGS --record FILE`, then `scan ARGS --from FILE`: the replayed
 /// report must be the live one field for field (only `source` differs:
 /// netlink live, the dump's path replayed). Returns the live report.
-fn recorded_scan(what: &str, args: &[&str]) -> Value {
+pub(crate) fn recorded_scan(what: &str, args: &[&str]) -> Value {
     let (live, rec) = record_scan(args);
     rec.replays_to(what, args, &live);
     live
@@ -550,7 +550,7 @@ fn redis_py_clients_never_closed_are_a_leak_beyond_any_pool() {
 
 /// initdb as the `postgres` user into `dir/data`, then the server on
 /// 127.0.0.1:5432 with its socket in `dir` and `extra` settings.
-fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
+pub(crate) fn start_postgres(bindir: &Path, dir: &Path, extra: &[&str]) -> Proc {
     let uid = id_of("-u");
     let gid = id_of("-g");
     // SAFETY: chown of a directory this test created.
@@ -610,7 +610,7 @@ fn id_of(flag: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn postgres_prereqs() -> Option<PathBuf> {
+pub(crate) fn postgres_prereqs() -> Option<PathBuf> {
     let Some(bindir) = postgres_bindir() else {
         skip("PostgreSQL server binaries not found (Debian package postgresql)");
         return None;
@@ -704,7 +704,7 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
     };
     in_netns("postgres pool", move || {
         let dir = tempfile::tempdir().unwrap();
-        let _server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
+        let server = start_postgres(&bindir, dir.path(), &["idle_session_timeout=2s"]);
         let mut client = Proc::spawn(
             "psycopg2 pool",
             Command::new("python3").args([
@@ -745,7 +745,20 @@ fn psycopg2_pool_under_idle_session_timeout_is_an_idle_pool_not_a_stuck_reader()
         assert!((1_500..10_000).contains(&idle), "idle ~2 s: {f:#}");
         assert_eq!(e["service"], "PostgreSQL", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
-        assert!(hint.contains("idle_session_timeout"), "{hint}");
+        // The server is on this host: named by its listener, with the
+        // setting its command line states.
+        let ps = &e["peer_service"];
+        assert_eq!(ps["source"], "listener", "{f:#}");
+        assert_eq!(ps["setting"], "-c idle_session_timeout=2s", "{f:#}");
+        let postmaster = ps["pid"].as_u64().expect("listener pid") as u32;
+        assert!(
+            postmaster == server.pid() || children_of(server.pid()).contains(&postmaster),
+            "the postmaster (setpriv execs it): {f:#}"
+        );
+        assert!(
+            hint.contains("`-c idle_session_timeout=2s`") && hint.contains("idle for 2 s"),
+            "{hint}"
+        );
         assert!(hint.contains("psycopg2"), "{hint}");
         for not in ["thread dump", "keep-alive", "restart", "HttpClient"] {
             assert!(!hint.contains(not), "{not} in {hint}");
@@ -830,6 +843,9 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
         let e = &fs[0]["evidence"];
         assert_eq!(e["peer"], "127.0.0.1:5432", "{e:#}");
         assert_eq!(e["count"], client_side as u64, "{e:#}");
+        // The server is on this host: its listener names it.
+        assert_eq!(e["peer_service"]["source"], "listener", "{e:#}");
+        assert_eq!(e["peer_service"]["name"], "PostgreSQL", "{e:#}");
         let c = &e["closes"];
         assert_eq!(c["count"], client_side as u64, "{c:#}");
         assert_eq!(c["measured_by"], "time-wait-timers", "{c:#}");
@@ -854,7 +870,7 @@ fn psycopg2_connect_close_churn_raises_no_alarm() {
 
 // ---------------------------------------------------------------- nginx
 
-fn nginx_prereq() -> Option<PathBuf> {
+pub(crate) fn nginx_prereq() -> Option<PathBuf> {
     let p = program("nginx", &["/usr/sbin"]);
     if p.is_none() {
         skip("nginx is not installed (Debian package nginx)");
@@ -863,7 +879,7 @@ fn nginx_prereq() -> Option<PathBuf> {
 }
 
 /// nginx on 127.0.0.1:8080 with everything in `dir`, one worker.
-fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
+pub(crate) fn start_nginx(nginx: &Path, dir: &Path, keepalive: &str) -> Proc {
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\n\
@@ -954,7 +970,9 @@ fn requests_session_behind_nginx_keepalive_timeout_is_an_idle_pool_at_info() {
         assert!(ss_close_wait_to(8080).iter().all(|s| s.recv_q == 1));
         let (e, hint) = (&f["evidence"], f["hint"].as_str().unwrap());
         assert_eq!(f["severity"], "info", "{f:#}");
-        assert_eq!(e["service"], "HTTP", "{f:#}");
+        // nginx is on this host: its listener names it, not the port.
+        assert_eq!(e["service"], "nginx", "{f:#}");
+        assert_eq!(e["peer_service"]["source"], "listener", "{f:#}");
         assert_eq!(e["runtime"], "CPython", "{f:#}");
         assert!(
             hint.contains("urllib3") && hint.contains("requests"),
@@ -1223,7 +1241,12 @@ fn jdk_keepalive_cache_close_wait_raises_no_alarm() {
         assert!(hint.contains("1 socket fits a bounded pool"), "{hint}");
         assert!(!hint.contains("restart"), "{hint}");
         assert_eq!(f["evidence"]["runtime"], "JVM", "{f:#}");
-        assert_eq!(f["evidence"]["service"], "HTTP", "{f:#}");
+        // The IPv4-mapped peer is nginx's 127.0.0.1 listener.
+        assert_eq!(f["evidence"]["service"], "nginx", "{f:#}");
+        assert_eq!(
+            f["evidence"]["peer_service"]["listener"], "127.0.0.1:8080",
+            "{f:#}"
+        );
     });
 }
 
@@ -1351,6 +1374,13 @@ fn saturated_gunicorn_names_master_and_busy_workers() {
             let hint = f["hint"].as_str().unwrap();
             assert!(hint.contains("saturated"), "{hint}");
             assert!(!hint.contains("Nothing is accepting"), "{hint}");
+            // The namespace is minutes old: its counters are too.
+            assert_eq!(report["initial_netns"], false, "{report:#}");
+            assert!(
+                hint.contains("since the network namespace was created")
+                    && !hint.contains("since boot"),
+                "{hint}"
+            );
             eprintln!(
                 "gunicorn {args:?}: ss -tlnp holders {ss_holders:?}; cwdiag listener holders {named:?}, connection holders {busy:?}"
             );

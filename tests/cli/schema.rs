@@ -14,6 +14,8 @@ struct Report {
     schema_version: u32,
     taken_at_ms: u64,
     source: Source,
+    #[serde(default)]
+    initial_netns: Option<bool>,
     states: BTreeMap<String, u64>,
     total: u64,
     groups: Vec<Group>,
@@ -50,7 +52,53 @@ struct Process {
     stale_socket_fds: Option<u64>,
     #[serde(default)]
     stale_socket_inodes: Vec<u64>,
+    #[serde(default)]
+    peer_connections: Vec<serde_json::Value>,
     runtime: Option<String>,
+    #[serde(default)]
+    libraries: Vec<Library>,
+    threads: Option<ThreadSamples>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Library {
+    name: String,
+    version: Option<String>,
+    seen_in: String,
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadSamples {
+    samples: u32,
+    interval_ms: u32,
+    threads_total: u64,
+    threads: Vec<ThreadSample>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadSample {
+    tid: u32,
+    comm: String,
+    seen: Vec<ThreadObservation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ThreadObservation {
+    count: u32,
+    state: String,
+    wchan: Option<String>,
+    syscall: Option<String>,
+    fd: Option<u32>,
+    socket_inode: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,8 +189,11 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "oldest_age_ms",
             "idle_before_close_ms",
             "service",
+            "peer_service",
             "runtime",
             "container",
+            "libraries",
+            "threads",
         ],
     ),
     (
@@ -175,6 +226,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "connection_holders",
             "listen_overflows",
             "listen_drops",
+            "threads",
         ],
     ),
     (
@@ -189,6 +241,7 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "closes",
             "port_budget",
             "port_ratio",
+            "peer_service",
         ],
     ),
     (
@@ -236,7 +289,18 @@ const EVIDENCE: &[(&[&str], &[&str])] = &[
             "stale_socket_fds",
         ],
     ),
-    (&["stale-socket-fds"], &["count", "pid", "comm", "inodes"]),
+    (
+        &["stale-socket-fds"],
+        &[
+            "count",
+            "pid",
+            "comm",
+            "inodes",
+            "pool_peer",
+            "pool_connections",
+            "peer_service",
+        ],
+    ),
 ];
 
 /// Checks a finding's evidence has exactly its rule's fields; returns them.

@@ -16,7 +16,7 @@ pub const DOC: Doc = Doc {
     id: "accept-queue-not-drained",
     title: "Connections the listener never accepted",
     meaning: "ESTABLISHED or CLOSE_WAIT sockets with inode 0 on a listening port are children still in the accept queue: no process called accept() for them. CLOSE_WAIT among them means the clients already gave up. The listener's Recv-Q is the queue length and its Send-Q the backlog. Every process holding the listener is named (a pre-fork master and its workers share one; SO_REUSEPORT gives each its own), with the processes holding accepted connections on the port: when those are all busy, the worker pool is saturated.",
-    confirm: "ss -ltnp sport = :PORT shows Recv-Q near Send-Q and the processes holding the listener; nstat -az TcpExtListenOverflows TcpExtListenDrops keep rising; a thread dump of the workers shows what they wait on.",
+    confirm: "ss -ltnp sport = :PORT shows Recv-Q near Send-Q and the processes holding the listener; nstat -az TcpExtListenOverflows TcpExtListenDrops keep rising. cwdiag samples the busy workers' threads (/proc/PID/task/TID/{stat,wchan,syscall}) and says what they wait in, and on which connection (evidence.threads); a thread dump (jstack, py-spy dump, gdb) shows the code.",
     fix: "Make the workers free again (timeouts on downstream calls, bounded handler time) or add workers; a hung accept loop needs fixing first. Raise the listen() backlog and net.core.somaxconn only for short bursts (the effective backlog is the smaller of the two).",
     avoid: "Raising the backlog for a saturated pool only queues more requests that clients abandon; tcp_abort_on_overflow=1 turns overflows into resets (ip-sysctl advises it only when the listener cannot be made faster).",
 };
@@ -56,9 +56,14 @@ pub struct AcceptQueueEvidence {
     pub listeners: Vec<ListenerEvidence>,
     /// Processes holding accepted connections on the port.
     pub connection_holders: Vec<HolderEvidence>,
-    /// TcpExt ListenOverflows / ListenDrops since boot.
+    /// TcpExt ListenOverflows / ListenDrops since boot (or since the
+    /// namespace was created).
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
+    /// The threads of the listener's holders and of the processes holding
+    /// accepted connections, sampled, and what they show (`null` when
+    /// none could be sampled).
+    pub threads: Option<crate::diag::threads::ThreadsEvidence>,
 }
 
 /// The rule's registry entry.
@@ -197,10 +202,49 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 format!(" Accepted connections on the port are held by {}.", list.join(", "))
             };
             let counters = match (overflows, drops) {
-                (Some(o), Some(d)) => format!(" ListenOverflows {o}, ListenDrops {d} since boot."),
+                (Some(o), Some(d)) => format!(
+                    " ListenOverflows {o}, ListenDrops {d} {}.",
+                    ctx.host.counters_since()
+                ),
                 _ => String::new(),
             };
-            let advice = if connection_holders.is_empty() {
+            // The processes holding accepted connections are the busy
+            // workers; without any, whoever holds the listener.
+            let sampled: Vec<u32> = if connection_holders.is_empty() {
+                holder_pids.clone()
+            } else {
+                connection_holders.iter().map(|h| h.pid).collect()
+            };
+            let threads = crate::diag::threads::evidence(ctx.snap, &sampled);
+            let saturated = !connection_holders.is_empty() && idle <= 1;
+            let advice = if let Some(t) = &threads {
+                let then = crate::diag::threads::advice(t);
+                if t.single_threaded {
+                    format!(
+                        "{held_by} serves the port on a single thread, and {}. More workers are not the fix for a single-threaded loop: {}",
+                        t.verdict,
+                        then.unwrap_or_else(|| "find what keeps it from accepting (py-spy dump, gdb, or the runtime's own diagnostics show where it waits).".to_string())
+                    )
+                } else {
+                    let pool = if saturated {
+                        format!(
+                            "{} of the {} processes holding the listener hold a connection in progress: the worker pool is saturated. ",
+                            holder_pids.len() - idle,
+                            holder_pids.len()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let tail = then.unwrap_or_else(|| {
+                        if connection_holders.is_empty() {
+                            "Check that the accept loop runs.".to_string()
+                        } else {
+                            "Free the workers (timeouts on downstream calls, bounded handler time) or add workers.".to_string()
+                        }
+                    });
+                    format!("{pool}Threads, sampled: {}. {tail}", t.verdict)
+                }
+            } else if connection_holders.is_empty() {
                 "Nothing is accepting: check that the accept loop runs and is not blocked (a thread dump shows where it waits).".to_string()
             } else if idle <= 1 {
                 format!(
@@ -234,6 +278,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                     connection_holders,
                     listen_overflows: overflows,
                     listen_drops: drops,
+                    threads,
                 }),
             })
         })
@@ -288,6 +333,61 @@ pub fn cases() -> Vec<super::cases::Case> {
 mod tests {
     use super::cases;
     use crate::diag::rules::{Evidence, RuleId, cases::findings_of};
+
+    /// A single-threaded server whose loop is blocked in a sleep: the
+    /// advice follows its thread, never "add workers".
+    #[test]
+    fn a_blocked_single_threaded_loop_is_not_told_to_add_workers() {
+        use crate::diag::rules::cases::fires;
+        use crate::diag::testkit::SnapBuilder;
+        use crate::diag::threads::fixture::{obs, samples};
+        let mut b = SnapBuilder::new()
+            .listen("0.0.0.0:8080", Some(70), 3, 5)
+            .process(70, "python3", None, None)
+            .close_wait("10.0.0.1:8080", "10.2.0.1:51000", 80, Some(70), None);
+        for i in 0..3 {
+            b = b.close_wait(
+                "10.0.0.1:8080",
+                &format!("10.2.2.{i}:53000"),
+                100,
+                None,
+                None,
+            );
+        }
+        let mut snap = b.build();
+        let saturated = findings_of(
+            RuleId::AcceptQueueNotDrained,
+            &fires("x", snap.clone(), crate::diag::Severity::Critical),
+        );
+        assert!(
+            saturated[0].hint.contains("add workers"),
+            "{}",
+            saturated[0].hint
+        );
+        snap.processes.get_mut(&70).unwrap().threads =
+            Some(samples(vec![obs("S", Some("clock_nanosleep"), None)]));
+        let f = &findings_of(
+            RuleId::AcceptQueueNotDrained,
+            &fires("x", snap, crate::diag::Severity::Critical),
+        )[0];
+        assert!(!f.hint.contains("add workers"), "{}", f.hint);
+        assert!(f.hint.contains("single thread"), "{}", f.hint);
+        assert!(
+            f.hint
+                .contains("its only thread was asleep in clock_nanosleep() in 10 of 10 samples"),
+            "{}",
+            f.hint
+        );
+        let Evidence::AcceptQueue(e) = &f.evidence else {
+            panic!()
+        };
+        let t = e.threads.as_ref().unwrap();
+        assert_eq!((t.pattern, t.single_threaded), ("asleep", true));
+        assert_eq!(
+            t.processes[0].threads[0].seen[0].seen.syscall.as_deref(),
+            Some("clock_nanosleep")
+        );
+    }
 
     #[test]
     fn names_the_listener_holders_and_the_busy_worker() {

@@ -8,6 +8,7 @@
 
 use super::Ctx;
 use crate::diag::group::{direction, owner_of};
+use crate::diag::listener::PeerService;
 use crate::diag::peer::{Runtime, Service};
 use crate::diag::types::{Direction, Owner, Policy, RecvQSplit, Severity};
 use crate::model::{Socket, TcpState};
@@ -31,39 +32,59 @@ pub enum CloseWaitKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
     pub kind: CloseWaitKind,
-    /// Recv-Q > 1 bytes that arrived with the FIN after an idle period.
+    /// Recv-Q > 1 bytes that are the server's goodbye.
     pub goodbye: bool,
     /// How long the connection carried no data before the peer's FIN.
     pub idle_before_close_ms: Option<u32>,
 }
 
-/// Reads one CLOSE_WAIT socket. tcp_info gives "ms ago" for the last
-/// data sent, data received and ACK received (`tcp.c:tcp_get_info`); the
-/// FIN carried the last ACK, so `last_ack_recv` dates the close. Only an
-/// outbound connection's peer is a server that may say goodbye; inbound
+/// Does this socket's unread data look like a server's goodbye? Only an
+/// outbound connection's peer is a server that may say one; inbound
 /// bytes are a client's request that nobody read, whenever they came.
+/// tcp_info gives "ms ago" for the last data sent, data received and ACK
+/// received (`tcp.c:tcp_get_info`); the FIN carried the last ACK, so
+/// `last_ack_recv` dates the close. A goodbye is small, and it came
+/// after the connection had idled since its last request, nearer to the
+/// FIN than to that request (see [`Policy::goodbye_min_idle_ms`]).
+pub fn goodbye_like(s: &Socket, dir: Direction, p: &Policy) -> bool {
+    let Some(t) = s.tcp_info else {
+        return false;
+    };
+    let small = s.recv_q > 1 && s.recv_q - 1 <= p.goodbye_max_bytes;
+    // Time from our last request to the data, and from the data to the FIN.
+    let after_request = t.last_data_sent_ms.saturating_sub(t.last_data_recv_ms);
+    let before_fin = t.last_data_recv_ms.saturating_sub(t.last_ack_recv_ms);
+    dir == Direction::Outbound
+        && small
+        && after_request >= p.goodbye_min_idle_ms
+        && before_fin < after_request
+}
+
+/// Reads one CLOSE_WAIT socket on its own. [`detect`] gives every
+/// Recv-Q > 1 socket of a group the group's verdict (see there).
+#[cfg(test)]
 pub fn read(s: &Socket, dir: Direction, p: &Policy) -> Reading {
-    let t = s.tcp_info;
-    // Data that came within the goodbye window of the FIN.
-    let with_fin = t.is_some_and(|t| {
-        t.last_data_recv_ms.saturating_sub(t.last_ack_recv_ms) <= p.goodbye_window_ms
-    });
-    let idle = t.map(|t| {
+    reading(s, goodbye_like(s, dir, p))
+}
+
+/// The reading of `s`, given whether its group's unread data is a goodbye.
+fn reading(s: &Socket, goodbye: bool) -> Reading {
+    let goodbye = goodbye && s.recv_q > 1;
+    let idle = s.tcp_info.map(|t| {
         // The connection's last activity before the close: the newest of
         // data sent and data received (unless that data is the goodbye).
-        let last_activity = if s.recv_q > 1 && with_fin {
+        let last_activity = if goodbye {
             t.last_data_sent_ms
         } else {
             t.last_data_sent_ms.min(t.last_data_recv_ms)
         };
         last_activity.saturating_sub(t.last_ack_recv_ms)
     });
-    let idled = idle.is_some_and(|ms| ms >= p.idle_before_close_ms);
-    let (kind, goodbye) = match s.recv_q {
-        0 => (CloseWaitKind::EofNotClosed, false),
-        1 => (CloseWaitKind::NeverRead, false),
-        _ if dir == Direction::Outbound && with_fin && idled => (CloseWaitKind::NeverRead, true),
-        _ => (CloseWaitKind::UnreadData, false),
+    let kind = match s.recv_q {
+        0 => CloseWaitKind::EofNotClosed,
+        1 => CloseWaitKind::NeverRead,
+        _ if goodbye => CloseWaitKind::NeverRead,
+        _ => CloseWaitKind::UnreadData,
     };
     Reading {
         kind,
@@ -98,11 +119,19 @@ pub struct CloseWaitEvidence {
     /// closed them (tcp_info), ms: for idle connections, about the
     /// closer's idle timeout.
     pub idle_before_close_ms: Option<u32>,
-    /// Service recognised from the port (`PostgreSQL`), if any.
+    /// The service's name (`PostgreSQL`, `MariaDB`), from `peer_service`.
     pub service: Option<String>,
+    /// Outbound: the service at the busiest peer, named by the process
+    /// listening on that address when it is local, else by the port.
+    pub peer_service: Option<crate::diag::listener::PeerService>,
     /// Runtime of the owner (`JVM`, `CPython`...), if recognised.
     pub runtime: Option<String>,
     pub container: Option<String>,
+    /// Client libraries the owner shows (what, and where it was seen).
+    pub libraries: Vec<crate::model::Library>,
+    /// The owner's threads, sampled, and what they show (owners with
+    /// unread bytes on CLOSE_WAIT sockets; `null` when not sampled).
+    pub threads: Option<crate::diag::threads::ThreadsEvidence>,
     /// How the words name the owner (`Process::label`); not in JSON.
     #[serde(skip)]
     pub label: Option<String>,
@@ -111,7 +140,7 @@ pub struct CloseWaitEvidence {
 #[derive(Default)]
 struct Acc {
     count: usize,
-    peers: BTreeMap<String, usize>,
+    peers: BTreeMap<crate::model::Endpoint, usize>,
     split: RecvQSplit,
     unread: u64,
     goodbye: usize,
@@ -136,6 +165,10 @@ pub struct Held {
 pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
     let mut agg: BTreeMap<Key, Acc> = BTreeMap::new();
     let mut totals: BTreeMap<Key, usize> = BTreeMap::new();
+    // Recv-Q > 1 sockets per group, and how many of them look like a
+    // goodbye, and whether any is too big to be one.
+    let mut more: BTreeMap<Key, (usize, usize, bool)> = BTreeMap::new();
+    let mut wanted: Vec<(Key, &Socket)> = Vec::new();
     for s in ctx
         .selected
         .iter()
@@ -154,14 +187,31 @@ pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
         };
         let key = (s.pid, dir, port, owner);
         *totals.entry(key).or_default() += 1;
-        let r = read(s, dir, ctx.policy);
+        if s.recv_q > 1 {
+            let m = more.entry(key).or_default();
+            m.0 += 1;
+            m.1 += usize::from(goodbye_like(s, dir, ctx.policy));
+            m.2 |= s.recv_q - 1 > ctx.policy.goodbye_max_bytes;
+        }
+        wanted.push((key, s));
+    }
+    // One verdict per group: the unread data of one process's sockets to
+    // one port is a goodbye only when none is too big for one and most
+    // look like one. A FIN that came a little later on some sockets than
+    // on others does not split the group between two rules.
+    let goodbye_group = |key: &Key| {
+        more.get(key)
+            .is_some_and(|&(n, like, big)| !big && like * 2 > n)
+    };
+    for (key, s) in wanted {
+        let r = reading(s, goodbye_group(&key));
         if r.kind != kind {
             continue;
         }
         let a = agg.entry(key).or_default();
         a.count += 1;
-        if dir == Direction::Outbound {
-            *a.peers.entry(s.peer.to_string()).or_default() += 1;
+        if key.1 == Direction::Outbound {
+            *a.peers.entry(s.peer).or_default() += 1;
         }
         match s.recv_q {
             0 => a.split.zero += 1,
@@ -180,10 +230,14 @@ pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
     agg.into_iter()
         .map(|(key @ (pid, direction, port, owner), mut a)| {
             let process = pid.and_then(|p| ctx.snap.processes.get(&p));
-            let mut peers: Vec<(String, usize)> = a.peers.into_iter().collect();
+            let mut peers: Vec<(crate::model::Endpoint, usize)> = a.peers.into_iter().collect();
             peers.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             a.idle.sort_unstable();
             let runtime = process.and_then(Runtime::of);
+            let peer_service = match (direction, peers.first()) {
+                (Direction::Outbound, Some((busiest, _))) => PeerService::of(ctx.snap, *busiest),
+                _ => None,
+            };
             let e = CloseWaitEvidence {
                 state: TcpState::CloseWait,
                 count: a.count,
@@ -192,15 +246,21 @@ pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
                 owner,
                 direction,
                 port,
-                peers: peers.into_iter().take(5).map(|p| p.0).collect(),
+                peers: peers.into_iter().take(5).map(|p| p.0.to_string()).collect(),
                 recv_q: a.split,
                 unread_bytes: a.unread,
                 goodbye: a.goodbye,
                 oldest_age_ms: a.oldest,
                 idle_before_close_ms: a.idle.get(a.idle.len() / 2).copied(),
-                service: Service::by_port(port).map(|s| s.name().to_string()),
+                service: match direction {
+                    Direction::Outbound => peer_service.as_ref().map(|p| p.name.clone()),
+                    Direction::Inbound => Service::by_port(port).map(|s| s.name().to_string()),
+                },
+                peer_service,
                 runtime: runtime.map(|r| r.name().to_string()),
                 container: process.and_then(|p| p.container.clone()),
+                libraries: process.map(|p| p.libraries.clone()).unwrap_or_default(),
+                threads: pid.and_then(|p| crate::diag::threads::evidence(ctx.snap, &[p])),
                 label: process.map(|p| p.label()),
             };
             Held {
@@ -312,5 +372,69 @@ mod tests {
             .build();
         let r = read(&s.sockets[0], Direction::Inbound, &Policy::default());
         assert_eq!(r.kind, CloseWaitKind::UnreadData);
+    }
+
+    #[test]
+    fn a_large_unread_body_is_never_a_goodbye() {
+        // 348 KB left unread, arriving long after the request and just
+        // before the FIN: too big for any server's last message.
+        let r = one(348_001, (12_000, 2_000, 2_000));
+        assert_eq!((r.kind, r.goodbye), (CloseWaitKind::UnreadData, false));
+        // The same timing with 118 bytes is PostgreSQL's goodbye.
+        assert!(one(118, (12_000, 2_000, 2_000)).goodbye);
+    }
+
+    #[test]
+    fn the_fin_s_timing_does_not_split_one_group_between_rules() {
+        use crate::diag::rules::RuleId;
+        // One client, one server: responses read 5 ms after each request
+        // never read; the server closed 996 ms or 1004 ms later.
+        let mut b = SnapBuilder::new().process(50, "python3", Some(30), Some(1024));
+        for i in 0..6u16 {
+            let gap = if i % 2 == 0 { 996 } else { 1004 };
+            b = b.close_wait(
+                &format!("10.0.0.1:{}", 41_000 + i),
+                "10.0.0.7:8080",
+                700,
+                Some(50),
+                Some((2_000 + gap + 5, 2_000 + gap, 2_000)),
+            );
+        }
+        // And a pool whose server said goodbye after idling, one of whose
+        // goodbyes came late relative to the others.
+        for i in 0..4u16 {
+            let (sent, recv) = if i == 0 {
+                (3_000, 2_600)
+            } else {
+                (12_000, 2_000)
+            };
+            b = b.close_wait(
+                &format!("10.0.0.1:{}", 42_000 + i),
+                "10.0.0.8:5432",
+                118,
+                Some(50),
+                Some((sent, recv, 2_000)),
+            );
+        }
+        let r = crate::diag::classify(&b.build(), &Default::default(), &Policy::default());
+        let rules_for = |port: u16| -> Vec<RuleId> {
+            r.findings
+                .iter()
+                .filter(|f| matches!(&f.evidence, crate::diag::Evidence::CloseWait(e) if e.port == port))
+                .map(|f| f.rule_id)
+                .collect()
+        };
+        assert_eq!(
+            rules_for(8080),
+            vec![RuleId::CloseWaitUnreadData],
+            "{:#?}",
+            r.findings
+        );
+        assert_eq!(
+            rules_for(5432),
+            vec![RuleId::CloseWaitNeverRead],
+            "{:#?}",
+            r.findings
+        );
     }
 }

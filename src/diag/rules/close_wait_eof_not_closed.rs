@@ -31,7 +31,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
                 rule_id: RuleId::CloseWaitEofNotClosed,
                 severity,
                 summary,
-                evidence: Evidence::CloseWait(h.evidence),
+                evidence: Evidence::CloseWait(Box::new(h.evidence)),
                 hint,
             }
         })

@@ -93,7 +93,9 @@ pub fn detect(series: &[Series], processes: Option<&BTreeMap<u32, Process>>) -> 
             };
             let now = s.counts.last().copied().unwrap_or(0);
             let first = s.counts.first().copied().unwrap_or(0);
+            let reached = matches!((fd_count, soft), (Some(fds), Some(soft)) if fds as u64 >= soft);
             let eta_words = eta
+                .filter(|_| !reached)
                 .map(|e| {
                     format!(
                         "; at this rate it reaches its fd limit ({}) in ~{}",
@@ -101,7 +103,16 @@ pub fn detect(series: &[Series], processes: Option<&BTreeMap<u32, Process>>) -> 
                         crate::units::duration(e.saturating_mul(1000))
                     )
                 })
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    if reached {
+                        format!(
+                            "; it has reached its fd limit ({}): accept() and open() fail with EMFILE",
+                            soft.unwrap_or(0)
+                        )
+                    } else {
+                        String::new()
+                    }
+                });
             Finding {
                 rule_id: RuleId::CloseWaitGrowing,
                 severity: Severity::Critical,
@@ -164,4 +175,47 @@ pub fn cases() -> Vec<super::cases::Case> {
             expect: None,
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::rules::RuleId;
+    use crate::diag::rules::cases::{Case, findings_of};
+    use crate::diag::testkit::leaky_sample;
+
+    #[test]
+    fn at_the_fd_limit_growth_says_it_has_reached_it() {
+        // 100 + n fds of 1024: the last sample holds 924 CLOSE_WAIT, 1024 fds.
+        let case = Case {
+            name: "growing to the limit",
+            samples: vec![
+                leaky_sample(900, 0),
+                leaky_sample(910, 1000),
+                leaky_sample(924, 2000),
+            ],
+            policy: Default::default(),
+            expect: Some(crate::diag::Severity::Critical),
+        };
+        let f = &findings_of(RuleId::CloseWaitGrowing, &case)[0];
+        assert!(
+            f.summary.contains("has reached its fd limit (1024)"),
+            "{}",
+            f.summary
+        );
+        assert!(!f.summary.contains("in ~"), "{}", f.summary);
+        let case = Case {
+            samples: vec![
+                leaky_sample(18, 0),
+                leaky_sample(20, 1000),
+                leaky_sample(23, 2000),
+            ],
+            ..case
+        };
+        let f = &findings_of(RuleId::CloseWaitGrowing, &case)[0];
+        assert!(
+            f.summary.contains("reaches its fd limit (1024) in ~"),
+            "{}",
+            f.summary
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub const DOC: Doc = Doc {
     title: "Process near its open-file limit (RLIMIT_NOFILE)",
     meaning: "A process that holds reported sockets uses most of its soft RLIMIT_NOFILE (at least the policy's share: 80 % for a warning, 95 % critical). At the limit accept(), socket() and open() fail with EMFILE ('too many open files'). Each leaked CLOSE_WAIT or stale socket keeps one fd. The finding never extrapolates a rate from one scan; over samples, close-wait-growing says when the limit will be reached.",
     confirm: "ls /proc/PID/fd | wc -l against 'Max open files' in /proc/PID/limits; the application logs EMFILE.",
-    fix: "Fix the leak the other findings name (the missing close()); restart the process before it reaches the limit. Raising the limit only buys time, unless the process legitimately needs that many connections.",
+    fix: "Fix the leak the other findings name (the missing close()); restarting the process frees its fds (a process that has reached the limit is already failing with EMFILE). Raising the limit only buys time, unless the process legitimately needs that many connections.",
     avoid: "Raising ulimit -n as the fix for a leak.",
 };
 
@@ -80,16 +80,37 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         let label = p.label();
         let owner = who(Some(pid), Some(&label));
         let stale = p.stale_socket_fds.unwrap_or(0);
+        // Every fd number below the soft limit is taken: the next
+        // accept(), socket() or open() fails with EMFILE (fs/file.c,
+        // alloc_fd), now, not later.
+        let reached = fds as u64 >= soft;
+        let (severity, summary, hint) = if reached {
+            (
+                Severity::Critical,
+                format!(
+                    "{owner} has reached its open-file limit: {fds} of {soft} file descriptors open, {close_wait} of them CLOSE_WAIT sockets"
+                ),
+                format!(
+                    "At RLIMIT_NOFILE ({soft}) accept(), socket() and open() fail with EMFILE ('too many open files'): {owner} can open no connection or file until it closes one. If the CLOSE_WAIT ({close_wait}) or stale ({stale}) sockets are a leak, restart {owner} to free them now and fix the missing close(); raising the limit only buys time."
+                ),
+            )
+        } else {
+            (
+                severity,
+                format!(
+                    "{owner} has {fds} of {soft} file descriptors open ({:.0} %), {close_wait} of them CLOSE_WAIT sockets",
+                    ratio * 100.0
+                ),
+                format!(
+                    "At RLIMIT_NOFILE ({soft}) accept() and open() fail with EMFILE ('too many open files'). If the CLOSE_WAIT ({close_wait}) or stale ({stale}) sockets are a leak, fix the missing close() and restart {owner} before it reaches the limit; raising the limit only buys time. `cwdiag watch --pid {pid}` shows whether the count grows."
+                ),
+            )
+        };
         out.push(Finding {
             rule_id: RuleId::FdExhaustionRisk,
             severity,
-            summary: format!(
-                "{owner} has {fds} of {soft} file descriptors open ({:.0} %), {close_wait} of them CLOSE_WAIT sockets",
-                ratio * 100.0
-            ),
-            hint: format!(
-                "At RLIMIT_NOFILE ({soft}) accept() and open() fail with EMFILE ('too many open files'). If the CLOSE_WAIT ({close_wait}) or stale ({stale}) sockets are a leak, fix the missing close() and restart {owner} before it reaches the limit; raising the limit only buys time. `cwdiag watch --pid {pid}` shows whether the count grows."
-            ),
+            summary,
+            hint,
             evidence: Evidence::Fds(FdEvidence {
                 pid,
                 comm: p.comm.clone(),
@@ -124,6 +145,11 @@ pub fn cases() -> Vec<super::cases::Case> {
     };
     vec![
         fires(
+            "1024 of 1024 fds: at the limit",
+            with(1024, 1024, 900, 60_000),
+            Severity::Critical,
+        ),
+        fires(
             "990 of 1024 fds",
             with(990, 1024, 40, 60_000),
             Severity::Critical,
@@ -144,4 +170,29 @@ pub fn cases() -> Vec<super::cases::Case> {
             with(55, 20_000, 50, 3_000),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases;
+    use crate::diag::rules::{RuleId, cases::findings_of};
+
+    #[test]
+    fn at_the_limit_it_has_reached_it_not_will() {
+        let c = cases();
+        let at = &findings_of(RuleId::FdExhaustionRisk, &c[0])[0];
+        assert!(
+            at.summary.contains("has reached its open-file limit"),
+            "{}",
+            at.summary
+        );
+        assert!(
+            at.hint.contains("EMFILE") && !at.hint.contains("before it reaches"),
+            "{}",
+            at.hint
+        );
+        let near = &findings_of(RuleId::FdExhaustionRisk, &c[1])[0];
+        assert!(near.summary.contains("990 of 1024"), "{}", near.summary);
+        assert!(!near.summary.contains("reached"), "{}", near.summary);
+    }
 }

@@ -151,7 +151,7 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Evidence {
-    CloseWait(CloseWaitEvidence),
+    CloseWait(Box<CloseWaitEvidence>),
     Growth(GrowthEvidence),
     AcceptQueue(AcceptQueueEvidence),
     TimeWait(TimeWaitEvidence),

@@ -28,6 +28,9 @@ pub struct TimeWaitEvidence {
     /// Outbound: ephemeral ports per destination, and the share in use.
     pub port_budget: Option<u32>,
     pub port_ratio: Option<f64>,
+    /// Outbound: the service at the destination (see the CLOSE_WAIT
+    /// rules' field): named by its listener when it is on this host.
+    pub peer_service: Option<crate::diag::listener::PeerService>,
 }
 
 /// The TIME_WAIT sockets of one direction, grouped per local listening
@@ -95,6 +98,9 @@ pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
                     closes,
                     port_budget: outbound.then_some(ctx.budget),
                     port_ratio: ratio,
+                    peer_service: peer
+                        .filter(|_| outbound)
+                        .and_then(|p| crate::diag::listener::PeerService::of(ctx.snap, p)),
                 },
             }
         })

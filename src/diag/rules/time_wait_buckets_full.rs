@@ -59,7 +59,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             Severity::Warning
         },
         summary: format!(
-            "{tw} TIME_WAIT sockets against tcp_max_tw_buckets {max}; TCPTimeWaitOverflow {overflow} since boot"
+            "{tw} TIME_WAIT sockets against tcp_max_tw_buckets {max}; TCPTimeWaitOverflow {overflow} {}",
+            ctx.host.counters_since()
         ),
         evidence: Evidence::Sysctl(e),
         hint: format!(

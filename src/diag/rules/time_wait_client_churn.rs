@@ -76,10 +76,14 @@ pub fn words(e: &TimeWaitEvidence, ctx: &Ctx) -> (String, String) {
         .port_ratio
         .map(|r| format!(" ({:.0} % of {budget} ephemeral ports)", r * 100.0))
         .unwrap_or_default();
-    let service = crate::diag::peer::Service::by_port(e.port);
-    let svc = service
-        .map(|s| format!(" ({})", s.name()))
-        .unwrap_or_default();
+    let service = e.peer_service.as_ref().and_then(|p| p.service);
+    let svc = match &e.peer_service {
+        Some(ps) => match ps.pid {
+            Some(pid) => format!(" ({}, pid {pid}, on this host)", ps.name),
+            None => format!(" ({})", ps.name),
+        },
+        None => String::new(),
+    };
     let loopback = towards_loopback(e);
     let hold = port_hold_s(ctx, loopback);
     let sustainable = f64::from(budget) / f64::from(hold);
@@ -283,5 +287,49 @@ mod tests {
             f.hint
         );
         assert!(f.hint.contains("holds a local port for 1 s"), "{}", f.hint);
+    }
+
+    #[test]
+    fn churn_towards_a_local_server_names_it_by_its_listener() {
+        use crate::diag::testkit::SnapBuilder;
+        // A script connecting per query to a PostgreSQL on port 6000.
+        let mut snap = SnapBuilder::new()
+            .listen("127.0.0.1:6000", Some(9), 0, 128)
+            .time_waits("127.0.0.1", "127.0.0.1:6000", 1500, 9_000)
+            .build();
+        let mut pg = crate::model::Process::named("postgres");
+        pg.exe = Some("/usr/lib/postgresql/15/bin/postgres".into());
+        pg.cmdline = Some(vec!["postgres".into(), "-p".into(), "6000".into()]);
+        snap.processes.insert(9, pg);
+        let case = crate::diag::rules::cases::fires("local pg", snap, crate::diag::Severity::Info);
+        let f = &findings_of(RuleId::TimeWaitClientChurn, &case)[0];
+        assert!(
+            f.hint.contains("(PostgreSQL, pid 9, on this host)"),
+            "{}",
+            f.hint
+        );
+        assert!(
+            f.hint.contains("database connections through a pool"),
+            "{}",
+            f.hint
+        );
+        let Evidence::TimeWait(e) = &f.evidence else {
+            panic!()
+        };
+        assert_eq!(
+            e.peer_service.as_ref().map(|p| p.source),
+            Some(crate::diag::listener::ServiceSource::Listener)
+        );
+        // A remote destination on 6000: nothing to name it by.
+        let remote = SnapBuilder::new()
+            .time_waits("10.0.0.1", "10.0.0.9:6000", 1500, 9_000)
+            .build();
+        let case = crate::diag::rules::cases::fires("remote", remote, crate::diag::Severity::Info);
+        let f = &findings_of(RuleId::TimeWaitClientChurn, &case)[0];
+        let Evidence::TimeWait(e) = &f.evidence else {
+            panic!()
+        };
+        assert!(e.peer_service.is_none());
+        assert!(!f.hint.contains("PostgreSQL"), "{}", f.hint);
     }
 }
