@@ -91,6 +91,16 @@ def section(work):
         hl = lambda v: (" ".join(v[0].split()[:3]) + f", {v[1].split()[-1]} %") if len(v) > 1 else "?"
         L.append(f"| {host} | {n:,} | {fmt(s)} | {fmt(p)} | {fmt(ss)} | {fmt(raw)} | {r(s, raw)} "
                  f"| {r(s, ss)} | {r(s, p)} | {rss} | {hl(before)} / {hl(after)} |")
+    busy = [e for _, _, e in cases
+            if any(int(v.split()[-1]) > 50
+                   for v in (read(os.path.join(work, e, "host_before.txt")).splitlines()[1:2]
+                             + read(os.path.join(work, e, "host_after.txt")).splitlines()[1:2])
+                   if v.split()[-1].isdigit())]
+    if busy:
+        L += ["", f"**Warning: the host was busy (over 50 % of all CPU) around {len(busy)} of "
+              f"{len(cases)} rows**: the commands then share the cores with other work, wall "
+              "times grow and vary run to run, and the ratios above do not measure cwdiag against "
+              "its floor. Rerun on a quiet host before judging the targets."]
     L += ["", "Where the time goes (this build, `CWDIAG_TIMING=1 cwdiag scan`, median of 5 runs "
           "per step, ms; steps nest: `dump` contains the two dumps and the parallel attribution, "
           "which run at the same time on two threads):", ""]
