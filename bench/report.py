@@ -478,8 +478,41 @@ def main():
       f"every timed command at niceness {machine.get('nice', '-15')}.")
     w("")
 
+    # Sections this script does not write (hand-run measurements other scripts or people
+    # added: namespaces, traces, side-by-side runs) are carried over from the old file.
+    generated = {line for line in L if line.startswith("## ")}
+    kept = kept_sections(out, generated)
     with open(out, "w") as f:
         f.write("\n".join(L))
+        if kept:
+            f.write("\n" + "\n".join(kept).rstrip("\n") + "\n")
+
+
+def is_generated(heading, generated):
+    """True for a heading this script writes (any size or profile, not only this run's)."""
+    if heading in generated:
+        return True
+    h = heading[3:]
+    return (h in ("Targets", "Medians across sizes (ms)", "Method", "Profile")
+            or h.startswith("Profile: `cwdiag scan` at ")
+            or (h.endswith(" sockets") and h[:-8].replace(",", "").isdigit()))
+
+
+def kept_sections(path, generated):
+    """The `## ` sections of the existing report at `path` that this script does not write,
+    in their order, each as its lines."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    kept, keep = [], False
+    for line in lines:
+        if line.startswith("## "):
+            keep = not is_generated(line, generated)
+        if keep:
+            kept.append(line)
+    return kept
 
 
 if __name__ == "__main__":

@@ -168,8 +168,9 @@ impl Kernel for Recorded {
         };
         let mut out = Dump::default();
         out.sockets.reserve(capacity);
+        let mut seen = FxHashSet::default();
         for s in Recorded::matching(table, req) {
-            if out.cookies.insert(s.cookie) {
+            if seen.insert(s.cookie) {
                 let mut s = s.clone();
                 if !req.tcp_info {
                     s.tcp_info = None;

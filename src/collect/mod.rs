@@ -773,8 +773,9 @@ fn dump_and_attribute(
         };
         // The bulk dump reserved room for every socket: append to it.
         let mut all = bulk??;
-        all.cookies = Default::default();
-        all.sockets.retain(|s| !mine.cookies.contains(&s.cookie));
+        let mine_cookies: rustc_hash::FxHashSet<u64> =
+            mine.sockets.iter().map(|s| s.cookie).collect();
+        all.sockets.retain(|s| !mine_cookies.contains(&s.cookie));
         let from_bulk = all.sockets.len();
         for w in mine.warnings {
             if !all.warnings.contains(&w) {

@@ -172,7 +172,6 @@ impl Kernel for Racing {
             && req.states & TcpState::CloseWait.mask_bit() == 0
         {
             for s in [&self.moved, &self.twice] {
-                d.cookies.insert(s.cookie);
                 d.sockets.push(s.clone());
             }
         }

@@ -42,8 +42,6 @@ pub type Recorder<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
 pub struct Dump {
     pub sockets: Vec<Socket>,
     pub warnings: Vec<String>,
-    /// The cookies of `sockets`.
-    pub cookies: rustc_hash::FxHashSet<u64>,
 }
 
 /// What one dump request covers.
@@ -119,8 +117,7 @@ fn dump_targets(
 ) -> Result<Dump> {
     let mut out = Dump::default();
     out.sockets.reserve_exact(capacity);
-    out.cookies.reserve(capacity);
-    let seen = &mut out.cookies;
+    let mut seen = Recent::default();
     for &target in targets {
         let name = target.name();
         let mut attempt = 0;
@@ -129,17 +126,18 @@ fn dump_targets(
             let start = out.sockets.len();
             let mut replies: Vec<Vec<u8>> = Vec::new();
             let sockets = &mut out.sockets;
+            seen.clear();
+            let seen = std::cell::RefCell::new(&mut seen);
             let interrupted = dump_one(
                 target,
                 req,
                 &mut |s: Socket| {
-                    // A socket can appear twice when it moves between hash
-                    // chains during the dump; the cookie identifies it.
-                    if seen.insert(s.cookie) {
+                    if seen.borrow_mut().first_time(s.cookie) {
                         sockets.push(s);
                     }
                 },
                 &mut |b| {
+                    seen.borrow_mut().next_reply();
                     if record.is_some() {
                         replies.push(b.to_vec());
                     }
@@ -147,9 +145,7 @@ fn dump_targets(
             )
             .with_context(|| format!("sock_diag dump of {name} sockets failed"))?;
             if interrupted && attempt <= DUMP_RETRIES {
-                for s in out.sockets.drain(start..) {
-                    seen.remove(&s.cookie);
-                }
+                out.sockets.truncate(start);
                 continue;
             }
             if interrupted {
@@ -166,6 +162,39 @@ fn dump_targets(
         }
     }
     Ok(out)
+}
+
+/// Drops the copies of a socket one dump reports twice. The kernel
+/// resumes a dump that filled its reply at the hash bucket and the number
+/// of entries it had sent from it (`net/ipv4/inet_diag.c`,
+/// `inet_diag_dump_icsk`: `s_i`, `s_num`): a socket inserted ahead in that
+/// bucket meanwhile shifts an entry already sent past the resume point,
+/// and it comes again. A copy can therefore only follow its first report
+/// within one bucket, so the cookies of the current and the previous reply
+/// (thousands of sockets, far more than a bucket holds) catch it without
+/// a set of every cookie: at 400k sockets that set cost more than parsing.
+#[derive(Default)]
+struct Recent {
+    previous: rustc_hash::FxHashSet<u64>,
+    current: rustc_hash::FxHashSet<u64>,
+}
+
+impl Recent {
+    fn clear(&mut self) {
+        self.previous.clear();
+        self.current.clear();
+    }
+
+    /// A new reply begins.
+    fn next_reply(&mut self) {
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+    }
+
+    /// True the first time `cookie` is seen in the two latest replies.
+    fn first_time(&mut self, cookie: u64) -> bool {
+        !self.previous.contains(&cookie) && self.current.insert(cookie)
+    }
 }
 
 /// The `idiag_states` mask with every real state.

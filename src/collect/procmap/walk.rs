@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// fds per work item of the walk: small enough that two cores can share
 /// one big table and stop soon after the last wanted inode turns up, big
@@ -135,6 +136,11 @@ pub(super) struct Walk<'a> {
     items: &'a [Item],
     next: AtomicUsize,
     claims: Claims,
+    /// The items of tables whose probe hit wanted sockets come first:
+    /// how many, and how many of them are not finished yet.
+    hit_items: usize,
+    hit_items_left: Mutex<usize>,
+    hit_items_done: Condvar,
 }
 
 impl Walk<'_> {
@@ -150,18 +156,64 @@ impl Walk<'_> {
                 break;
             };
             let t = &self.tables[item.table()];
+            let hit = i < self.hit_items;
+            if !hit {
+                // The tables the probe hit almost always hold the rest of
+                // the wanted sockets: let the walkers still reading them
+                // finish before listing a table nobody expects to hold any
+                // (on a busy host, tens of thousands of pipes and files).
+                self.wait_for_hit_items();
+                if self.claims.done() {
+                    break;
+                }
+            }
+            let r = self.read_item(t, item, &mut name);
+            if hit {
+                self.hit_item_done();
+            }
+            done.push((i, r));
+        }
+        done
+    }
+
+    fn wait_for_hit_items(&self) {
+        let mut left = self
+            .hit_items_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while *left > 0 {
+            left = self
+                .hit_items_done
+                .wait(left)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn hit_item_done(&self) {
+        let mut left = self
+            .hit_items_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.hit_items_done.notify_all();
+        }
+    }
+
+    /// Reads one item of table `t`.
+    fn read_item(&self, t: &Table, item: Item, name: &mut String) -> ItemRead {
+        {
             let mut r = ItemRead::default();
             let dir = match open_dir(self.proc, t.pid) {
                 Ok(dir) => dir,
                 Err(closed) => {
                     r.failed = Some(closed);
-                    done.push((i, r));
-                    continue;
+                    return r;
                 }
             };
             let mut read = |fd: u32, r: &mut ItemRead| {
                 if !t.read.contains(&fd) {
-                    self.claims.read(&dir, fd, &mut name, r);
+                    self.claims.read(&dir, fd, name, r);
                 }
             };
             match item {
@@ -184,9 +236,8 @@ impl Walk<'_> {
                     r.listed = fds;
                 }
             }
-            done.push((i, r));
+            r
         }
-        done
     }
 }
 
@@ -261,6 +312,10 @@ pub(super) fn walk(
     search: Search,
 ) -> Vec<Walked> {
     let (items, lists) = plan_items(proc, tables, search);
+    let hit_items = items
+        .iter()
+        .take_while(|i| tables[i.table()].hits > 0)
+        .count();
     let w = Walk {
         proc,
         tables,
@@ -268,6 +323,9 @@ pub(super) fn walk(
         items: &items,
         next: AtomicUsize::new(0),
         claims: Claims::new(wanted, &out.by_inode),
+        hit_items,
+        hit_items_left: Mutex::new(hit_items),
+        hit_items_done: Condvar::new(),
     };
     let walkers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
