@@ -178,6 +178,23 @@ fn instances() -> Vec<String> {
         .collect()
 }
 
+/// A file of tracefs (`rel` to its root), read from a private mount
+/// namespace as [`instances`] lists them.
+fn tracefs_read(rel: &str) -> String {
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cat \"/sys/kernel/tracing/$1\"")
+        .args(["sh", rel])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{rel}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn count(ev: &[Value], f: impl Fn(&Value) -> bool) -> usize {
     ev.iter().filter(|e| f(e)).count()
 }
@@ -889,15 +906,13 @@ fn the_state_tracepoint_is_filtered_to_tcp_in_the_kernel() {
     let (child, err) = start_trace(&["--json"]);
     let pid = child.id();
     let ours = format!("cwdiag-{pid}-");
-    let dir = std::fs::read_dir("/sys/kernel/tracing/instances")
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with(&ours))
-        .map(|e| e.path())
+    let name = instances()
+        .into_iter()
+        .find(|n| n.starts_with(&ours))
         .unwrap_or_else(|| panic!("no instance {ours}*"));
-    let ev = dir.join("events/sock/inet_sock_set_state");
-    let filter = std::fs::read_to_string(ev.join("filter")).unwrap();
-    let enabled = std::fs::read_to_string(ev.join("enable")).unwrap();
+    let ev = format!("instances/{name}/events/sock/inet_sock_set_state");
+    let filter = tracefs_read(&format!("{ev}/filter"));
+    let enabled = tracefs_read(&format!("{ev}/enable"));
     sigterm(&child);
     let _ = lines(child);
     let _ = err.join();
