@@ -736,15 +736,19 @@ fn scan_window_measures_a_sustained_churn_and_names_its_closer() {
         ev["closers"],
         serde_json::json!([{"pid": pid, "comm": "python3", "closes": n}])
     );
-    assert_eq!(c["whole_seconds"], 4, "{c:#}");
-    assert_eq!(c["seconds_with_closes"], 4, "{c:#}");
+    // The window is the recording's own span: 4 s asked, a little more
+    // on a loaded host.
+    let whole = c["whole_seconds"].as_u64().unwrap();
+    assert!(whole >= 4, "{c:#}");
+    assert_eq!(c["seconds_with_closes"], whole, "{c:#}");
     let rate = c["sustained_per_s"].as_f64().expect("a sustained rate");
     let w = c["window_s"].as_f64().unwrap();
+    assert!((4.0..6.0).contains(&w), "{c:#}");
     assert!((rate - n as f64 / w).abs() < 0.06, "{rate} vs {n} / {w}");
     let summary = f["summary"].as_str().unwrap();
     assert!(
         summary.contains(&format!(
-            "python3 (pid {pid}) closed {n} connections in 4.0 s: ~{rate:.0}/s sustained"
+            "python3 (pid {pid}) closed {n} connections in {w:.1} s: ~{rate:.0}/s sustained"
         )),
         "{summary}"
     );
