@@ -505,10 +505,17 @@ fn scans_during_heavy_churn_stay_consistent() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let s1 = stop.clone();
-        // Server: accept and close at once.
+        // Server: accept, wait for the client's FIN, then close. The client
+        // always closes first, so only its side enters TIME_WAIT: at most one
+        // TIME_WAIT per connection. (Closing at once would race the client's
+        // close; a simultaneous close leaves both ends in TIME_WAIT, RFC 9293
+        // section 3.6.)
         let server = std::thread::spawn(move || {
+            use std::io::Read;
             while !s1.load(Ordering::Relaxed) {
-                if let Ok((c, _)) = listener.accept() {
+                if let Ok((mut c, _)) = listener.accept() {
+                    let mut buf = [0u8; 64];
+                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
                     drop(c);
                 }
             }
