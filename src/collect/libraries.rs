@@ -301,12 +301,15 @@ impl<'a> object::ReadRef<'a> for Capped<'a> {
 }
 
 /// Everything `pid` shows, deduplicated by library (the first place seen
-/// wins), at most [`LISTED`].
+/// wins), at most [`LISTED`]. `files`: the fds that may be files, when the
+/// owner lookup already read the rest of the table (sockets); otherwise
+/// the table is listed.
 pub fn collect(
     proc: &ProcFs,
     pid: u32,
     cmdline: Option<&[String]>,
     go: bool,
+    files: Option<Vec<u32>>,
     warnings: &mut Vec<String>,
 ) -> Vec<Library> {
     let mut out: Vec<Library> = Vec::new();
@@ -333,7 +336,8 @@ pub fn collect(
             }
         }
     }
-    for fd in proc.fds(pid).unwrap_or_default().into_iter().take(FD_CAP) {
+    let fds = files.or_else(|| proc.fds(pid)).unwrap_or_default();
+    for fd in fds.into_iter().take(FD_CAP) {
         let Some(t) = proc.link(&format!("{pid}/fd/{fd}")) else {
             continue;
         };
@@ -557,7 +561,7 @@ mod tests {
             .collect();
         let mut w = Vec::new();
         let proc = ProcFs::open(root.path());
-        let libs = collect(&proc, 42, Some(&cmd), false, &mut w);
+        let libs = collect(&proc, 42, Some(&cmd), false, None, &mut w);
         let got: Vec<(&str, &str)> = libs
             .iter()
             .map(|l| (l.name.as_str(), l.seen_in.as_str()))
@@ -573,12 +577,21 @@ mod tests {
         );
         assert_eq!(libs[3].version.as_deref(), Some("5.1.0"));
         assert!(w.is_empty(), "{w:?}");
+        // Told which fds may be files, it reads those and no others.
+        let named = |fds: Vec<u32>| -> Vec<String> {
+            collect(&proc, 42, None, false, Some(fds), &mut Vec::new())
+                .into_iter()
+                .map(|l| l.name)
+                .collect()
+        };
+        assert!(named(vec![5]).contains(&"OkHttp".to_string()));
+        assert!(!named(vec![6]).contains(&"OkHttp".to_string()));
         // A FIFO where maps should be: refused, not waited on.
         std::fs::remove_file(p.join("maps")).unwrap();
         let c = std::ffi::CString::new(p.join("maps").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let libs = collect(&proc, 42, None, true, &mut w);
+        let libs = collect(&proc, 42, None, true, None, &mut w);
         assert_eq!(libs.len(), 1, "{libs:?}");
     }
 }

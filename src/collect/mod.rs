@@ -181,21 +181,46 @@ pub(crate) fn finish(
         holders::find(snap, proc);
     }
     timing("holders", t1);
-    let t2 = std::time::Instant::now();
+    // The threads of processes a finding may call stuck are sampled on a
+    // thread of their own while the rest of this step reads /proc, so the
+    // sampling's pauses cost no wall time beyond its minimum rounds.
+    let suspects = if plan.attribute == Attribute::Nothing {
+        Vec::new()
+    } else {
+        thread_suspects(snap)
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
     // Files cut at their size cap, named in the snapshot's warnings.
     let mut read_warnings = Vec::new();
-    if plan.attribute != Attribute::Nothing {
-        enrich_owners(kernel, proc, snap, plan, tables, &mut read_warnings);
-    }
-    timing("enrich", t2);
-    // Last, so that holders of stale fds the enrichment added are named too.
-    let t = std::time::Instant::now();
-    identify_owners(snap, proc);
-    timing("identify owners", t);
-    if plan.attribute != Attribute::Nothing {
+    let sampled = std::thread::scope(|scope| {
+        let sampler =
+            (!suspects.is_empty()).then(|| scope.spawn(|| threads::sample(proc, &suspects, &stop)));
+        let t2 = std::time::Instant::now();
+        if plan.attribute != Attribute::Nothing {
+            enrich_owners(kernel, proc, snap, plan, tables, &mut read_warnings);
+        }
+        timing("enrich", t2);
+        // Last, so that holders of stale fds the enrichment added are named too.
         let t = std::time::Instant::now();
-        inspect_clients(snap, proc, &mut read_warnings);
-        timing("libraries and threads", t);
+        identify_owners(snap, proc);
+        timing("identify owners", t);
+        if plan.attribute != Attribute::Nothing {
+            let t = std::time::Instant::now();
+            read_libraries(snap, proc, tables, &mut read_warnings);
+            timing("libraries", t);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::Instant::now();
+        // A sampler cannot panic short of a bug; its processes then go
+        // without thread evidence.
+        let sampled = sampler.and_then(|h| h.join().ok()).unwrap_or_default();
+        timing("threads (waited for)", t);
+        sampled
+    });
+    for (pid, t) in sampled {
+        if let Some(p) = snap.processes.get_mut(&pid) {
+            p.threads = Some(t);
+        }
     }
     for w in read_warnings {
         if !snap.warnings.contains(&w) {
@@ -471,50 +496,63 @@ fn enrich_owners(
 /// CLOSE_WAIT sockets first).
 const LIBRARY_PROCESSES: usize = 32;
 
-/// The libraries of the owners of CLOSE_WAIT sockets, and the threads of
-/// the processes a finding may call stuck: owners of CLOSE_WAIT sockets
-/// with unread bytes (or inbound ones never read) and the
-/// holders of listeners with children nobody accepted, with the
-/// processes holding accepted connections on those ports.
-fn inspect_clients(snap: &mut Snapshot, proc: &ProcFs, warnings: &mut Vec<String>) {
-    // A finding may call the owner stuck when bytes wait unread (Recv-Q
-    // beyond the FIN), or when clients of its own listener hung up
-    // unread; an outbound bare FIN is an idle pool's and claims nothing.
+/// CLOSE_WAIT sockets per owner: all of them, and those a finding may
+/// call stuck (bytes waiting unread beyond the FIN, or clients of the
+/// owner's own listener that hung up unread; an outbound bare FIN is an
+/// idle pool's and claims nothing). Most first, then by pid.
+fn close_wait_owners(snap: &Snapshot) -> Vec<(u32, usize, usize)> {
     let listen_ports: HashSet<u16> = snap
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::Listen)
         .map(|s| s.local.port())
         .collect();
-    let mut close_wait: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    let mut by_pid: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     for s in snap
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::CloseWait)
     {
         if let Some(pid) = s.pid {
-            let e = close_wait.entry(pid).or_default();
+            let e = by_pid.entry(pid).or_default();
             e.0 += 1;
             let inbound = listen_ports.contains(&s.local.port());
             e.1 += usize::from(s.recv_q > 1 || (s.recv_q == 1 && inbound));
         }
     }
-    let mut by_count: Vec<(u32, usize)> = close_wait.iter().map(|(&p, c)| (p, c.0)).collect();
-    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for &(pid, _) in by_count.iter().take(LIBRARY_PROCESSES) {
+    let mut v: Vec<(u32, usize, usize)> = by_pid.into_iter().map(|(p, c)| (p, c.0, c.1)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// The client libraries of the owners of CLOSE_WAIT sockets, reading
+/// again only the fds the owner lookup did not already find to be sockets.
+fn read_libraries(
+    snap: &mut Snapshot,
+    proc: &ProcFs,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    warnings: &mut Vec<String>,
+) {
+    for (pid, _, _) in close_wait_owners(snap).into_iter().take(LIBRARY_PROCESSES) {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let go = p.runtime.as_deref() == Some("Go");
-            p.libraries = libraries::collect(proc, pid, p.cmdline.as_deref(), go, warnings);
+            let files = tables.get(&pid).and_then(procmap::FdTable::non_sockets);
+            p.libraries = libraries::collect(proc, pid, p.cmdline.as_deref(), go, files, warnings);
         }
     }
-    // Listeners with children waiting for accept(): their holders, and
-    // who holds accepted connections on the port.
-    let mut queued_ports = HashSet::new();
+}
+
+/// The processes whose threads are sampled: the holders of listeners
+/// with children waiting for accept() and the processes holding accepted
+/// connections on those ports, then the owners of CLOSE_WAIT sockets a
+/// finding may call stuck.
+fn thread_suspects(snap: &Snapshot) -> Vec<u32> {
     let listeners: Vec<&Socket> = snap
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::Listen)
         .collect();
+    let mut queued_ports = HashSet::new();
     for s in &snap.sockets {
         if s.inode == 0
             && matches!(s.state, TcpState::Established | TcpState::CloseWait)
@@ -551,20 +589,13 @@ fn inspect_clients(snap: &mut Snapshot, proc: &ProcFs, warnings: &mut Vec<String
             push(pid, &mut suspects);
         }
     }
-    for &(pid, _) in &by_count {
-        if close_wait.get(&pid).is_some_and(|c| c.1 > 0) {
+    for (pid, _, stuck) in close_wait_owners(snap) {
+        if stuck > 0 {
             push(pid, &mut suspects);
         }
     }
     suspects.retain(|p| snap.processes.contains_key(p));
-    if suspects.is_empty() {
-        return;
-    }
-    for (pid, t) in threads::sample(proc, &suspects) {
-        if let Some(p) = snap.processes.get_mut(&pid) {
-            p.threads = Some(t);
-        }
-    }
+    suspects
 }
 
 /// Records on `pid` its outbound connections in the snapshot, by peer

@@ -12,9 +12,14 @@ use crate::model::{ThreadObservation, ThreadSample, ThreadSamples};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Rounds of sampling, and the pause between them: ~100 ms in all.
+/// Rounds of sampling: at least [`MIN_SAMPLES`], then more while the rest
+/// of the scan runs, up to [`SAMPLES`]; [`INTERVAL`] apart. A thread stuck
+/// long enough to leave sockets in CLOSE_WAIT is in the same state in
+/// every round; the rounds are there to tell a thread that is always on
+/// the CPU (a busy loop) from one seen there once.
 pub const SAMPLES: u32 = 10;
-pub const INTERVAL: Duration = Duration::from_millis(10);
+pub const MIN_SAMPLES: u32 = 5;
+pub const INTERVAL: Duration = Duration::from_millis(2);
 /// Processes sampled per snapshot, and threads read per process.
 pub const MAX_PROCESSES: usize = 8;
 pub const MAX_THREADS: usize = 64;
@@ -178,8 +183,13 @@ fn tasks(proc: &ProcFs, pid: u32) -> Option<(Vec<u32>, usize)> {
 }
 
 /// Samples the threads of `pids` (at most [`MAX_PROCESSES`], in the order
-/// given), all processes in the same rounds.
-pub fn sample(proc: &ProcFs, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
+/// given), all processes in the same rounds: [`MIN_SAMPLES`] rounds, then
+/// more until `stop` is set or [`SAMPLES`] are taken.
+pub fn sample(
+    proc: &ProcFs,
+    pids: &[u32],
+    stop: &std::sync::atomic::AtomicBool,
+) -> BTreeMap<u32, ThreadSamples> {
     struct Proc {
         pid: u32,
         total: usize,
@@ -209,10 +219,15 @@ pub fn sample(proc: &ProcFs, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
             })
         })
         .collect();
-    for round in 0..SAMPLES {
-        if round > 0 {
+    let mut rounds = 0;
+    while rounds < SAMPLES {
+        if rounds >= MIN_SAMPLES && stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        if rounds > 0 {
             std::thread::sleep(INTERVAL);
         }
+        rounds += 1;
         for p in &mut procs {
             for (tid, _, seen) in &mut p.threads {
                 if let Some(r) = read_thread(proc, &format!("{}/task/{tid}", p.pid)) {
@@ -261,7 +276,7 @@ pub fn sample(proc: &ProcFs, pids: &[u32]) -> BTreeMap<u32, ThreadSamples> {
             out.insert(
                 p.pid,
                 ThreadSamples {
-                    samples: SAMPLES,
+                    samples: rounds,
                     interval_ms: INTERVAL.as_millis() as u32,
                     threads_total: p.total,
                     threads,
@@ -351,12 +366,21 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Stopped at once: the minimum rounds are still taken.
         let got = sample(
             &ProcFs::open(std::path::Path::new("/proc")),
             &[std::process::id()],
+            &std::sync::atomic::AtomicBool::new(true),
         );
         let me = &got[&std::process::id()];
-        assert_eq!(me.samples, SAMPLES);
+        assert_eq!(me.samples, MIN_SAMPLES);
+        // Never stopped: every round is taken.
+        let all = sample(
+            &ProcFs::open(std::path::Path::new("/proc")),
+            &[std::process::id()],
+            &std::sync::atomic::AtomicBool::new(false),
+        );
+        assert_eq!(all[&std::process::id()].samples, SAMPLES);
         let t = me
             .threads
             .iter()

@@ -74,9 +74,24 @@ pub struct FdTable {
     pub sockets: Vec<(u32, u32)>,
     /// fd numbers not read yet.
     pub unread: Vec<u32>,
+    /// fds read whose links are not sockets (files, pipes, ...).
+    pub others: Vec<u32>,
     /// False when the table was only probed, never listed: `unread` is then
     /// unknown and the socket list partial.
     pub complete: bool,
+}
+
+impl FdTable {
+    /// The fds that may be files: those read that were not sockets and
+    /// those not read; `None` when the walk did not see the whole table.
+    pub fn non_sockets(&self) -> Option<Vec<u32>> {
+        self.complete.then(|| {
+            let mut v: Vec<u32> = self.others.iter().chain(&self.unread).copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+    }
 }
 
 /// One process's fd table as far as we have read it.
@@ -99,6 +114,17 @@ pub(super) struct Table {
     pub(super) denied: bool,
     /// (fd, inode) of the sockets seen so far.
     pub(super) sockets: Vec<(u32, u32)>,
+    /// fds seen so far whose links are not sockets.
+    pub(super) others: Vec<u32>,
+    /// The probe listed the table and read every fd in it.
+    pub(super) whole: bool,
+}
+
+impl Table {
+    /// Did the probe read every fd of the table?
+    pub(super) fn probed_whole(&self) -> bool {
+        self.whole || (self.count > 0 && self.present >= self.count)
+    }
 }
 
 /// Looks up `wanted` inodes under `proc_root` (normally `/proc`).
@@ -200,18 +226,20 @@ pub fn find_owners_with(
         if !found_in.contains(&t.pid) {
             continue;
         }
-        let probed_whole = t.count > 0 && t.present >= t.count;
+        let probed_whole = t.probed_whole();
         let table = match w {
             Walked::Read { unread, fd_count } => FdTable {
                 fd_count,
                 sockets: t.sockets,
                 unread,
+                others: t.others,
                 complete: true,
             },
             _ => FdTable {
                 fd_count: t.count,
                 sockets: t.sockets,
                 unread: Vec::new(),
+                others: t.others,
                 complete: probed_whole,
             },
         };
@@ -340,6 +368,8 @@ mod tests {
                 holes,
                 denied: false,
                 sockets: Vec::new(),
+                others: Vec::new(),
+                whole: false,
             }];
             let mut out = Owners::default();
             let mut found_in = HashSet::new();

@@ -38,17 +38,38 @@ pub(super) fn table(
         holes: 0,
         denied: false,
         sockets: Vec::new(),
+        others: Vec::new(),
+        whole: false,
     };
-    let mut probe: Vec<u32> = (0..PROBE_HEAD as u32).collect();
-    if count > PROBE_HEAD {
+    let probe: Vec<u32> = if count <= PROBE_HEAD + PROBE_SAMPLES {
+        // A small table (or, before Linux 6.2, one of unknown size: 0): one
+        // listing names its fds, so no link is read in vain. Most
+        // processes on a host are small, and kernel threads have none.
+        let fds = ProcFs::list_fds(&dirfd, 0).unwrap_or_default();
+        t.count = fds.len();
+        if fds.len() <= PROBE_HEAD + PROBE_SAMPLES {
+            t.whole = true;
+            fds
+        } else {
+            // Listed on a kernel that does not report the size: probe the
+            // listing's head and spread, and let the walk list it again.
+            t.holes = 1;
+            let step = ((fds.len() - PROBE_HEAD) / PROBE_SAMPLES).max(1);
+            let mut probe = fds[..PROBE_HEAD].to_vec();
+            probe.extend(fds[PROBE_HEAD..].iter().step_by(step).take(PROBE_SAMPLES));
+            probe
+        }
+    } else {
         let step = ((count - PROBE_HEAD) / PROBE_SAMPLES).max(1);
-        probe.extend(
-            (PROBE_HEAD..count)
-                .step_by(step)
-                .take(PROBE_SAMPLES)
-                .map(|n| n as u32),
-        );
-    }
+        (0..PROBE_HEAD as u32)
+            .chain(
+                (PROBE_HEAD..count)
+                    .step_by(step)
+                    .take(PROBE_SAMPLES)
+                    .map(|n| n as u32),
+            )
+            .collect()
+    };
     t.hits = read_links(&dirfd, &mut t, &probe, wanted, out);
     Some(t)
 }
@@ -99,6 +120,7 @@ pub(super) fn read_links(
             Link::Missing | Link::Failed => continue,
             Link::Other => {
                 t.present += 1;
+                t.others.push(fd);
                 continue;
             }
         };

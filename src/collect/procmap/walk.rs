@@ -61,6 +61,8 @@ pub(super) struct ItemRead {
     hits: Vec<(u32, u32)>,
     /// (fd, inode) of every socket read.
     sockets: Vec<(u32, u32)>,
+    /// fds read whose links are not sockets.
+    others: Vec<u32>,
     present: usize,
     denied: bool,
     /// The fds an `Item::From` listed.
@@ -108,6 +110,7 @@ impl Claims {
             Link::Socket(inode) => inode,
             Link::Other => {
                 r.present += 1;
+                r.others.push(fd);
                 return;
             }
             Link::Denied => {
@@ -264,8 +267,8 @@ pub(super) fn plan_items(
     let mut items = Vec::new();
     let mut lists = vec![None; tables.len()];
     for (i, t) in tables.iter().enumerate() {
-        if t.count > 0 && t.present >= t.count {
-            continue; // the probe read it all
+        if t.probed_whole() {
+            continue;
         }
         if t.hits == 0 {
             if search == Search::Everywhere {
@@ -367,6 +370,7 @@ pub(super) fn walk(
         t.present += r.present;
         t.denied |= r.denied;
         t.sockets.extend(r.sockets);
+        t.others.extend(r.others);
         unread[ti].extend(r.unread);
         if let Item::From { from: 0, .. } = items[i] {
             listed[ti] = Some(r.listed);
