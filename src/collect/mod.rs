@@ -158,8 +158,25 @@ pub fn live_from(
     let proc = ProcFs::open(&plan.proc_root);
     let (mut snap, owners) = read_tables(kernel, &proc, plan, record, plan.parallel)?;
     let t1 = std::time::Instant::now();
-    let owners = owners
-        .unwrap_or_else(|| find_owners_of(&proc, &snap.sockets, plan, procmap::Search::Everywhere));
+    let owners = owners.unwrap_or_else(|| {
+        let again = sockdiag::DumpRequest {
+            states: plan.states & !TcpState::TimeWait.mask_bit(),
+            tcp_info: false,
+            ports: plan.ports.clone(),
+        };
+        let live = || live_inodes(kernel, &snap, &again);
+        let recheck = procmap::Recheck {
+            table_sockets: table_sockets(&snap.counters),
+            live: &live,
+        };
+        find_owners_of(
+            &proc,
+            &snap.sockets,
+            plan,
+            procmap::Search::Everywhere,
+            Some(&recheck),
+        )
+    });
     let tables = apply_owners(&mut snap, owners);
     timing("attribute: apply", t1);
     finish(kernel, &proc, &mut snap, plan, &tables);
@@ -247,19 +264,11 @@ pub(crate) fn read_tables(
     let counters = counters::read(proc, &mut read_warnings);
     // Reserve for every socket when all states are dumped; a filtered dump
     // is usually much smaller, so let it grow.
+    let table = table_sockets(&counters);
     let expected = if plan.states & sockdiag::all_states() == sockdiag::all_states()
         && plan.ports.is_empty()
     {
-        [
-            "sockstat.TCP.inuse",
-            "sockstat.TCP6.inuse",
-            "sockstat.TCP.tw",
-        ]
-        .iter()
-        .filter_map(|k| counters.get(*k))
-        .sum::<u64>() as usize
-            * 101
-            / 100
+        table * 101 / 100
     } else {
         0
     };
@@ -270,7 +279,7 @@ pub(crate) fn read_tables(
     };
     let netlink = |record: Option<sockdiag::Recorder<'_>>| -> Result<NetlinkDump> {
         if record.is_none() && plan.attribute == Attribute::Default && parallel {
-            dump_and_attribute(kernel, proc, plan, &req, expected)
+            dump_and_attribute(kernel, proc, plan, &req, expected, table)
         } else {
             let d = kernel.dump(&req, expected, record)?;
             Ok((d.sockets, d.warnings, None))
@@ -338,6 +347,31 @@ pub(crate) fn read_tables(
         }
     }
     Ok((snap, owners))
+}
+
+/// TCP sockets in the namespace's tables, TIME_WAIT included, from
+/// `/proc/net/sockstat` (0 when unknown).
+fn table_sockets(counters: &BTreeMap<String, u64>) -> usize {
+    [
+        "sockstat.TCP.inuse",
+        "sockstat.TCP6.inuse",
+        "sockstat.TCP.tw",
+    ]
+    .iter()
+    .filter_map(|k| counters.get(*k))
+    .sum::<u64>() as usize
+}
+
+/// The inodes of the table now, for [`procmap::Recheck`]: a live look
+/// only for a snapshot read over netlink.
+fn live_inodes(
+    kernel: &dyn kernel::Kernel,
+    snap: &Snapshot,
+    req: &sockdiag::DumpRequest,
+) -> Option<rustc_hash::FxHashSet<u32>> {
+    (snap.source.kind == SourceKind::Netlink)
+        .then(|| kernel.socket_inodes(req).ok())
+        .flatten()
 }
 
 /// Is the calling thread's network namespace the host's (the initial
@@ -660,7 +694,13 @@ pub fn attribute(
     plan: &Plan,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
     let proc = ProcFs::open(&plan.proc_root);
-    let owners = find_owners_of(&proc, &snap.sockets, plan, procmap::Search::Everywhere);
+    let owners = find_owners_of(
+        &proc,
+        &snap.sockets,
+        plan,
+        procmap::Search::Everywhere,
+        None,
+    );
     let tables = apply_owners(snap, owners);
     identify_owners(snap, &proc);
     tables
@@ -699,6 +739,7 @@ fn find_owners_of(
     sockets: &[Socket],
     plan: &Plan,
     search: procmap::Search,
+    recheck: Option<&procmap::Recheck<'_>>,
 ) -> procmap::Owners {
     let wants = |s: &Socket| {
         s.inode != 0
@@ -714,7 +755,7 @@ fn find_owners_of(
         wanted.insert(s.inode);
         uids.insert(s.uid);
     }
-    procmap::find_owners_with(proc, &wanted, &uids, search)
+    procmap::find_owners_with(proc, &wanted, &uids, search, recheck)
 }
 
 /// Writes what [`find_owners_of`] found into the snapshot.
@@ -769,12 +810,21 @@ fn dump_and_attribute(
     plan: &Plan,
     req: &sockdiag::DumpRequest,
     expected: usize,
+    table_sockets: usize,
 ) -> Result<NetlinkDump> {
     let mut bulk = req.clone();
     bulk.states &= bulk_states();
     bulk.tcp_info = false;
     let mut first = req.clone();
     first.states &= !bulk_states();
+    // The second look, should the walk need one: the same states, inodes only.
+    let mut again = first.clone();
+    again.tcp_info = false;
+    let live = || kernel.socket_inodes(&again).ok();
+    let recheck = procmap::Recheck {
+        table_sockets,
+        live: &live,
+    };
     std::thread::scope(|scope| {
         let bulk_job = (bulk.states != 0).then(|| {
             scope.spawn(|| {
@@ -788,10 +838,15 @@ fn dump_and_attribute(
         let mine = kernel.dump(&first, 0, None);
         timing("dump: attributed states", t);
         let t = std::time::Instant::now();
-        let owners = mine
-            .as_ref()
-            .ok()
-            .map(|d| find_owners_of(proc, &d.sockets, plan, procmap::Search::Everywhere));
+        let owners = mine.as_ref().ok().map(|d| {
+            find_owners_of(
+                proc,
+                &d.sockets,
+                plan,
+                procmap::Search::Everywhere,
+                Some(&recheck),
+            )
+        });
         timing("attribute (in parallel)", t);
         // Join before any early return, so an error of either side is seen.
         let bulk = bulk_job.map(|job| {
@@ -831,6 +886,7 @@ fn dump_and_attribute(
             &all.sockets[..from_bulk],
             plan,
             procmap::Search::ProbeHits,
+            None,
         );
         let owners = owners.map(|mut o| {
             o.absorb(late);

@@ -79,7 +79,8 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
             uids.insert(s.uid);
         }
     }
-    let owners = procmap::find_owners_with(proc, &wanted, &uids, procmap::Search::Everywhere);
+    // No second look: it would be one dump per namespace.
+    let owners = procmap::find_owners_with(proc, &wanted, &uids, procmap::Search::Everywhere, None);
     drop(wanted);
     for (snap, _) in &mut read {
         assign(snap, plan, &owners);

@@ -159,15 +159,42 @@ pub fn find_owners_in(
     likely_uids: &HashSet<u32>,
     search: Search,
 ) -> Owners {
-    find_owners_with(&ProcFs::open(proc_root), wanted, likely_uids, search)
+    find_owners_with(&ProcFs::open(proc_root), wanted, likely_uids, search, None)
 }
 
-/// [`find_owners_in`], reading `proc`.
+/// A second look at the kernel's table, taken when the tables the probe
+/// hit are read and wanted sockets are still missing: a socket that closed
+/// since the dump has no owner left to find, and without this look its
+/// absence would be searched for through every fd on the host (on a busy
+/// host, tens of thousands of pipes and files). Taken only when those fds
+/// outnumber what the look costs.
+pub struct Recheck<'a> {
+    /// Sockets in the table (a dump walks them all, whatever it keeps).
+    pub table_sockets: usize,
+    /// The inodes in the table now, in the states the wanted ones were
+    /// dumped in; `None` when the kernel could not be asked.
+    pub live: &'a (dyn Fn() -> Option<rustc_hash::FxHashSet<u32>> + Sync),
+}
+
+impl Recheck<'_> {
+    /// Is reading `fds` more links likely to cost more than the look? A
+    /// link costs about as much as eight sockets of a dump (readlink(2) on
+    /// `/proc/PID/fd/N`: lookup, revalidation, ptrace check and `d_path`,
+    /// against `inet_diag_dump_icsk` stepping over a socket it does not
+    /// send).
+    pub(super) fn worth_it(&self, fds: usize) -> bool {
+        fds >= 256 && fds.saturating_mul(8) > self.table_sockets
+    }
+}
+
+/// [`find_owners_in`], reading `proc`; `recheck` drops wanted sockets that
+/// closed since the dump before any table the probe did not hit is read.
 pub fn find_owners_with(
     proc: &ProcFs,
     wanted: &HashSet<u32>,
     likely_uids: &HashSet<u32>,
     search: Search,
+    recheck: Option<&Recheck<'_>>,
 ) -> Owners {
     let mut out = Owners::default();
     out.stats.wanted_sockets = wanted.len();
@@ -204,7 +231,15 @@ pub fn find_owners_with(
         )
     });
     let t1 = std::time::Instant::now();
-    let walked = walk::walk(proc, &mut tables, wanted, &mut out, &mut found_in, search);
+    let walked = walk::walk(
+        proc,
+        &mut tables,
+        wanted,
+        &mut out,
+        &mut found_in,
+        search,
+        recheck,
+    );
     super::timing("attribute: walk", t1);
     for (t, w) in tables.iter().zip(&walked) {
         if !t.denied && !matches!(w, Walked::Unreadable) {
@@ -380,6 +415,7 @@ mod tests {
                 &mut out,
                 &mut found_in,
                 Search::Everywhere,
+                None,
             );
             for (ino, fd) in &want {
                 assert_eq!(out.by_inode.get(ino), Some(&(me, *fd)), "holes {holes}");
@@ -388,6 +424,94 @@ mod tests {
             assert!(matches!(walked[0], Walked::Read { .. }), "{walked:?}");
             assert!(tables[0].sockets.len() >= 20);
         }
+    }
+
+    /// A wanted socket that closed after the dump: with a second look the
+    /// walk stops after the tables the probe hit, without one it reads
+    /// every other table on the host looking for it (here a child holding
+    /// 400 pipe fds).
+    #[test]
+    fn a_socket_closed_since_the_dump_is_not_searched_for_everywhere() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        if !rustix::process::geteuid().is_root() {
+            crate::testutil::skip("reading other processes' fd tables needs root");
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mine = inode_of(&listener);
+        let gone = u32::MAX - 7; // an inode no socket has
+        // A child that inherits 400 pipe fds: a big table the probe cannot hit.
+        let mut ends = [0i32; 2];
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            // SAFETY: a valid two-int array; the fds are closed below.
+            assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+            held.extend(ends);
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        for fd in held {
+            // SAFETY: fds this test opened and owns.
+            unsafe { libc::close(fd) };
+        }
+        let wanted: HashSet<u32> = [mine, gone].into();
+        let proc = ProcFs::open(Path::new("/proc"));
+        let looks = AtomicUsize::new(0);
+        let live = || {
+            looks.fetch_add(1, Ordering::Relaxed);
+            Some([mine].into_iter().collect())
+        };
+        let recheck = Recheck {
+            table_sockets: 1000,
+            live: &live,
+        };
+        let with = find_owners_with(
+            &proc,
+            &wanted,
+            &HashSet::new(),
+            Search::Everywhere,
+            Some(&recheck),
+        );
+        let without = find_owners_with(&proc, &wanted, &HashSet::new(), Search::Everywhere, None);
+        let _ = child.kill();
+        let _ = child.wait();
+        let me = std::process::id();
+        for o in [&with, &without] {
+            assert_eq!(o.by_inode.get(&mine).map(|f| f.0), Some(me));
+            assert!(!o.by_inode.contains_key(&gone));
+        }
+        assert_eq!(looks.load(Ordering::Relaxed), 1, "one second look");
+        assert!(
+            with.stats.scanned_processes <= 1,
+            "only this process's table is walked: {:?}",
+            with.stats
+        );
+        assert!(
+            without.stats.scanned_processes >= 2,
+            "without the look the child's table is read too: {:?}",
+            without.stats
+        );
+        // Fewer fds than the look costs: no look, the tables are read.
+        let costly_looks = AtomicUsize::new(0);
+        let costly_live = || {
+            costly_looks.fetch_add(1, Ordering::Relaxed);
+            Some([mine].into_iter().collect())
+        };
+        let costly = Recheck {
+            table_sockets: usize::MAX,
+            live: &costly_live,
+        };
+        let read = find_owners_with(
+            &proc,
+            &wanted,
+            &HashSet::new(),
+            Search::Everywhere,
+            Some(&costly),
+        );
+        assert_eq!(costly_looks.load(Ordering::Relaxed), 0);
+        assert!(read.stats.scanned_processes >= 2, "{:?}", read.stats);
     }
 
     #[test]

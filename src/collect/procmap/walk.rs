@@ -2,7 +2,7 @@
 //! read whole, in priority order, on several threads, until every wanted
 //! inode is found.
 
-use super::{Owners, Search, Table};
+use super::{Owners, Recheck, Search, Table};
 use crate::collect::procfs::{Link, ProcFs};
 use rustc_hash::FxHashMap;
 use rustix::io::Errno;
@@ -104,6 +104,16 @@ impl Claims {
         self.remaining.load(Ordering::Relaxed) == 0
     }
 
+    /// Stops looking for the wanted inodes not in `live` (sockets closed
+    /// since the dump). Called while no walker reads.
+    fn forget_all_but(&self, live: &rustc_hash::FxHashSet<u32>) {
+        for (inode, claimed) in &self.inodes {
+            if !live.contains(inode) && !claimed.swap(true, Ordering::Relaxed) {
+                self.remaining.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Reads the link of `fd` in `dir` into `r`.
     fn read(&self, dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String, r: &mut ItemRead) {
         let inode = match ProcFs::fd_link(dir, fd, name) {
@@ -144,6 +154,10 @@ pub(super) struct Walk<'a> {
     hit_items: usize,
     hit_items_left: Mutex<usize>,
     hit_items_done: Condvar,
+    /// Links the tables after the hit ones would have read at most.
+    unhit_fds: usize,
+    recheck: Option<&'a Recheck<'a>>,
+    rechecked: std::sync::Once,
 }
 
 impl Walk<'_> {
@@ -166,6 +180,9 @@ impl Walk<'_> {
                 // finish before listing a table nobody expects to hold any
                 // (on a busy host, tens of thousands of pipes and files).
                 self.wait_for_hit_items();
+                // The first walker here takes the second look; the others
+                // wait for it.
+                self.rechecked.call_once(|| self.drop_closed());
                 if self.claims.done() {
                     break;
                 }
@@ -177,6 +194,20 @@ impl Walk<'_> {
             done.push((i, r));
         }
         done
+    }
+
+    /// Drops the wanted sockets that closed since the dump, when asking
+    /// the kernel costs less than reading the other tables would.
+    fn drop_closed(&self) {
+        let Some(r) = self.recheck else { return };
+        if self.claims.done() || !r.worth_it(self.unhit_fds) {
+            return;
+        }
+        let t = std::time::Instant::now();
+        if let Some(live) = (r.live)() {
+            self.claims.forget_all_but(&live);
+        }
+        crate::collect::timing("attribute: recheck before the other tables", t);
     }
 
     fn wait_for_hit_items(&self) {
@@ -313,12 +344,21 @@ pub(super) fn walk(
     out: &mut Owners,
     found_in: &mut HashSet<u32>,
     search: Search,
+    recheck: Option<&Recheck<'_>>,
 ) -> Vec<Walked> {
     let (items, lists) = plan_items(proc, tables, search);
     let hit_items = items
         .iter()
         .take_while(|i| tables[i.table()].hits > 0)
         .count();
+    // Tables of unknown size (before Linux 6.2) count as big.
+    let unhit_fds = items[hit_items..]
+        .iter()
+        .map(|i| match tables[i.table()].count {
+            0 => usize::MAX / items.len().max(1),
+            n => n,
+        })
+        .fold(0usize, usize::saturating_add);
     let w = Walk {
         proc,
         tables,
@@ -329,6 +369,9 @@ pub(super) fn walk(
         hit_items,
         hit_items_left: Mutex::new(hit_items),
         hit_items_done: Condvar::new(),
+        unhit_fds,
+        recheck,
+        rechecked: std::sync::Once::new(),
     };
     let walkers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
