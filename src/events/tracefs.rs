@@ -93,32 +93,12 @@ pub fn find_mount() -> Option<PathBuf> {
         let Some(mnt) = pre.split_whitespace().nth(4) else {
             continue;
         };
-        let path = PathBuf::from(unescape_mount(mnt));
+        let path = PathBuf::from(fsread::unescape_mount(mnt));
         if path.join("instances").is_dir() {
             return Some(path);
         }
     }
     None
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// tracefs for this process: the host's mount, or one made in a private
@@ -410,6 +390,6 @@ mod tests {
         assert_eq!(parse_lost(stats), 7);
         assert_eq!(buffer_kb(2), 8192);
         assert_eq!(buffer_kb(256), 1024);
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(fsread::unescape_mount("/a\\040b"), "/a b");
     }
 }
