@@ -81,12 +81,21 @@ pub struct FdTable {
     pub complete: bool,
 }
 
+/// fds left unread by the walk that [`FdTable::non_sockets`] still names:
+/// the walk stops after the last wanted socket, and what a process opened
+/// early (a JVM's jars) sits below it.
+const UNREAD_NAMED: usize = 512;
+
 impl FdTable {
-    /// The fds that may be files: those read that were not sockets and
-    /// those not read; `None` when the walk did not see the whole table.
+    /// The fds that may be files: those read that were not sockets and the
+    /// first [`UNREAD_NAMED`] not read; `None` when the walk did not see the
+    /// whole table.
     pub fn non_sockets(&self) -> Option<Vec<u32>> {
         self.complete.then(|| {
-            let mut v: Vec<u32> = self.others.iter().chain(&self.unread).copied().collect();
+            let mut unread = self.unread.clone();
+            unread.sort_unstable();
+            unread.truncate(UNREAD_NAMED);
+            let mut v: Vec<u32> = self.others.iter().chain(&unread).copied().collect();
             v.sort_unstable();
             v.dedup();
             v
