@@ -71,22 +71,32 @@ fn classify_measured(
 ) -> Report {
     // Direction needs every listening port, whatever the filters say.
     let listen_ports = group::listen_ports(snap);
-    let process_of = |s: &Socket| s.pid.and_then(|p| snap.processes.get(&p));
+    // Only a process-name filter reads the owner.
+    let by_name = !filter.comms.is_empty();
+    let process_of = |s: &Socket| {
+        s.pid
+            .filter(|_| by_name)
+            .and_then(|p| snap.processes.get(&p))
+    };
     let selected: Vec<&Socket> = snap
         .sockets
         .iter()
         .filter(|s| filter.matches(s, process_of(s)))
         .collect();
-    let mut states: BTreeMap<TcpState, usize> = TcpState::ALL.iter().map(|&s| (s, 0)).collect();
-    for s in &selected {
-        *states.entry(s.state).or_default() += 1;
-    }
+    let by_state = rules::ByState::of(&selected);
+    let states: BTreeMap<TcpState, usize> = TcpState::ALL
+        .iter()
+        .map(|&s| (s, by_state.get(s).len()))
+        .collect();
+    let t = std::time::Instant::now();
     let groups = group::groups(snap, &selected, &listen_ports, sampled, events);
+    crate::collect::timing("classify: groups", t);
     let host = host::Host::of(snap);
     let ctx = rules::Ctx {
         snap,
         host,
         selected: &selected,
+        by_state: &by_state,
         groups: &groups,
         states: &states,
         listen_ports: &listen_ports,
@@ -97,8 +107,10 @@ fn classify_measured(
         events,
     };
     let (attribution, owner_warning) = view_attribution(snap, &selected);
+    let t = std::time::Instant::now();
     let mut findings = rules::run(&ctx);
     sort_findings(&mut findings);
+    crate::collect::timing("classify: rules", t);
 
     let processes = groups
         .iter()

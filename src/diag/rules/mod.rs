@@ -183,6 +183,9 @@ pub struct Ctx<'a> {
     pub snap: &'a Snapshot,
     pub host: Host<'a>,
     pub selected: &'a [&'a Socket],
+    /// The selected sockets by state, in snapshot order: a rule about one
+    /// state reads only its sockets, not every socket of a busy host.
+    pub by_state: &'a ByState<'a>,
     pub groups: &'a [Group],
     pub states: &'a BTreeMap<TcpState, usize>,
     pub listen_ports: &'a FxHashSet<u16>,
@@ -194,6 +197,27 @@ pub struct Ctx<'a> {
     /// Closes counted from the kernel's tracepoints over a window
     /// (`--window`); preferred over the other measurements.
     pub events: Option<&'a crate::diag::closes::EventCloses>,
+}
+
+/// Sockets grouped by state, each list in the order given.
+#[derive(Debug, Default)]
+pub struct ByState<'a> {
+    lists: [Vec<&'a Socket>; 16],
+}
+
+impl<'a> ByState<'a> {
+    pub fn of(sockets: &[&'a Socket]) -> ByState<'a> {
+        let mut b = ByState::default();
+        for s in sockets {
+            b.lists[usize::from(s.state.number()) % 16].push(s);
+        }
+        b
+    }
+
+    /// The sockets in `state`.
+    pub fn get(&self, state: TcpState) -> &[&'a Socket] {
+        &self.lists[usize::from(state.number()) % 16]
+    }
 }
 
 impl Ctx<'_> {
