@@ -19,28 +19,29 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 const MAX_FAMILY: usize = 256;
 
 pub fn find(snap: &mut Snapshot, proc: &ProcFs) {
-    // Ports with children nobody accepted, and their listeners' owners.
-    let troubled: HashSet<u16> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.inode == 0 && matches!(s.state, TcpState::Established | TcpState::CloseWait))
-        .map(|s| s.local.port())
-        .collect();
-    // Listening ports that CLOSE_WAIT sockets point at: the server that
-    // closed them may be on this host, and the report names every
-    // process holding its listener (only the listeners are looked for).
-    let listening: HashSet<u16> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::Listen)
-        .map(|s| s.local.port())
-        .collect();
-    let peer_ports: HashSet<u16> = snap
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::CloseWait && listening.contains(&s.peer.port()))
-        .map(|s| s.peer.port())
-        .collect();
+    // One pass over the table: ports with children nobody accepted,
+    // listening ports, and the peer ports of CLOSE_WAIT connections.
+    let mut troubled: HashSet<u16> = HashSet::new();
+    let mut listening: HashSet<u16> = HashSet::new();
+    let mut cw_peers: HashSet<u16> = HashSet::new();
+    for s in &snap.sockets {
+        match s.state {
+            TcpState::Listen => {
+                listening.insert(s.local.port());
+            }
+            TcpState::Established if s.inode == 0 => {
+                troubled.insert(s.local.port());
+            }
+            TcpState::CloseWait => {
+                if s.inode == 0 {
+                    troubled.insert(s.local.port());
+                }
+                cw_peers.insert(s.peer.port());
+            }
+            _ => {}
+        }
+    }
+    let peer_ports: HashSet<u16> = cw_peers.intersection(&listening).copied().collect();
     if troubled.is_empty() && peer_ports.is_empty() {
         return;
     }

@@ -438,12 +438,14 @@ fn enrich_owners(
     if pids.is_empty() && !sweep {
         return;
     }
+    let t = std::time::Instant::now();
     let known: Option<rustc_hash::FxHashSet<u64>> = if complete_dump {
         procinfo::other_table_inodes(proc, warnings)
     } else {
         None
     }
     .map(|mut k| {
+        k.reserve(snap.sockets.len());
         k.extend(
             snap.sockets
                 .iter()
@@ -452,6 +454,8 @@ fn enrich_owners(
         );
         k
     });
+    timing("enrich: socket inodes of every table", t);
+    let t = std::time::Instant::now();
     let mut candidates = Vec::new();
     for &pid in &pids {
         if let Some(p) = snap.processes.get_mut(&pid) {
@@ -462,6 +466,7 @@ fn enrich_owners(
             candidates.push((pid, c));
         }
     }
+    timing("enrich: owners", t);
     let Some(known_set) = known.as_ref() else {
         return;
     };
@@ -763,7 +768,11 @@ fn apply_owners(
     snap: &mut Snapshot,
     owners: procmap::Owners,
 ) -> std::collections::HashMap<u32, procmap::FdTable> {
-    for s in &mut snap.sockets {
+    for s in snap
+        .sockets
+        .iter_mut()
+        .filter(|s| s.inode != 0 && !owners.by_inode.is_empty())
+    {
         if let Some(&(pid, fd)) = owners.by_inode.get(&s.inode) {
             s.pid = Some(pid);
             s.fd = Some(fd);

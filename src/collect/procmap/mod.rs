@@ -23,7 +23,7 @@ const LISTED_PIDS: usize = 10;
 #[derive(Debug, Default)]
 pub struct Owners {
     /// inode -> (pid, fd)
-    pub by_inode: HashMap<u32, (u32, u32)>,
+    pub by_inode: rustc_hash::FxHashMap<u32, (u32, u32)>,
     pub processes: BTreeMap<u32, Process>,
     pub stats: Attribution,
     /// For owners found: what the walk already read of their fd tables,
@@ -326,12 +326,12 @@ mod tests {
             ..Default::default()
         };
         let mut a = Owners {
-            by_inode: [(10, (100, 3))].into(),
+            by_inode: [(10, (100, 3))].into_iter().collect(),
             stats: stats(2, 1),
             ..Default::default()
         };
         let b = Owners {
-            by_inode: [(11, (200, 4))].into(),
+            by_inode: [(11, (200, 4))].into_iter().collect(),
             stats: stats(1, 1),
             ..Default::default()
         };

@@ -6,7 +6,7 @@ use super::{Owners, Recheck, Search, Table};
 use crate::collect::procfs::{Link, ProcFs};
 use rustc_hash::FxHashMap;
 use rustix::io::Errno;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -90,7 +90,7 @@ pub(super) struct Claims {
 }
 
 impl Claims {
-    fn new(wanted: &HashSet<u32>, found: &HashMap<u32, (u32, u32)>) -> Claims {
+    fn new(wanted: &HashSet<u32>, found: &FxHashMap<u32, (u32, u32)>) -> Claims {
         Claims {
             inodes: wanted
                 .iter()
