@@ -15,6 +15,7 @@ import sys
 HEADING = "## Side by side: `scan`, the previous main, `ss -tan` and the raw dump floor"
 SCAN, SS, RAW = "cwdiag scan", "ss -tan", "raw dump (ss -ntaD /dev/null)"
 TIMING = re.compile(r"^cwdiag timing: (.+): ([0-9.]+) ms")
+LINKS = re.compile(r"^cwdiag timing: attribute: (fd links read): ([0-9]+)$")
 
 
 def read(path, default=""):
@@ -44,6 +45,9 @@ def steps(d):
             m = TIMING.match(line)
             if m:
                 seen.setdefault(m.group(1), []).append(float(m.group(2)))
+            m = LINKS.match(line)
+            if m:
+                seen.setdefault(m.group(1) + " (a count, not ms)", []).append(float(m.group(2)))
     return {k: statistics.median(v) for k, v in seen.items()}
 
 

@@ -107,6 +107,7 @@ pub(super) fn read_links(
         if !t.read.insert(fd) {
             continue;
         }
+        out.links_read += 1;
         let inode = match ProcFs::fd_link(dirfd, fd, &mut name) {
             Link::Socket(inode) => inode,
             Link::Denied => {

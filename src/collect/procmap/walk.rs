@@ -64,6 +64,8 @@ pub(super) struct ItemRead {
     /// fds read whose links are not sockets.
     others: Vec<u32>,
     present: usize,
+    /// Links read.
+    links: usize,
     denied: bool,
     /// The fds an `Item::From` listed.
     listed: Vec<u32>,
@@ -116,6 +118,7 @@ impl Claims {
 
     /// Reads the link of `fd` in `dir` into `r`.
     fn read(&self, dir: &rustix::fd::OwnedFd, fd: u32, name: &mut String, r: &mut ItemRead) {
+        r.links += 1;
         let inode = match ProcFs::fd_link(dir, fd, name) {
             Link::Socket(inode) => inode,
             Link::Other => {
@@ -411,6 +414,7 @@ pub(super) fn walk(
         let t = &mut tables[ti];
         claim(t.pid, r.hits, out, found_in);
         t.present += r.present;
+        out.links_read += r.links;
         t.denied |= r.denied;
         t.sockets.extend(r.sockets);
         t.others.extend(r.others);
