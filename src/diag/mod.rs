@@ -86,7 +86,7 @@ fn classify_measured(
     let by_state = rules::ByState::of(&selected);
     let states: BTreeMap<TcpState, usize> = TcpState::ALL
         .iter()
-        .map(|&s| (s, by_state.get(s).len()))
+        .map(|&s| (s, by_state.count(s)))
         .collect();
     let t = std::time::Instant::now();
     let groups = group::groups(snap, &selected, &listen_ports, sampled, events);

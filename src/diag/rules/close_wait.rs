@@ -169,7 +169,7 @@ pub fn held(ctx: &Ctx, kind: CloseWaitKind) -> Vec<Held> {
     // goodbye, and whether any is too big to be one.
     let mut more: BTreeMap<Key, (usize, usize, bool)> = BTreeMap::new();
     let mut wanted: Vec<(Key, &Socket)> = Vec::new();
-    for s in ctx.by_state.get(TcpState::CloseWait) {
+    for s in ctx.by_state.close_wait() {
         let dir = direction(s, ctx.listen_ports);
         let owner = owner_of(s, &ctx.snap.attribution);
         // Inbound sockets no process holds were never accepted: the

@@ -183,8 +183,9 @@ pub struct Ctx<'a> {
     pub snap: &'a Snapshot,
     pub host: Host<'a>,
     pub selected: &'a [&'a Socket],
-    /// The selected sockets by state, in snapshot order: a rule about one
-    /// state reads only its sockets, not every socket of a busy host.
+    /// The selected CLOSE_WAIT and TIME_WAIT sockets, in snapshot order:
+    /// the rules about one of them read only its sockets, not every socket
+    /// of a busy host.
     pub by_state: &'a ByState<'a>,
     pub groups: &'a [Group],
     pub states: &'a BTreeMap<TcpState, usize>,
@@ -199,24 +200,50 @@ pub struct Ctx<'a> {
     pub events: Option<&'a crate::diag::closes::EventCloses>,
 }
 
-/// Sockets grouped by state, each list in the order given.
+/// The CLOSE_WAIT and TIME_WAIT sockets among some, each list in the
+/// order given, and how many sockets each state has. Only these two are
+/// listed: ESTABLISHED, the bulk of a busy host, no rule reads on its own,
+/// and a list of it would cost a pointer per socket.
 #[derive(Debug, Default)]
 pub struct ByState<'a> {
-    lists: [Vec<&'a Socket>; 16],
+    counts: [usize; 16],
+    close_wait: Vec<&'a Socket>,
+    time_wait: Vec<&'a Socket>,
 }
 
 impl<'a> ByState<'a> {
     pub fn of(sockets: &[&'a Socket]) -> ByState<'a> {
-        let mut b = ByState::default();
+        let slot = |s: TcpState| usize::from(s.number()) % 16;
+        let mut counts = [0usize; 16];
         for s in sockets {
-            b.lists[usize::from(s.state.number()) % 16].push(s);
+            counts[slot(s.state)] += 1;
+        }
+        let mut b = ByState {
+            counts,
+            close_wait: Vec::with_capacity(counts[slot(TcpState::CloseWait)]),
+            time_wait: Vec::with_capacity(counts[slot(TcpState::TimeWait)]),
+        };
+        for s in sockets {
+            match s.state {
+                TcpState::CloseWait => b.close_wait.push(s),
+                TcpState::TimeWait => b.time_wait.push(s),
+                _ => {}
+            }
         }
         b
     }
 
-    /// The sockets in `state`.
-    pub fn get(&self, state: TcpState) -> &[&'a Socket] {
-        &self.lists[usize::from(state.number()) % 16]
+    /// How many sockets are in `state`.
+    pub fn count(&self, state: TcpState) -> usize {
+        self.counts[usize::from(state.number()) % 16]
+    }
+
+    pub fn close_wait(&self) -> &[&'a Socket] {
+        &self.close_wait
+    }
+
+    pub fn time_wait(&self) -> &[&'a Socket] {
+        &self.time_wait
     }
 }
 

@@ -78,7 +78,7 @@ pub fn projected_ratio(c: &Closes, hold_s: u32, budget: u32) -> Option<f64> {
 
 pub fn groups(ctx: &Ctx, direction: Direction) -> Vec<Churn> {
     let mut agg: BTreeMap<(u16, Option<Endpoint>), Vec<&Socket>> = BTreeMap::new();
-    for s in ctx.by_state.get(TcpState::TimeWait) {
+    for s in ctx.by_state.time_wait() {
         let d = direction_of(s, ctx.listen_ports);
         if d != direction {
             continue;
