@@ -98,7 +98,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let mut holders: BTreeMap<u16, BTreeMap<u32, usize>> = BTreeMap::new();
     for s in ctx.selected {
         let port = s.local.port();
-        if s.state == TcpState::Listen || !listeners.contains_key(&port) {
+        // The listening ports, as a hash set: this runs for every socket.
+        if s.state == TcpState::Listen || !ctx.listen_ports.contains(&port) {
             continue;
         }
         if s.inode == 0 && matches!(s.state, TcpState::Established | TcpState::CloseWait) {

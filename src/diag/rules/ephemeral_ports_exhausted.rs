@@ -10,7 +10,6 @@ use crate::diag::group::round3;
 use crate::diag::types::Severity;
 use crate::model::{Socket, TcpState};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 pub const DOC: Doc = Doc {
@@ -62,7 +61,9 @@ impl super::Rule for Def {
 }
 
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
-    let mut per: BTreeMap<(IpAddr, IpAddr, u16), (usize, Vec<&Socket>)> = BTreeMap::new();
+    // Hashed while counting (this runs for every socket), sorted after.
+    let mut per: rustc_hash::FxHashMap<(IpAddr, IpAddr, u16), (usize, Vec<&Socket>)> =
+        Default::default();
     for s in ctx.selected {
         if s.state == TcpState::Listen
             || ctx.listen_ports.contains(&s.local.port())
@@ -79,6 +80,8 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         }
     }
     let budget = ctx.budget;
+    let mut per: Vec<_> = per.into_iter().collect();
+    per.sort_unstable_by_key(|e| e.0);
     per.into_iter()
         .filter(|(_, (held, _))| {
             budget > 0 && *held as f64 / f64::from(budget) >= ctx.policy.port_ratio_warn
