@@ -193,6 +193,19 @@ pub(crate) fn finish(
     plan: &Plan,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
 ) {
+    finish_sampling(kernel, proc, snap, plan, tables, true);
+}
+
+/// [`finish`]; without `sample_threads` the caller samples the threads
+/// itself ([`sample_threads_of`], once for many namespaces).
+pub(crate) fn finish_sampling(
+    kernel: &dyn kernel::Kernel,
+    proc: &ProcFs,
+    snap: &mut Snapshot,
+    plan: &Plan,
+    tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    sample_threads: bool,
+) {
     let t1 = std::time::Instant::now();
     if plan.attribute != Attribute::Nothing {
         holders::find(snap, proc);
@@ -201,7 +214,7 @@ pub(crate) fn finish(
     // The threads of processes a finding may call stuck are sampled on a
     // thread of their own while the rest of this step reads /proc, so the
     // sampling's pauses cost no wall time beyond its minimum rounds.
-    let suspects = if plan.attribute == Attribute::Nothing {
+    let suspects = if plan.attribute == Attribute::Nothing || !sample_threads {
         Vec::new()
     } else {
         thread_suspects(snap)
@@ -581,6 +594,39 @@ fn read_libraries(
     }
 }
 
+/// Samples, in one set of rounds, the threads of the suspects of every
+/// snapshot (each namespace's first [`threads::MAX_PROCESSES`]): for
+/// `--all-netns`, whose namespaces are finished without sampling, so that
+/// the rounds' pauses are paid once and not once per namespace.
+pub(crate) fn sample_threads_of(proc: &ProcFs, snaps: &mut [Snapshot], plan: &Plan) {
+    if plan.attribute == Attribute::Nothing {
+        return;
+    }
+    let per: Vec<Vec<u32>> = snaps
+        .iter()
+        .map(|s| {
+            let mut v = thread_suspects(s);
+            v.truncate(threads::MAX_PROCESSES);
+            v
+        })
+        .collect();
+    let mut all: Vec<u32> = per.iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all.truncate(threads::MAX_PROCESSES_IN_ALL);
+    if all.is_empty() {
+        return;
+    }
+    let sampled = threads::sample(proc, &all, &std::sync::atomic::AtomicBool::new(true));
+    for (snap, pids) in snaps.iter_mut().zip(&per) {
+        for pid in pids {
+            if let (Some(t), Some(p)) = (sampled.get(pid), snap.processes.get_mut(pid)) {
+                p.threads = Some(t.clone());
+            }
+        }
+    }
+}
+
 /// The processes whose threads are sampled: the holders of listeners
 /// with children waiting for accept() and the processes holding accepted
 /// connections on those ports, then the owners of CLOSE_WAIT sockets a
@@ -634,6 +680,7 @@ fn thread_suspects(snap: &Snapshot) -> Vec<u32> {
         }
     }
     suspects.retain(|p| snap.processes.contains_key(p));
+    suspects.truncate(threads::MAX_PROCESSES);
     suspects
 }
 

@@ -95,7 +95,7 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
         let mut addrs = Vec::new();
         match kernel.enter(t) {
             Ok(()) => {
-                super::finish(kernel, proc, &mut snap, plan, tables);
+                super::finish_sampling(kernel, proc, &mut snap, plan, tables, false);
                 addrs = super::addrs::read(proc, &mut snap.warnings);
             }
             Err(w) => snap
@@ -106,6 +106,9 @@ pub fn live_from(kernel: &dyn Kernel, plan: &Plan, targets: &[Target]) -> Collec
     });
     timing("all namespaces: enrich", t2);
     let (mut snapshots, addrs): (Vec<Snapshot>, Vec<Vec<IpAddr>>) = finished.into_iter().unzip();
+    let t3 = Instant::now();
+    super::sample_threads_of(proc, &mut snapshots, plan);
+    timing("all namespaces: threads", t3);
     link_peers(&mut snapshots, &addrs);
     out.snapshots = snapshots;
     out

@@ -20,8 +20,10 @@ use std::time::Duration;
 pub const SAMPLES: u32 = 10;
 pub const MIN_SAMPLES: u32 = 5;
 pub const INTERVAL: Duration = Duration::from_millis(2);
-/// Processes sampled per snapshot, and threads read per process.
+/// Processes sampled per snapshot (per namespace), in all for
+/// `--all-netns`, and threads read per process.
 pub const MAX_PROCESSES: usize = 8;
+pub const MAX_PROCESSES_IN_ALL: usize = 32;
 pub const MAX_THREADS: usize = 64;
 /// Task entries counted at most (a process with more says "64 of 10000+").
 const MAX_COUNTED: usize = 100_000;
@@ -182,9 +184,9 @@ fn tasks(proc: &ProcFs, pid: u32) -> Option<(Vec<u32>, usize)> {
     Some((tids, total))
 }
 
-/// Samples the threads of `pids` (at most [`MAX_PROCESSES`], in the order
-/// given), all processes in the same rounds: [`MIN_SAMPLES`] rounds, then
-/// more until `stop` is set or [`SAMPLES`] are taken.
+/// Samples the threads of `pids` (at most [`MAX_PROCESSES_IN_ALL`], in
+/// the order given), all processes in the same rounds: [`MIN_SAMPLES`]
+/// rounds, then more until `stop` is set or [`SAMPLES`] are taken.
 pub fn sample(
     proc: &ProcFs,
     pids: &[u32],
@@ -198,7 +200,7 @@ pub fn sample(
     }
     let mut procs: Vec<Proc> = pids
         .iter()
-        .take(MAX_PROCESSES)
+        .take(MAX_PROCESSES_IN_ALL)
         .filter_map(|&pid| {
             let (tids, total) = tasks(proc, pid)?;
             let threads = tids

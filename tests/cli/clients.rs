@@ -135,6 +135,22 @@ fn blocked_loop(mode: &'static str, pattern: &'static str, words: &'static str) 
             .map(|o| o["count"].as_u64().unwrap())
             .sum();
         assert_eq!(samples, t["processes"][0]["samples"].as_u64().unwrap());
+        // --all-netns samples the threads of every namespace in one set of
+        // rounds, after the namespaces are finished: the same verdict.
+        let ino = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata("/proc/thread-self/ns/net").unwrap(),
+        );
+        let all = json(&["scan", "--all-netns", "--json"]);
+        let ns = all["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["netns"]["inode"] == ino)
+            .unwrap_or_else(|| panic!("no report for namespace {ino}: {all:#}"));
+        let f = finding_on(ns, "accept-queue-not-drained", 8080);
+        let t = &f["evidence"]["threads"];
+        assert_eq!(t["pattern"], pattern, "{f:#}");
+        assert_eq!(t["processes"][0]["pid"], server.pid(), "{f:#}");
         drop(first);
     });
 }
