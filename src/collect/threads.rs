@@ -19,7 +19,7 @@ use std::time::Duration;
 /// the CPU (a busy loop) from one seen there once.
 pub const SAMPLES: u32 = 10;
 pub const MIN_SAMPLES: u32 = 5;
-pub const INTERVAL: Duration = Duration::from_millis(2);
+pub const INTERVAL: Duration = Duration::from_millis(1);
 /// Processes sampled per snapshot (per namespace), in all for
 /// `--all-netns`, and threads read per process.
 pub const MAX_PROCESSES: usize = 8;
