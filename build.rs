@@ -5,10 +5,18 @@ use std::process::Command;
 
 fn main() {
     // Only watch files that exist: a missing one makes cargo rebuild
-    // every time (tarball and `git archive` builds have no .git).
-    for f in [".git/HEAD", ".git/index"] {
-        if std::path::Path::new(f).exists() {
-            println!("cargo:rerun-if-changed={f}");
+    // every time (tarball and `git archive` builds have no .git). Asked of
+    // git, so that a worktree (whose .git is a file) watches its own.
+    for what in ["HEAD", "index"] {
+        let path = Command::new("git")
+            .args(["rev-parse", "--git-path", what])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string());
+        if let Some(p) = path.filter(|p| std::path::Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={p}");
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
