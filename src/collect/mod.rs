@@ -873,14 +873,6 @@ fn dump_and_attribute(
     bulk.tcp_info = false;
     let mut first = req.clone();
     first.states &= !bulk_states();
-    // The second look, should the walk need one: the same states, inodes only.
-    let mut again = first.clone();
-    again.tcp_info = false;
-    let live = || kernel.socket_inodes(&again).ok();
-    let recheck = procmap::Recheck {
-        table_sockets,
-        live: &live,
-    };
     std::thread::scope(|scope| {
         let bulk_job = (bulk.states != 0).then(|| {
             scope.spawn(|| {
@@ -895,6 +887,23 @@ fn dump_and_attribute(
         timing("dump: attributed states", t);
         let t = std::time::Instant::now();
         let owners = mine.as_ref().ok().map(|d| {
+            // The second look, should the walk need one: the same states,
+            // inodes only, and ESTABLISHED too when connections were being
+            // opened (one that got there since the dump still has an owner
+            // to find).
+            let mut again = first.clone();
+            again.tcp_info = false;
+            if d.sockets
+                .iter()
+                .any(|s| matches!(s.state, TcpState::SynSent | TcpState::SynRecv))
+            {
+                again.states |= req.states & TcpState::Established.mask_bit();
+            }
+            let live = || kernel.socket_inodes(&again).ok();
+            let recheck = procmap::Recheck {
+                table_sockets,
+                live: &live,
+            };
             find_owners_of(
                 proc,
                 &d.sockets,

@@ -179,7 +179,9 @@ pub fn find_owners_in(
 /// since the dump has no owner left to find, and without this look its
 /// absence would be searched for through every fd on the host (on a busy
 /// host, tens of thousands of pipes and files). Taken only when those fds
-/// outnumber what the look costs.
+/// outnumber what the look costs. The caller says which states the look
+/// covers: those the wanted sockets were dumped in, and any they can move
+/// to while keeping their owner.
 pub struct Recheck<'a> {
     /// Sockets in the table (a dump walks them all, whatever it keeps).
     pub table_sockets: usize,
