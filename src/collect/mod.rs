@@ -410,17 +410,6 @@ fn initial_netns(proc: &ProcFs) -> Option<bool> {
     fixed_inodes.then_some(false)
 }
 
-/// `/proc/thread-self/net`: the tables of the calling thread's network
-/// namespace (which `--netns` changes), or `DIR/net` for a fake root.
-pub fn net_dir(proc_root: &std::path::Path) -> PathBuf {
-    let ts = proc_root.join("thread-self/net");
-    if ts.exists() {
-        ts
-    } else {
-        proc_root.join("net")
-    }
-}
-
 /// Fd counts, limits, cgroups and stale socket fds of the processes that
 /// own CLOSE_WAIT sockets (the ones findings will name).
 fn enrich_owners(

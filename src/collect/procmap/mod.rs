@@ -165,7 +165,7 @@ pub enum Search {
 }
 
 /// [`find_owners`], looking as far as `search` says.
-pub fn find_owners_in(
+fn find_owners_in(
     proc_root: &Path,
     wanted: &HashSet<u32>,
     likely_uids: &HashSet<u32>,
