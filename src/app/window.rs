@@ -204,39 +204,10 @@ mod tests {
     use super::*;
     use crate::diag::closes::{CloseSource, Closer};
     use crate::diag::types::Direction;
-    use crate::events::attrib::{Attributed, Evidence};
-    use crate::events::decode::{Event, Kind};
+    use crate::events::decode::Kind;
     use crate::events::window::annotate;
+    use crate::events::window::tests::{a, tw_report};
     use crate::model::Endpoint;
-    use serde_json::{Value, json};
-
-    fn a(kind: Kind, sk: u64, pid: Option<u32>, ns: Option<u64>, l: &str, p: &str) -> Attributed {
-        Attributed {
-            event: Event {
-                ts: 0,
-                kind,
-                tid: pid.unwrap_or(0),
-                process_context: pid.is_some(),
-                skaddr: sk,
-                local: l.parse().unwrap(),
-                peer: p.parse().unwrap(),
-                cookie: None,
-            },
-            pid,
-            comm: pid.map(|p| format!("c{p}")),
-            netns: ns,
-            evidence: Evidence::Process,
-            cookie: Some(sk),
-        }
-    }
-
-    fn tw_report(direction: &str, port: u16, peer: Option<&str>) -> Value {
-        json!({
-            "findings": [{"rule_id": "x", "evidence": {
-                "state": "TIME_WAIT", "direction": direction, "port": port, "peer": peer
-            }}]
-        })
-    }
 
     fn recording(start_ms: u64, window_ms: u64, end_ms: u64) -> Recording {
         let mut r = Recording::default();

@@ -345,12 +345,20 @@ pub fn text(report: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::events::attrib::Evidence;
     use crate::events::decode::Event;
 
-    fn a(kind: Kind, sk: u64, pid: Option<u32>, ns: Option<u64>, l: &str, p: &str) -> Attributed {
+    /// An attributed event, for tests here and in `app::window`.
+    pub(crate) fn a(
+        kind: Kind,
+        sk: u64,
+        pid: Option<u32>,
+        ns: Option<u64>,
+        l: &str,
+        p: &str,
+    ) -> Attributed {
         Attributed {
             event: Event {
                 ts: 0,
@@ -370,7 +378,8 @@ mod tests {
         }
     }
 
-    fn tw_report(direction: &str, port: u16, peer: Option<&str>) -> Value {
+    /// A report with one TIME_WAIT finding, for the same tests.
+    pub(crate) fn tw_report(direction: &str, port: u16, peer: Option<&str>) -> Value {
         json!({
             "findings": [{"rule_id": "x", "evidence": {
                 "state": "TIME_WAIT", "direction": direction, "port": port, "peer": peer
