@@ -214,10 +214,13 @@ pub(crate) fn finish_sampling(
     // The threads of processes a finding may call stuck are sampled on a
     // thread of their own while the rest of this step reads /proc, so the
     // sampling's pauses cost no wall time beyond its minimum rounds.
+    // Who holds CLOSE_WAIT sockets: read once, for the suspects and the
+    // libraries (enrichment adds no CLOSE_WAIT owner).
+    let owners = close_wait_owners(snap);
     let suspects = if plan.attribute == Attribute::Nothing || !sample_threads {
         Vec::new()
     } else {
-        thread_suspects(snap)
+        thread_suspects(snap, &owners)
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     // Files cut at their size cap, named in the snapshot's warnings.
@@ -236,7 +239,7 @@ pub(crate) fn finish_sampling(
         timing("identify owners", t);
         if plan.attribute != Attribute::Nothing {
             let t = std::time::Instant::now();
-            read_libraries(snap, proc, tables, &mut read_warnings);
+            read_libraries(snap, proc, tables, &owners, &mut read_warnings);
             timing("libraries", t);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -572,9 +575,10 @@ fn read_libraries(
     snap: &mut Snapshot,
     proc: &ProcFs,
     tables: &std::collections::HashMap<u32, procmap::FdTable>,
+    owners: &[(u32, usize, usize)],
     warnings: &mut Vec<String>,
 ) {
-    for (pid, _, _) in close_wait_owners(snap).into_iter().take(LIBRARY_PROCESSES) {
+    for &(pid, _, _) in owners.iter().take(LIBRARY_PROCESSES) {
         if let Some(p) = snap.processes.get_mut(&pid) {
             let go = p.runtime.as_deref() == Some("Go");
             let files = tables.get(&pid).and_then(procmap::FdTable::non_sockets);
@@ -594,7 +598,7 @@ pub(crate) fn sample_threads_of(proc: &ProcFs, snaps: &mut [Snapshot], plan: &Pl
     let per: Vec<Vec<u32>> = snaps
         .iter()
         .map(|s| {
-            let mut v = thread_suspects(s);
+            let mut v = thread_suspects(s, &close_wait_owners(s));
             v.truncate(threads::MAX_PROCESSES);
             v
         })
@@ -620,7 +624,7 @@ pub(crate) fn sample_threads_of(proc: &ProcFs, snaps: &mut [Snapshot], plan: &Pl
 /// with children waiting for accept() and the processes holding accepted
 /// connections on those ports, then the owners of CLOSE_WAIT sockets a
 /// finding may call stuck.
-fn thread_suspects(snap: &Snapshot) -> Vec<u32> {
+fn thread_suspects(snap: &Snapshot, close_wait: &[(u32, usize, usize)]) -> Vec<u32> {
     let listeners: Vec<&Socket> = snap
         .sockets
         .iter()
@@ -663,7 +667,7 @@ fn thread_suspects(snap: &Snapshot) -> Vec<u32> {
             push(pid, &mut suspects);
         }
     }
-    for (pid, _, stuck) in close_wait_owners(snap) {
+    for &(pid, _, stuck) in close_wait {
         if stuck > 0 {
             push(pid, &mut suspects);
         }
