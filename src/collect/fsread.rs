@@ -138,8 +138,34 @@ pub fn small_text(path: &Path, warnings: &mut Vec<String>) -> Option<String> {
     Some(c.text())
 }
 
+/// One mount of a `/proc/PID/mountinfo` text (proc(5)).
+pub struct Mount<'a> {
+    /// The filesystem type (after the ` - ` separator).
+    pub fstype: &'a str,
+    /// The root of the mount within its filesystem (`net:[INODE]` for a
+    /// network namespace bind mount).
+    pub root: &'a str,
+    /// The mount point, unescaped.
+    pub point: String,
+}
+
+/// The mounts of a mountinfo text; malformed lines are passed over.
+pub fn mounts(text: &str) -> impl Iterator<Item = Mount<'_>> {
+    text.lines().filter_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let fstype = post.split_whitespace().next()?;
+        let mut f = pre.split_whitespace().skip(3);
+        let (root, point) = (f.next()?, f.next()?);
+        Some(Mount {
+            fstype,
+            root,
+            point: unescape_mount(point),
+        })
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub fn unescape_mount(s: &str) -> String {
+fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

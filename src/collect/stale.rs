@@ -89,18 +89,9 @@ fn mounted_netns(proc: &ProcFs) -> Vec<(u64, PathBuf)> {
 /// The nsfs `net:[INODE]` mounts of a mountinfo text.
 fn parse_mounted_netns(text: &str) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        if post.split_whitespace().next() != Some("nsfs") {
-            continue;
-        }
-        let mut f = pre.split_whitespace().skip(3);
-        let (Some(root), Some(mnt)) = (f.next(), f.next()) else {
-            continue;
-        };
-        let Some(ino) = root
+    for m in super::fsread::mounts(text).filter(|m| m.fstype == "nsfs") {
+        let Some(ino) = m
+            .root
             .strip_prefix("net:[")
             .and_then(|r| r.strip_suffix(']'))
             .and_then(|r| r.parse().ok())
@@ -108,7 +99,7 @@ fn parse_mounted_netns(text: &str) -> Vec<(u64, PathBuf)> {
             continue;
         };
         if !out.iter().any(|(i, _)| *i == ino) {
-            out.push((ino, PathBuf::from(super::fsread::unescape_mount(mnt))));
+            out.push((ino, PathBuf::from(m.point)));
         }
     }
     out

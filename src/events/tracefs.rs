@@ -83,22 +83,11 @@ fn write(path: &Path, value: &str) -> Result<(), String> {
 /// Where tracefs is mounted for this process, from /proc/self/mountinfo.
 pub fn find_mount() -> Option<PathBuf> {
     let info = fsread::read(Path::new("/proc/self/mountinfo"), fsread::TABLE).ok()?;
-    for line in info.text().lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        if post.split_whitespace().next() != Some("tracefs") {
-            continue;
-        }
-        let Some(mnt) = pre.split_whitespace().nth(4) else {
-            continue;
-        };
-        let path = PathBuf::from(fsread::unescape_mount(mnt));
-        if path.join("instances").is_dir() {
-            return Some(path);
-        }
-    }
-    None
+    let text = info.text();
+    fsread::mounts(&text)
+        .filter(|m| m.fstype == "tracefs")
+        .map(|m| PathBuf::from(m.point))
+        .find(|path| path.join("instances").is_dir())
 }
 
 /// tracefs for this process: the host's mount, or one made in a private
@@ -390,6 +379,11 @@ mod tests {
         assert_eq!(parse_lost(stats), 7);
         assert_eq!(buffer_kb(2), 8192);
         assert_eq!(buffer_kb(256), 1024);
-        assert_eq!(fsread::unescape_mount("/a\\040b"), "/a b");
+        let m: Vec<_> =
+            fsread::mounts("36 35 0:12 / /a\\040b rw - tracefs tracefs rw\nbad line\n").collect();
+        assert_eq!(
+            (m.len(), m[0].fstype, m[0].point.as_str()),
+            (1, "tracefs", "/a b")
+        );
     }
 }
