@@ -12,18 +12,12 @@ import re
 import statistics
 import sys
 
+from report import read  # bench/report.py, beside this script
+
 HEADING = "## Side by side: `scan`, the previous main, `ss -tan` and the raw dump floor"
 SCAN, SS, RAW = "cwdiag scan", "ss -tan", "raw dump (ss -ntaD /dev/null)"
 TIMING = re.compile(r"^cwdiag timing: (.+): ([0-9.]+) ms")
 LINKS = re.compile(r"^cwdiag timing: attribute: (fd links read): ([0-9]+)$")
-
-
-def read(path, default=""):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return default
 
 
 def medians(d):
